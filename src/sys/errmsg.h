@@ -1,0 +1,22 @@
+// The one error path: every failing call returns a positive errno and leaves the detail in a
+// fixed thread-local buffer that surelock_errmsg() hands out.
+#pragma once
+
+namespace surelock::sys {
+
+// Formats the detail of a failure into the calling thread's errmsg buffer and returns `code`,
+// so a failing path reads `return fail(EINVAL, "...")`.
+int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), cold));
+
+// The calling thread's buffer: "" until its first failure.
+const char *errmsg();
+
+// Saves and restores the buffer around code that may fail on the caller's behalf but must not
+// change what the caller sees (callbacks, thread-exit cleanup).
+struct ErrmsgSnapshot {
+    char text[256];
+    ErrmsgSnapshot();
+    ~ErrmsgSnapshot();
+};
+
+} // namespace surelock::sys

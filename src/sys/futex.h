@@ -1,0 +1,41 @@
+// Futex wait/wake and CLOCK_MONOTONIC deadlines: the only way surelock blocks a thread.
+#pragma once
+
+#include <atomic>
+#include <stdint.h>
+#include <time.h>
+
+namespace surelock::sys {
+
+// An absolute point on CLOCK_MONOTONIC, or "never". Wall-clock jumps change nothing.
+struct Deadline {
+    bool forever;
+    struct timespec at;
+
+    // now + timeout_ns; a timeout of UINT64_MAX (SURELOCK_FOREVER) or one whose deadline
+    // would overflow means forever.
+    static Deadline after(uint64_t timeout_ns);
+    static Deadline never() { return Deadline{true, {0, 0}}; }
+};
+
+// Sleeps while *word == expected, until woken or the deadline passes.
+// Returns 0 (woken, or spuriously), EAGAIN (*word != expected), EINTR, or ETIMEDOUT.
+// `shared` selects process-shared futexes (memory mapped in several processes).
+int futex_wait(std::atomic<uint32_t> *word, uint32_t expected, const Deadline &deadline,
+               bool shared = false);
+
+// Wakes up to `count` threads sleeping on word. Safe on memory that has since been freed or
+// reused: the kernel only looks the address up, and a stray wake-up is a spurious one.
+void futex_wake(std::atomic<uint32_t> *word, int count, bool shared = false);
+
+// A short busy-wait step for spin loops before sleeping.
+inline void cpu_relax()
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
+} // namespace surelock::sys

@@ -1,0 +1,26 @@
+/*
+ * Hooks that exist only in the internal test build (libsurelock_internal, compiled with
+ * SURELOCK_TESTING from the same sources, never installed). They let tests and fuzzers reach
+ * states that are impractical to provoke through the public API: allocation failure and
+ * counters near their limits. C-compatible so the C tests can use them.
+ */
+#ifndef SURELOCK_SYS_TESTING_H
+#define SURELOCK_SYS_TESTING_H
+
+#include "surelock.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The next `successes` allocations succeed and the one after fails once; -1 = never fail. */
+void surelock_testing_fail_allocation_after(long successes);
+
+/* Sets the calling thread's depth on an rlock it holds (to reach the overflow limit). */
+int surelock_testing_rlock_set_depth(surelock_rlock *l, unsigned depth);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,70 @@
+#include "sys/thread.h"
+
+#include <atomic>
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "sys/alloc.h"
+#include "sys/errmsg.h"
+
+namespace surelock::sys {
+
+__thread ThreadRecord *current_record __attribute__((tls_model("initial-exec")));
+
+namespace {
+
+std::atomic<uint64_t> next_thread_serial{1};
+
+pthread_once_t key_once = PTHREAD_ONCE_INIT;
+pthread_key_t record_key;
+int key_error; // set once by make_key, read after pthread_once
+
+// Runs on the exiting thread. Every lock it still holds is handed to its kind's handler, which
+// releases it marked "owner died". The library is linked -z nodelete, so this code is still
+// mapped even if a host dlclose()d the library before this thread ended.
+void thread_exit_destructor(void *arg)
+{
+    ErrmsgSnapshot keep_errmsg; // a handler's failure must not leak into a dying thread's text
+    auto *record = static_cast<ThreadRecord *>(arg);
+    while (record->held.next != &record->held) {
+        HeldLink *link = record->held.next;
+        link->unlink();
+        link->owner_exited(link);
+    }
+    current_record = nullptr;
+    destroy(record);
+}
+
+void make_key()
+{
+    key_error = pthread_key_create(&record_key, thread_exit_destructor);
+}
+
+} // namespace
+
+ThreadRecord *create_current_record()
+{
+    pthread_once(&key_once, make_key);
+    if (key_error != 0) {
+        fail(ENOMEM, "cannot create the per-thread key: %s", strerror(key_error));
+        return nullptr;
+    }
+    auto *record = create<ThreadRecord>();
+    if (record == nullptr) {
+        fail(ENOMEM, "out of memory allocating the calling thread's record");
+        return nullptr;
+    }
+    record->serial = next_thread_serial.fetch_add(1, std::memory_order_relaxed);
+    record->held.prev = record->held.next = &record->held;
+    int rc = pthread_setspecific(record_key, record);
+    if (rc != 0) {
+        destroy(record);
+        fail(ENOMEM, "cannot register the calling thread's record: %s", strerror(rc));
+        return nullptr;
+    }
+    current_record = record;
+    return record;
+}
+
+} // namespace surelock::sys

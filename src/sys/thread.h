@@ -1,0 +1,58 @@
+// Thread identity and per-thread records.
+//
+// Every thread that takes an in-process lock gets a record holding a 64-bit serial that is
+// never reused in this process (TIDs and TLS addresses are recycled, so a lock owned by a dead
+// thread could look owned by a new one), and the list of locks it holds. The record is freed
+// by a pthread key destructor at thread exit, which first hands every lock still held to its
+// kind's owner-exited handler: that is how "owner thread died while holding" is detected.
+#pragma once
+
+#include <stdint.h>
+
+namespace surelock::sys {
+
+// An intrusive link a lock (or a hold on a lock) puts into its owner's held list while held.
+// The list is circular with a sentinel, so linking and unlinking are branch-free and O(1).
+struct HeldLink {
+    HeldLink *prev;
+    HeldLink *next;
+    // Called on the exiting thread for every link still in its list, after unlinking it.
+    void (*owner_exited)(HeldLink *link);
+
+    void unlink()
+    {
+        prev->next = next;
+        next->prev = prev;
+    }
+};
+
+struct ThreadRecord {
+    uint64_t serial; // never 0, never reused
+    HeldLink held;   // sentinel of the list of what this thread holds
+
+    void link_held(HeldLink *link)
+    {
+        link->next = held.next;
+        link->prev = &held;
+        held.next->prev = link;
+        held.next = link;
+    }
+};
+
+// The calling thread's record, or nullptr before its first lock. initial-exec: one load from
+// the thread pointer on the fast path (no __tls_get_addr call); glibc reserves static TLS for
+// this in dlopen'ed libraries, and 8 bytes is well within it.
+extern __thread ThreadRecord *current_record __attribute__((tls_model("initial-exec")));
+
+// Creates the calling thread's record on first use. Returns nullptr with errmsg set when it
+// cannot (out of memory, or no pthread key left); the caller then returns ENOMEM.
+ThreadRecord *create_current_record();
+
+inline ThreadRecord *current_thread()
+{
+    ThreadRecord *r = current_record;
+    if (__builtin_expect(r != nullptr, 1)) return r;
+    return create_current_record();
+}
+
+} // namespace surelock::sys
