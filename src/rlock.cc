@@ -78,7 +78,7 @@ void owner_exited(HeldLink *link)
 }
 
 // The caller has just taken the word: make it the owner at depth 1.
-int become_owner(surelock_rlock *l, ThreadRecord *me)
+inline int become_owner(surelock_rlock *l, ThreadRecord *me)
 {
     l->owner.store(me->serial, std::memory_order_relaxed);
     l->depth = 1;
@@ -116,27 +116,34 @@ int take_word_slow(surelock_rlock *l, const Deadline &deadline)
 
 enum class Wait { never, until_deadline };
 
-int acquire(surelock_rlock *l, Wait wait, uint64_t timeout_ns, const char *fn)
+// Everything past the uncontended attempt; kept out of line so the fast path stays a leaf
+// with no register spills.
+[[gnu::noinline]] int acquire_contended(surelock_rlock *l, ThreadRecord *me, Wait wait,
+                                        uint64_t timeout_ns, const char *fn)
 {
-    if (l == nullptr) return fail(EINVAL, "%s: the lock is NULL", fn);
+    if (wait == Wait::never) return fail(EBUSY, "%s: held by another thread", fn);
+    if (timeout_ns == 0) return fail(ETIMEDOUT, "%s: held by another thread (timeout 0)", fn);
+    if (take_word_slow(l, Deadline::after(timeout_ns)) != 0)
+        return fail(ETIMEDOUT, "%s: still held by another thread after %llu ns", fn,
+                    (unsigned long long)timeout_ns);
+    return become_owner(l, me);
+}
+
+[[gnu::always_inline]] inline int acquire(surelock_rlock *l, Wait wait, uint64_t timeout_ns,
+                                          const char *fn)
+{
+    if (__builtin_expect(l == nullptr, 0)) return fail(EINVAL, "%s: the lock is NULL", fn);
     ThreadRecord *me = current_thread();
-    if (me == nullptr) return ENOMEM;
+    if (__builtin_expect(me == nullptr, 0)) return ENOMEM;
     if (l->owner.load(std::memory_order_relaxed) == me->serial) {
         // Only this thread ever stores its own serial here, so reading it means we hold it.
-        if (l->depth == UINT_MAX)
+        if (__builtin_expect(l->depth == UINT_MAX, 0))
             return fail(EAGAIN, "%s: re-entry depth would overflow (already %u)", fn, l->depth);
         l->depth++;
         return 0;
     }
     if (__builtin_expect(try_take_word(l), 1)) return become_owner(l, me);
-    if (wait == Wait::never || timeout_ns == 0) {
-        if (wait == Wait::never) return fail(EBUSY, "%s: held by another thread", fn);
-        return fail(ETIMEDOUT, "%s: held by another thread (timeout 0)", fn);
-    }
-    if (take_word_slow(l, Deadline::after(timeout_ns)) != 0)
-        return fail(ETIMEDOUT, "%s: still held by another thread after %llu ns", fn,
-                    (unsigned long long)timeout_ns);
-    return become_owner(l, me);
+    return acquire_contended(l, me, wait, timeout_ns, fn);
 }
 
 // ---- Process-wide registry ----------------------------------------------------------------
