@@ -135,6 +135,119 @@ SURELOCK_API int surelock_rlock_unlock(surelock_rlock *l);
 /* The calling thread's depth on l: 0 when it does not hold it (or l is NULL). */
 SURELOCK_API unsigned surelock_rlock_depth(const surelock_rlock *l);
 
+/* ---- 4. Robust cross-process mutex --------------------------------------------------- */
+
+/*
+ * A mutex shared by every process that opens the same file; if a holder dies (even by
+ * SIGKILL), the next acquirer gets EOWNERDEAD instead of waiting forever. Ownership is per
+ * thread (the kernel TID, as robust futexes require). Any acquire by the holder is EDEADLK
+ * unless the file was created with SURELOCK_IPC_RECURSIVE.
+ *
+ * File layout, format version 1 (native byte order; all offsets in bytes):
+ *    0  char     magic[8]            "SURELOCK"
+ *    8  uint32   format_version      1
+ *   12  uint32   init_state          0 = being initialised (or never), 0x52454459 = ready
+ *   16  uint16   pointer_size        sizeof(void *) of the creator
+ *   18  uint16   mutex_size          sizeof(pthread_mutex_t)
+ *   20  uint16   mutex_align         alignof(pthread_mutex_t)
+ *   22  uint16   header_size         4096: the payload starts here
+ *   24  char     libc[16]            "glibc", NUL-padded
+ *   40  char     boot_id[40]         /proc/sys/kernel/random/boot_id when initialised
+ *   80  uint64   pid_namespace       inode of /proc/self/ns/pid (0 where unknown)
+ *   88  uint8    lock_id[16]         random 128-bit id (the global order of lock groups)
+ *  104  uint32   creator_uid
+ *  108  uint32   flags               SURELOCK_IPC_RECURSIVE
+ *  112  uint64   payload_size        bytes of payload (the mapping is rounded up to pages)
+ *  120  uint64   owner_deaths        times a holder died holding the lock
+ *  128  uint32   recovery_state      0 = consistent, 1 = needs recovery, 2 = not recoverable
+ *  132  int32    holder_tid          TID of the current holder (diagnostics, needs_recovery)
+ *  192  pthread_mutex_t mutex        robust, process-shared, initialised in place
+ * 4096  payload                      payload_size bytes, page-aligned
+ * The file size is exactly 4096 + payload_size rounded up to the page size. A file is either
+ * empty (initialised on open) or all of this; anything else is refused with EPROTO.
+ */
+typedef struct surelock_ipc surelock_ipc;
+
+#define SURELOCK_IPC_NOCREATE   0x1u /* fail with ENOENT instead of creating the file */
+#define SURELOCK_IPC_RECURSIVE  0x2u /* the holder may re-acquire; fixed when created */
+#define SURELOCK_IPC_ANY_OWNER  0x4u /* accept a file owned by another user */
+
+typedef struct surelock_ipc_options {
+    size_t   size;         /* sizeof(surelock_ipc_options): lets the struct grow */
+    uint32_t flags;        /* SURELOCK_IPC_NOCREATE | SURELOCK_IPC_RECURSIVE | SURELOCK_IPC_ANY_OWNER */
+    uint32_t mode;         /* permission bits when created (exactly these: umask is not applied) */
+    size_t   payload_size; /* bytes of shared memory mapped with the lock; 0 = none / as existing */
+} surelock_ipc_options;
+
+/* Sets size = sizeof *o and the defaults: no flags, mode 0600, no payload. */
+static inline void surelock_ipc_options_init(surelock_ipc_options *o)
+{
+    o->size = sizeof *o;
+    o->flags = 0;
+    o->mode = 0600;
+    o->payload_size = 0;
+}
+
+/*
+ * Opens (creating it unless SURELOCK_IPC_NOCREATE) the lock file at path and maps it.
+ * o may be NULL for the defaults; the library reads min(o->size, its own sizeof) bytes.
+ * Safe against concurrent creators and a creator killed half-way (an unfinished file is
+ * redone); an empty file is initialised; a file from before a reboot is re-initialised, and
+ * so is a not-recoverable one when no other handle has it open. Refused files are not
+ * modified. Returns 0;
+ *   EINVAL  path or out is NULL, o->size too small, unknown flag bits, mode beyond 0777,
+ *           SURELOCK_IPC_RECURSIVE for an existing file that was not created recursive
+ *           (recursion is fixed at creation; without the flag either kind opens), or a
+ *           non-zero payload_size that differs from the existing file's;
+ *   ELOOP   path is a symlink;
+ *   EPERM   the file belongs to another user (without SURELOCK_IPC_ANY_OWNER), or has group
+ *           or world write permission that o->mode does not grant;
+ *   EPROTO  not a regular file, a short or truncated file, or a header of another format,
+ *           version, architecture, pthread layout, libc or PID namespace;
+ *   ENOENT  missing file with SURELOCK_IPC_NOCREATE;
+ *   ENOMEM, or the system's own errors from open/mmap (EACCES, ENOSPC, ...).
+ */
+SURELOCK_API int surelock_ipc_open(const char *path, const surelock_ipc_options *o,
+                                   surelock_ipc **out);
+
+/* Unmaps and frees the handle. Returns 0; EINVAL; EBUSY (a thread holds the lock through
+ * this handle: a held robust mutex is never unmapped). */
+SURELOCK_API int surelock_ipc_close(surelock_ipc *m);
+
+/*
+ * Takes the lock. Returns 0; EOWNERDEAD (held; the previous holder died: repair the shared
+ * state and call surelock_ipc_consistent); ENOTRECOVERABLE (not held: a holder unlocked
+ * after EOWNERDEAD without consistent); EDEADLK (the caller already holds it and the file is
+ * not recursive); EAGAIN (recursion depth overflow); EINVAL.
+ */
+SURELOCK_API int surelock_ipc_lock(surelock_ipc *m);
+
+/* As lock, without waiting: EBUSY when held by another thread. */
+SURELOCK_API int surelock_ipc_trylock(surelock_ipc *m);
+
+/* As lock, waiting at most timeout_ns on CLOCK_MONOTONIC: ETIMEDOUT; 0 never blocks. */
+SURELOCK_API int surelock_ipc_timedlock(surelock_ipc *m, uint64_t timeout_ns);
+
+/* Marks the state repaired after EOWNERDEAD. Returns 0; EINVAL (NULL, or the caller is not
+ * a holder that needs recovery). */
+SURELOCK_API int surelock_ipc_consistent(surelock_ipc *m);
+
+/* 1 for the holder between EOWNERDEAD and surelock_ipc_consistent, else 0 (also for NULL). */
+SURELOCK_API int surelock_ipc_needs_recovery(const surelock_ipc *m);
+
+/* Releases one level of the caller's hold. Unlocking while recovery is needed makes the lock
+ * ENOTRECOVERABLE for every process. Returns 0; EINVAL; EPERM (the caller does not hold it). */
+SURELOCK_API int surelock_ipc_unlock(surelock_ipc *m);
+
+/* The shared payload mapped with the lock (NULL when there is none or m is NULL); its size
+ * is stored in *size when size is not NULL. */
+SURELOCK_API void *surelock_ipc_payload(surelock_ipc *m, size_t *size);
+
+/* Removes the lock file (never done implicitly: others may still use it). Returns 0;
+ * EINVAL; ELOOP (a symlink: not removed); EPROTO (not a surelock lock file: not removed);
+ * or unlink's errors. */
+SURELOCK_API int surelock_ipc_unlink(const char *path);
+
 #ifdef __cplusplus
 }
 #endif

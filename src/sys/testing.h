@@ -19,6 +19,11 @@ void surelock_testing_fail_allocation_after(long successes);
 /* Sets the calling thread's depth on an rlock it holds (to reach the overflow limit). */
 int surelock_testing_rlock_set_depth(surelock_rlock *l, unsigned depth);
 
+/* Called by the ipc initialiser after the magic is written and before the header is marked
+ * ready: a test sets the hook to kill the process there (a creator dying half-way). */
+extern void (*surelock_testing_ipc_init_hook)(void);
+void surelock_testing_ipc_init_point(void);
+
 #ifdef __cplusplus
 }
 #endif
