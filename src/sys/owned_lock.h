@@ -1,0 +1,93 @@
+// The exclusive, thread-owned futex lock shared by the reentrant lock and the mutex.
+//
+// The word is a three-state futex word (free / held / held with possible sleepers), so an
+// uncontended acquire is one compare-and-swap and an uncontended release one exchange with no
+// system call. The owner is the holder's never-reused thread serial. While held, the lock is
+// linked into its owner's held list, so the owner's thread-exit destructor releases it and
+// flags "owner died" for the next acquirer.
+#pragma once
+
+#include <atomic>
+#include <errno.h>
+#include <stdint.h>
+
+#include "sys/errmsg.h"
+#include "sys/futex.h"
+#include "sys/thread.h"
+
+namespace surelock::sys {
+
+enum class Wait { never, until_deadline };
+
+struct OwnedLock {
+    enum : uint32_t { FREE = 0, HELD = 1, HELD_WITH_SLEEPERS = 2 };
+
+    // Kinds embed this at the start of a 64-byte aligned object, so the word and the
+    // holder-only fields after it share one cache line.
+    std::atomic<uint32_t> word{FREE};
+    std::atomic<uint64_t> owner{0}; // holder's thread serial; 0 when free
+    // Written by an exiting owner before its releasing store, read and cleared by the next
+    // acquirer after its acquiring one, so the word's ordering covers it.
+    bool previous_owner_died = false;
+    HeldLink held{};
+
+    // Only the holder ever stores its own serial here, so a thread that reads its own serial
+    // holds the lock (relaxed is enough: a thread always sees its own latest store).
+    bool held_by(const ThreadRecord *me) const
+    {
+        return owner.load(std::memory_order_relaxed) == me->serial;
+    }
+
+    bool is_free() const { return word.load(std::memory_order_acquire) == FREE; }
+
+    bool try_take()
+    {
+        uint32_t expected = FREE;
+        return word.compare_exchange_strong(expected, HELD, std::memory_order_acquire,
+                                            std::memory_order_relaxed);
+    }
+
+    // The caller has just taken the word: record it as owner. Returns 0, or EOWNERDEAD when
+    // the previous owner thread exited holding the lock.
+    int become_owner(ThreadRecord *me)
+    {
+        owner.store(me->serial, std::memory_order_relaxed);
+        held.owner_exited = owner_exited;
+        me->link_held(&held);
+        if (__builtin_expect(previous_owner_died, 0)) {
+            previous_owner_died = false;
+            return EOWNERDEAD;
+        }
+        return 0;
+    }
+
+    // Uncontended attempt inline, the rest out of line. Returns 0, EOWNERDEAD, or
+    // EBUSY/ETIMEDOUT with errmsg set (fn names the public function).
+    int acquire(ThreadRecord *me, Wait wait, uint64_t timeout_ns, const char *fn)
+    {
+        if (__builtin_expect(try_take(), 1)) return become_owner(me);
+        return acquire_contended(me, wait, timeout_ns, fn);
+    }
+
+    // By the holder: unlink and let the next one in. Nothing of *this is touched after the
+    // releasing store (the futex wake only hands the address to the kernel), so another thread
+    // may free the lock as soon as it can take it.
+    void release()
+    {
+        held.unlink();
+        owner.store(0, std::memory_order_relaxed);
+        release_word();
+    }
+
+private:
+    void release_word()
+    {
+        if (word.exchange(FREE, std::memory_order_release) == HELD_WITH_SLEEPERS)
+            futex_wake(&word, 1);
+    }
+
+    int acquire_contended(ThreadRecord *me, Wait wait, uint64_t timeout_ns, const char *fn);
+    static void owner_exited(HeldLink *link);
+};
+
+} // namespace surelock::sys
