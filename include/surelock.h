@@ -135,6 +135,130 @@ SURELOCK_API int surelock_rlock_unlock(surelock_rlock *l);
 /* The calling thread's depth on l: 0 when it does not hold it (or l is NULL). */
 SURELOCK_API unsigned surelock_rlock_depth(const surelock_rlock *l);
 
+/* ---- 2. Mutex, reader-writer lock, condition variable ---------------------------------- */
+
+/*
+ * Plain in-process locks, error-checking: any acquire by the holder is EDEADLK, never a hang;
+ * release by a thread that does not hold it is EPERM. Owned by the OS thread that took them.
+ * If the owner exits while holding, the next acquirer gets the lock and EOWNERDEAD (the lock
+ * is fully usable). Timed forms wait on CLOCK_MONOTONIC.
+ */
+typedef struct surelock_mutex surelock_mutex;
+typedef struct surelock_rwlock surelock_rwlock;
+typedef struct surelock_cond surelock_cond;
+typedef struct surelock_ipc surelock_ipc; /* section 4 */
+
+/* Returns 0; EINVAL (out is NULL); ENOMEM. */
+SURELOCK_API int surelock_mutex_new(surelock_mutex **out);
+/* Returns 0; EINVAL; EBUSY (held, or a member of a lock group: nothing freed). */
+SURELOCK_API int surelock_mutex_free(surelock_mutex *m);
+/* Returns 0; EOWNERDEAD (held; the previous owner thread exited holding it); EDEADLK (the
+ * caller holds it); EINVAL; ENOMEM (the calling thread's record). */
+SURELOCK_API int surelock_mutex_lock(surelock_mutex *m);
+/* As lock, without waiting: EBUSY when held by another thread. */
+SURELOCK_API int surelock_mutex_trylock(surelock_mutex *m);
+/* As lock, waiting at most timeout_ns: ETIMEDOUT; 0 never blocks. */
+SURELOCK_API int surelock_mutex_timedlock(surelock_mutex *m, uint64_t timeout_ns);
+/* Returns 0; EINVAL; EPERM (the caller does not hold it). */
+SURELOCK_API int surelock_mutex_unlock(surelock_mutex *m);
+
+/*
+ * Reader-writer lock, writer-preferring: once a writer waits, new readers wait behind it, so
+ * a stream of readers cannot starve writers. A thread holds it at most once, in one mode:
+ * asking again in either mode is EDEADLK. A reader thread that exits holding has its hold
+ * dropped silently; a writer that exits holding makes the next acquirer (of either mode) get
+ * EOWNERDEAD.
+ */
+/* Returns 0; EINVAL; ENOMEM. */
+SURELOCK_API int surelock_rwlock_new(surelock_rwlock **out);
+/* Returns 0; EINVAL; EBUSY (held in either mode, waited on, or a member of a lock group). */
+SURELOCK_API int surelock_rwlock_free(surelock_rwlock *l);
+/* Shared acquire. Returns 0; EOWNERDEAD; EDEADLK (the caller holds it in either mode);
+ * EAGAIN (too many readers, about 2^30); EINVAL; ENOMEM (the calling thread's hold record). */
+SURELOCK_API int surelock_rwlock_rdlock(surelock_rwlock *l);
+/* As rdlock without waiting: EBUSY while a writer holds it or waits for it. */
+SURELOCK_API int surelock_rwlock_tryrdlock(surelock_rwlock *l);
+/* As rdlock, waiting at most timeout_ns: ETIMEDOUT. */
+SURELOCK_API int surelock_rwlock_timedrdlock(surelock_rwlock *l, uint64_t timeout_ns);
+/* Exclusive acquire. Returns 0; EOWNERDEAD; EDEADLK; EINVAL; ENOMEM. */
+SURELOCK_API int surelock_rwlock_wrlock(surelock_rwlock *l);
+/* As wrlock without waiting: EBUSY. */
+SURELOCK_API int surelock_rwlock_trywrlock(surelock_rwlock *l);
+/* As wrlock, waiting at most timeout_ns: ETIMEDOUT. */
+SURELOCK_API int surelock_rwlock_timedwrlock(surelock_rwlock *l, uint64_t timeout_ns);
+/* Releases the caller's hold, either mode. Returns 0; EINVAL; EPERM (the caller holds none). */
+SURELOCK_API int surelock_rwlock_unlock(surelock_rwlock *l);
+
+/*
+ * Condition variable over surelock_mutex. Wait releases the mutex, sleeps, and re-acquires
+ * the mutex before returning, also on ETIMEDOUT; spurious wake-ups are allowed, as with
+ * pthreads, so wait in a loop that re-checks the predicate. A cond may be used with
+ * different mutexes over its life, one at a time.
+ */
+/* Returns 0; EINVAL; ENOMEM. */
+SURELOCK_API int surelock_cond_new(surelock_cond **out);
+/* Returns 0; EINVAL; EBUSY (threads are waiting on it: nothing freed). */
+SURELOCK_API int surelock_cond_free(surelock_cond *c);
+/* Returns 0; EOWNERDEAD (woken, and the mutex's previous owner died while this thread
+ * waited; the mutex is held); EPERM (the caller does not hold m); EINVAL. */
+SURELOCK_API int surelock_cond_wait(surelock_cond *c, surelock_mutex *m);
+/* As wait, for at most timeout_ns: ETIMEDOUT (the mutex is held again all the same). */
+SURELOCK_API int surelock_cond_timedwait(surelock_cond *c, surelock_mutex *m, uint64_t timeout_ns);
+/* Wakes at least one waiter, if any. Returns 0; EINVAL. */
+SURELOCK_API int surelock_cond_signal(surelock_cond *c);
+/* Wakes every waiter. Returns 0; EINVAL. */
+SURELOCK_API int surelock_cond_broadcast(surelock_cond *c);
+
+/* ---- 3. Lock-all group -------------------------------------------------------------------- */
+
+/*
+ * Acquires several locks as one step: either all are held, or none. Members are taken in one
+ * global order that every thread and every process agrees on (IPC members first, by the
+ * random 128-bit id in the lock file; then in-process members by a never-reused object
+ * serial), blocking member by member with no retry loop, so groups never deadlock or livelock
+ * against each other whatever order members were added in. That guarantee holds when the
+ * caller holds no other surelock lock. A group is used by one thread at a time.
+ */
+typedef struct surelock_group surelock_group;
+
+#define SURELOCK_EXCLUSIVE 0
+#define SURELOCK_SHARED    1
+
+/* Returns 0; EINVAL; ENOMEM. */
+SURELOCK_API int surelock_group_new(surelock_group **out);
+/* Frees the group (its members stay). Returns 0; EINVAL; EBUSY (held). */
+SURELOCK_API int surelock_group_free(surelock_group *g);
+/* Adding: returns 0; EINVAL (NULL, or a mode other than SURELOCK_EXCLUSIVE/SHARED); EEXIST
+ * (already a member; for ipc any handle to the same lock file); EBUSY (the group is held);
+ * ENOMEM. A member cannot be freed while it is in a group (its *_free returns EBUSY). */
+SURELOCK_API int surelock_group_add_mutex(surelock_group *g, surelock_mutex *m);
+SURELOCK_API int surelock_group_add_rwlock(surelock_group *g, surelock_rwlock *l, int mode);
+SURELOCK_API int surelock_group_add_rlock(surelock_group *g, surelock_rlock *l);
+SURELOCK_API int surelock_group_add_ipc(surelock_group *g, surelock_ipc *m);
+/* Drops all members. Returns 0; EINVAL; EBUSY (held). */
+SURELOCK_API int surelock_group_clear(surelock_group *g);
+/* Number of members (0 for NULL). */
+SURELOCK_API size_t surelock_group_size(const surelock_group *g);
+/*
+ * Takes every member. Returns 0; EOWNERDEAD (all held; some member's previous owner died:
+ * for IPC members call surelock_ipc_consistent on each for which surelock_ipc_needs_recovery
+ * is 1); EDEADLK (the caller already holds a member mutex, rwlock or ipc, or an rlock member
+ * out of prefix order, or the group itself: nothing acquired); EINVAL; and a member's own
+ * error (ENOTRECOVERABLE, EAGAIN, ENOMEM), with everything taken so far released.
+ * An rlock member the caller already holds is re-entered, and released back to its previous
+ * depth by unlock, only if every member the caller holds comes before every member it does
+ * not hold in the group's order.
+ */
+SURELOCK_API int surelock_group_lock(surelock_group *g);
+/* As lock, without waiting: EBUSY, holding nothing. Backing out of an IPC member taken with
+ * EOWNERDEAD leaves it needing recovery for the next acquirer. */
+SURELOCK_API int surelock_group_trylock(surelock_group *g);
+/* As lock, within timeout_ns in all: ETIMEDOUT, holding nothing. */
+SURELOCK_API int surelock_group_timedlock(surelock_group *g, uint64_t timeout_ns);
+/* Releases every member (rlocks back to their previous depth). Returns 0; EINVAL; EPERM (not
+ * held by the caller). */
+SURELOCK_API int surelock_group_unlock(surelock_group *g);
+
 /* ---- 4. Robust cross-process mutex --------------------------------------------------- */
 
 /*
@@ -166,8 +290,6 @@ SURELOCK_API unsigned surelock_rlock_depth(const surelock_rlock *l);
  * The file size is exactly 4096 + payload_size rounded up to the page size. A file is either
  * empty (initialised on open) or all of this; anything else is refused with EPROTO.
  */
-typedef struct surelock_ipc surelock_ipc;
-
 #define SURELOCK_IPC_NOCREATE   0x1u /* fail with ENOENT instead of creating the file */
 #define SURELOCK_IPC_RECURSIVE  0x2u /* the holder may re-acquire; fixed when created */
 #define SURELOCK_IPC_ANY_OWNER  0x4u /* accept a file owned by another user */

@@ -243,6 +243,7 @@ struct surelock_ipc {
     uint8_t lock_id[16];
     dev_t dev;
     ino_t ino;
+    Membership member{};
 };
 
 namespace {
@@ -561,9 +562,15 @@ const uint8_t *lock_id(const surelock_ipc *m)
     return m->lock_id;
 }
 
-bool same_file(const surelock_ipc *a, const surelock_ipc *b)
+void file_identity(const surelock_ipc *m, uint64_t *dev, uint64_t *ino)
 {
-    return a->dev == b->dev && a->ino == b->ino;
+    *dev = (uint64_t)m->dev;
+    *ino = (uint64_t)m->ino;
+}
+
+Membership *membership(surelock_ipc *m)
+{
+    return &m->member;
 }
 
 bool held_by_caller(const surelock_ipc *m)
@@ -627,6 +634,9 @@ SURELOCK_API int surelock_ipc_close(surelock_ipc *m)
     if (holder != 0)
         return fail(EBUSY, "surelock_ipc_close: a thread holds the lock through this handle; "
                            "a held robust mutex is never unmapped");
+    if (m->member.groups.load() != 0)
+        return fail(EBUSY, "surelock_ipc_close: the handle is a member of %u lock group(s)",
+                    m->member.groups.load());
     munmap(m->header, m->map_size);
     close(m->fd); // also drops the OFD "open" marker
     destroy(m);

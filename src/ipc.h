@@ -4,6 +4,7 @@
 #include <stdint.h>
 
 #include "surelock.h"
+#include "sys/thread.h"
 
 namespace surelock::ipc {
 
@@ -15,8 +16,11 @@ int release(surelock_ipc *m, bool keep_needs_recovery, const char *fn);
 // The random 128-bit id in the file's header: the order of IPC members in lock groups.
 const uint8_t *lock_id(const surelock_ipc *m);
 
-// Whether two handles map the same lock file.
-bool same_file(const surelock_ipc *a, const surelock_ipc *b);
+// The lock file's device and inode: tells apart copies of one file (which share a lock id).
+void file_identity(const surelock_ipc *m, uint64_t *dev, uint64_t *ino);
+
+// How many lock groups list this handle (close is EBUSY while any do).
+sys::Membership *membership(surelock_ipc *m);
 
 // Whether the calling thread holds the lock through this handle.
 bool held_by_caller(const surelock_ipc *m);

@@ -2,7 +2,7 @@
 //
 // An OwnedLock (src/sys/owned_lock.h: futex word, owner serial, owner-death detection) plus a
 // depth that only the holder touches, so re-entry is a compare and an increment with no
-// atomic read-modify-write.
+// atomic read-modify-write (the struct is in locks.h, shared with lock groups).
 //
 // Process-wide named locks live in a registry that is never pruned: a name, once used, names
 // the same lock for the life of the process.
@@ -15,6 +15,7 @@
 
 #include "surelock.h"
 #include "sys/alloc.h"
+#include "locks.h"
 #include "sys/errmsg.h"
 #include "sys/owned_lock.h"
 #include "sys/thread.h"
@@ -24,12 +25,6 @@
 
 using namespace surelock::sys;
 
-struct alignas(64) surelock_rlock {
-    OwnedLock lock;
-    unsigned depth = 0; // holder's depth; touched only by the holder
-    bool is_global = false;
-};
-
 namespace {
 
 [[gnu::always_inline]] inline int acquire(surelock_rlock *l, Wait wait, uint64_t timeout_ns,
@@ -38,15 +33,7 @@ namespace {
     if (__builtin_expect(l == nullptr, 0)) return fail(EINVAL, "%s: the lock is NULL", fn);
     ThreadRecord *me = current_thread();
     if (__builtin_expect(me == nullptr, 0)) return ENOMEM;
-    if (l->lock.held_by(me)) {
-        if (__builtin_expect(l->depth == UINT_MAX, 0))
-            return fail(EAGAIN, "%s: re-entry depth would overflow (already %u)", fn, l->depth);
-        l->depth++;
-        return 0;
-    }
-    int rc = l->lock.acquire(me, wait, timeout_ns, fn);
-    if (rc == 0 || rc == EOWNERDEAD) l->depth = 1;
-    return rc;
+    return l->acquire(me, wait, timeout_ns, fn);
 }
 
 // ---- Process-wide registry ----------------------------------------------------------------
@@ -84,6 +71,7 @@ SURELOCK_API int surelock_rlock_new(surelock_rlock **out)
     if (out == nullptr) return fail(EINVAL, "surelock_rlock_new: out is NULL");
     surelock_rlock *l = create<surelock_rlock>();
     if (l == nullptr) return fail(ENOMEM, "surelock_rlock_new: out of memory");
+    l->member.serial = next_object_serial();
     *out = l;
     return 0;
 }
@@ -96,6 +84,10 @@ SURELOCK_API int surelock_rlock_free(surelock_rlock *l)
                            "are never freed");
     if (!l->lock.is_free())
         return fail(EBUSY, "surelock_rlock_free: the lock is held; nothing freed");
+    if (l->member.groups.load() != 0)
+        return fail(EBUSY, "surelock_rlock_free: the lock is a member of %u lock group(s); "
+                           "nothing freed",
+                    l->member.groups.load());
     destroy(l);
     return 0;
 }
@@ -123,6 +115,7 @@ SURELOCK_API int surelock_rlock_global(const char *name, surelock_rlock **out)
                       (int)length, name);
         } else {
             e->lock.is_global = true;
+            e->lock.member.serial = next_object_serial();
             e->name_length = length;
             memcpy(e->name, name, length);
             e->next = *bucket;
@@ -155,7 +148,7 @@ SURELOCK_API int surelock_rlock_unlock(surelock_rlock *l)
     ThreadRecord *me = current_record;
     if (me == nullptr || !l->lock.held_by(me))
         return fail(EPERM, "surelock_rlock_unlock: the calling thread does not hold the lock");
-    if (--l->depth == 0) l->lock.release();
+    l->release();
     return 0;
 }
 

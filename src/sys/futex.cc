@@ -28,6 +28,15 @@ Deadline Deadline::after(uint64_t timeout_ns)
     return Deadline{false, {(time_t)((uint64_t)now.tv_sec + secs), nsec}};
 }
 
+uint64_t Deadline::remaining_ns() const
+{
+    if (forever) return UINT64_MAX;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t ns = (int64_t)(at.tv_sec - now.tv_sec) * 1000000000 + (at.tv_nsec - now.tv_nsec);
+    return ns > 0 ? (uint64_t)ns : 0;
+}
+
 int futex_wait(std::atomic<uint32_t> *word, uint32_t expected, const Deadline &deadline,
                bool shared)
 {
@@ -40,10 +49,12 @@ int futex_wait(std::atomic<uint32_t> *word, uint32_t expected, const Deadline &d
     return errno == EAGAIN || errno == EINTR || errno == ETIMEDOUT ? errno : 0;
 }
 
-void futex_wake(std::atomic<uint32_t> *word, int count, bool shared)
+int futex_wake(std::atomic<uint32_t> *word, int count, bool shared)
 {
     int op = FUTEX_WAKE | (shared ? 0 : FUTEX_PRIVATE_FLAG);
-    syscall(SYS_futex, reinterpret_cast<uint32_t *>(word), op, count, nullptr, nullptr, 0);
+    long woken = syscall(SYS_futex, reinterpret_cast<uint32_t *>(word), op, count, nullptr,
+                         nullptr, 0);
+    return woken > 0 ? (int)woken : 0;
 }
 
 } // namespace surelock::sys

@@ -16,6 +16,9 @@ struct Deadline {
     // would overflow means forever.
     static Deadline after(uint64_t timeout_ns);
     static Deadline never() { return Deadline{true, {0, 0}}; }
+    // Nanoseconds left (0 once passed; UINT64_MAX for forever): for handing what remains of
+    // one deadline to a sequence of waits.
+    uint64_t remaining_ns() const;
 };
 
 // Sleeps while *word == expected, until woken or the deadline passes.
@@ -24,9 +27,10 @@ struct Deadline {
 int futex_wait(std::atomic<uint32_t> *word, uint32_t expected, const Deadline &deadline,
                bool shared = false);
 
-// Wakes up to `count` threads sleeping on word. Safe on memory that has since been freed or
-// reused: the kernel only looks the address up, and a stray wake-up is a spurious one.
-void futex_wake(std::atomic<uint32_t> *word, int count, bool shared = false);
+// Wakes up to `count` threads sleeping on word and returns how many it woke. Safe on memory
+// that has since been freed or reused: the kernel only looks the address up, and a stray
+// wake-up is a spurious one.
+int futex_wake(std::atomic<uint32_t> *word, int count, bool shared = false);
 
 // A short busy-wait step for spin loops before sleeping.
 inline void cpu_relax()

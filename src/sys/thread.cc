@@ -15,6 +15,7 @@ __thread ThreadRecord *current_record __attribute__((tls_model("initial-exec")))
 namespace {
 
 std::atomic<uint64_t> next_thread_serial{1};
+std::atomic<uint64_t> object_serials{1};
 
 pthread_once_t key_once = PTHREAD_ONCE_INIT;
 pthread_key_t record_key;
@@ -33,6 +34,7 @@ void thread_exit_destructor(void *arg)
         link->owner_exited(link);
     }
     current_record = nullptr;
+    deallocate(record->spare_hold);
     destroy(record);
 }
 
@@ -42,6 +44,11 @@ void make_key()
 }
 
 } // namespace
+
+uint64_t next_object_serial()
+{
+    return object_serials.fetch_add(1, std::memory_order_relaxed);
+}
 
 ThreadRecord *create_current_record()
 {

@@ -7,6 +7,7 @@
 // kind's owner-exited handler: that is how "owner thread died while holding" is detected.
 #pragma once
 
+#include <atomic>
 #include <stdint.h>
 
 namespace surelock::sys {
@@ -29,6 +30,9 @@ struct HeldLink {
 struct ThreadRecord {
     uint64_t serial; // never 0, never reused
     HeldLink held;   // sentinel of the list of what this thread holds
+    // One cached hold record (rwlock read holds), so a read lock/unlock pair allocates
+    // nothing in the common case; freed at thread exit.
+    void *spare_hold;
 
     void link_held(HeldLink *link)
     {
@@ -54,5 +58,15 @@ inline ThreadRecord *current_thread()
     if (__builtin_expect(r != nullptr, 1)) return r;
     return create_current_record();
 }
+
+// What lock groups need of every in-process lock kind: a never-reused object serial (the
+// global acquisition order) and how many groups list it (freeing a member is EBUSY).
+struct Membership {
+    uint64_t serial;
+    std::atomic<uint32_t> groups;
+};
+
+// A fresh object serial: never 0, never reused in this process.
+uint64_t next_object_serial();
 
 } // namespace surelock::sys

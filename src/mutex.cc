@@ -1,0 +1,77 @@
+// Error-checking mutex (API.md section 2): an OwnedLock (src/sys/owned_lock.h) whose holder
+// gets EDEADLK instead of re-entering.
+
+#include <errno.h>
+
+#include "locks.h"
+#include "surelock.h"
+#include "sys/alloc.h"
+#include "sys/errmsg.h"
+
+using namespace surelock::sys;
+
+namespace {
+
+[[gnu::always_inline]] inline int acquire(surelock_mutex *m, Wait wait, uint64_t timeout_ns,
+                                          const char *fn)
+{
+    if (__builtin_expect(m == nullptr, 0)) return fail(EINVAL, "%s: the mutex is NULL", fn);
+    ThreadRecord *me = current_thread();
+    if (__builtin_expect(me == nullptr, 0)) return ENOMEM;
+    if (__builtin_expect(m->lock.held_by(me), 0))
+        return fail(EDEADLK, "%s: the calling thread already holds this mutex", fn);
+    return m->lock.acquire(me, wait, timeout_ns, fn);
+}
+
+} // namespace
+
+extern "C" {
+
+SURELOCK_API int surelock_mutex_new(surelock_mutex **out)
+{
+    if (out == nullptr) return fail(EINVAL, "surelock_mutex_new: out is NULL");
+    auto *m = create<surelock_mutex>();
+    if (m == nullptr) return fail(ENOMEM, "surelock_mutex_new: out of memory");
+    m->member.serial = next_object_serial();
+    *out = m;
+    return 0;
+}
+
+SURELOCK_API int surelock_mutex_free(surelock_mutex *m)
+{
+    if (m == nullptr) return fail(EINVAL, "surelock_mutex_free: the mutex is NULL");
+    if (!m->lock.is_free()) return fail(EBUSY, "surelock_mutex_free: the mutex is held; nothing freed");
+    if (m->member.groups.load() != 0)
+        return fail(EBUSY, "surelock_mutex_free: the mutex is a member of %u lock group(s); "
+                           "nothing freed",
+                    m->member.groups.load());
+    destroy(m);
+    return 0;
+}
+
+SURELOCK_API int surelock_mutex_lock(surelock_mutex *m)
+{
+    return acquire(m, Wait::until_deadline, SURELOCK_FOREVER, "surelock_mutex_lock");
+}
+
+SURELOCK_API int surelock_mutex_trylock(surelock_mutex *m)
+{
+    return acquire(m, Wait::never, 0, "surelock_mutex_trylock");
+}
+
+SURELOCK_API int surelock_mutex_timedlock(surelock_mutex *m, uint64_t timeout_ns)
+{
+    return acquire(m, Wait::until_deadline, timeout_ns, "surelock_mutex_timedlock");
+}
+
+SURELOCK_API int surelock_mutex_unlock(surelock_mutex *m)
+{
+    if (m == nullptr) return fail(EINVAL, "surelock_mutex_unlock: the mutex is NULL");
+    ThreadRecord *me = current_record;
+    if (me == nullptr || !m->lock.held_by(me))
+        return fail(EPERM, "surelock_mutex_unlock: the calling thread does not hold the mutex");
+    m->lock.release();
+    return 0;
+}
+
+} // extern "C"
