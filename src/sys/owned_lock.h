@@ -1,8 +1,5 @@
-// The exclusive, thread-owned futex lock shared by the reentrant lock and the mutex.
-//
-// The word is a three-state futex word (free / held / held with possible sleepers), so an
-// uncontended acquire is one compare-and-swap and an uncontended release one exchange with no
-// system call. The owner is the holder's never-reused thread serial. While held, the lock is
+// The exclusive, thread-owned lock shared by the reentrant lock and the mutex: a FutexLock
+// word plus the owner, the holder's never-reused thread serial. While held, the lock is
 // linked into its owner's held list, so the owner's thread-exit destructor releases it and
 // flags "owner died" for the next acquirer.
 #pragma once
@@ -12,7 +9,7 @@
 #include <stdint.h>
 
 #include "sys/errmsg.h"
-#include "sys/futex.h"
+#include "sys/futex_lock.h"
 #include "sys/thread.h"
 
 namespace surelock::sys {
@@ -20,11 +17,9 @@ namespace surelock::sys {
 enum class Wait { never, until_deadline };
 
 struct OwnedLock {
-    enum : uint32_t { FREE = 0, HELD = 1, HELD_WITH_SLEEPERS = 2 };
-
     // Kinds embed this at the start of a 64-byte aligned object, so the word and the
     // holder-only fields after it share one cache line.
-    std::atomic<uint32_t> word{FREE};
+    FutexLock word;
     std::atomic<uint64_t> owner{0}; // holder's thread serial; 0 when free
     // Written by an exiting owner before its releasing store, read and cleared by the next
     // acquirer after its acquiring one, so the word's ordering covers it.
@@ -38,14 +33,7 @@ struct OwnedLock {
         return owner.load(std::memory_order_relaxed) == me->serial;
     }
 
-    bool is_free() const { return word.load(std::memory_order_acquire) == FREE; }
-
-    bool try_take()
-    {
-        uint32_t expected = FREE;
-        return word.compare_exchange_strong(expected, HELD, std::memory_order_acquire,
-                                            std::memory_order_relaxed);
-    }
+    bool is_free() const { return word.is_free(); }
 
     // The caller has just taken the word: record it as owner. Returns 0, or EOWNERDEAD when
     // the previous owner thread exited holding the lock.
@@ -65,7 +53,7 @@ struct OwnedLock {
     // EBUSY/ETIMEDOUT with errmsg set (fn names the public function).
     int acquire(ThreadRecord *me, Wait wait, uint64_t timeout_ns, const char *fn)
     {
-        if (__builtin_expect(try_take(), 1)) return become_owner(me);
+        if (__builtin_expect(word.try_lock(), 1)) return become_owner(me);
         return acquire_contended(me, wait, timeout_ns, fn);
     }
 
@@ -76,16 +64,10 @@ struct OwnedLock {
     {
         held.unlink();
         owner.store(0, std::memory_order_relaxed);
-        release_word();
+        word.unlock();
     }
 
 private:
-    void release_word()
-    {
-        if (word.exchange(FREE, std::memory_order_release) == HELD_WITH_SLEEPERS)
-            futex_wake(&word, 1);
-    }
-
     int acquire_contended(ThreadRecord *me, Wait wait, uint64_t timeout_ns, const char *fn);
     static void owner_exited(HeldLink *link);
 };

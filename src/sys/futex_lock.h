@@ -1,0 +1,44 @@
+// A plain futex mutex word: free / held / held with possible sleepers (Drepper's three-state
+// mutex). An uncontended acquire is one compare-and-swap, an uncontended release one exchange
+// with no system call. No owner, no error checking: OwnedLock adds those for the public
+// locks; the semaphore uses it bare for its queue.
+#pragma once
+
+#include <atomic>
+#include <stdint.h>
+
+#include "sys/futex.h"
+
+namespace surelock::sys {
+
+struct FutexLock {
+    enum : uint32_t { FREE = 0, HELD = 1, HELD_WITH_SLEEPERS = 2 };
+    std::atomic<uint32_t> word{FREE};
+
+    bool is_free() const { return word.load(std::memory_order_acquire) == FREE; }
+
+    bool try_lock()
+    {
+        uint32_t expected = FREE;
+        return word.compare_exchange_strong(expected, HELD, std::memory_order_acquire,
+                                            std::memory_order_relaxed);
+    }
+
+    // Spins briefly, then sleeps until taken or the deadline passes. Returns true once taken.
+    bool lock_until(const Deadline &deadline);
+
+    void lock()
+    {
+        if (!try_lock()) lock_until(Deadline::never());
+    }
+
+    // Nothing of *this is touched after the releasing store (the futex wake only hands the
+    // address to the kernel), so the memory may be freed as soon as another thread takes it.
+    void unlock()
+    {
+        if (word.exchange(FREE, std::memory_order_release) == HELD_WITH_SLEEPERS)
+            futex_wake(&word, 1);
+    }
+};
+
+} // namespace surelock::sys
