@@ -370,6 +370,86 @@ SURELOCK_API void *surelock_ipc_payload(surelock_ipc *m, size_t *size);
  * or unlink's errors. */
 SURELOCK_API int surelock_ipc_unlink(const char *path);
 
+/* ---- 5. Async FIFO semaphore and mutex ---------------------------------------------- */
+
+/*
+ * Strictly first-in-first-out: release hands permits directly to the head of the queue, and
+ * nobody (blocking, async or try) overtakes a queued waiter; a large request at the head
+ * holds back smaller ones behind it. Not owned by a thread: a holder may release from any
+ * thread (a task may move between threads). No poisoning.
+ *
+ * Async acquisition: the caller provides a surelock_waiter (16-byte aligned, valid and
+ * unmoved while queued) and a callback. Every *_async call initialises *w. It returns 0 when
+ * acquired at once, EINPROGRESS when queued, or an error; for any return but EINPROGRESS,
+ * fn is never called. When queued, fn(ctx, 0) is called exactly once when the permits are
+ * handed to this waiter, on the thread that released them, with no internal lock held; or
+ * fn(ctx, ECANCELED) once if the semaphore is shut down first. fn may call any surelock
+ * function, including releasing the same semaphore; grants triggered from inside fn run one
+ * after another in the outermost dispatch on that thread (the stack does not grow with the
+ * queue). fn must not unwind. The releasing thread's errmsg is preserved across fn.
+ */
+typedef void (*surelock_wake_fn)(void *ctx, int status); /* status 0 = granted, ECANCELED */
+
+#define SURELOCK_WAITER_SIZE 64
+typedef struct surelock_waiter {
+    SURELOCK_ALIGNED(16) unsigned char opaque[SURELOCK_WAITER_SIZE];
+} surelock_waiter;
+
+/* The largest permit count and request: 2^61 - 1. */
+#define SURELOCK_SEM_MAX ((uint64_t)0x1FFFFFFFFFFFFFFF)
+
+typedef struct surelock_sem surelock_sem;
+typedef struct surelock_amutex surelock_amutex;
+
+/* Creates a semaphore with `permits` available. Returns 0; EINVAL (out NULL, permits above
+ * SURELOCK_SEM_MAX); ENOMEM. */
+SURELOCK_API int surelock_sem_new(uint64_t permits, surelock_sem **out);
+/* Returns 0; EINVAL; EBUSY (waiters are queued: nothing freed). */
+SURELOCK_API int surelock_sem_free(surelock_sem *s);
+/* Takes n permits, joining the FIFO and blocking the thread until served. Returns 0; EINVAL
+ * (NULL, n of 0 or above SURELOCK_SEM_MAX); ECANCELED (shut down, before or while waiting). */
+SURELOCK_API int surelock_sem_acquire(surelock_sem *s, uint64_t n);
+/* Takes n permits only if they are available and nobody is queued. Returns 0; EBUSY;
+ * EINVAL; ECANCELED. */
+SURELOCK_API int surelock_sem_tryacquire(surelock_sem *s, uint64_t n);
+/* As acquire, waiting at most timeout_ns on CLOCK_MONOTONIC: ETIMEDOUT (removed from the
+ * queue; waiters behind it are served if they now can be). 0 never blocks. */
+SURELOCK_API int surelock_sem_timedacquire(surelock_sem *s, uint64_t n, uint64_t timeout_ns);
+/* Async acquire (see above). Returns 0 (acquired, fn not called); EINPROGRESS (queued);
+ * EINVAL (NULL s, w or fn; n of 0 or above SURELOCK_SEM_MAX); ECANCELED (shut down). */
+SURELOCK_API int surelock_sem_acquire_async(surelock_sem *s, uint64_t n, surelock_waiter *w,
+                                            surelock_wake_fn fn, void *ctx);
+/*
+ * Withdraws a queued async waiter. Returns 0 (removed before being granted: fn will never
+ * run, w is free); EALREADY (already granted: fn has run, is running or will run exactly
+ * once with 0; the caller holds the permits and must release them; ctx must stay valid until
+ * fn returns; w is free once cancel returns); ECANCELED (the semaphore was shut down: no
+ * permits held); EINVAL (w is not queued on this semaphore).
+ */
+SURELOCK_API int surelock_sem_cancel(surelock_sem *s, surelock_waiter *w);
+/* Returns n permits, handing them to queued waiters in order. Returns 0; EINVAL (NULL, n of
+ * 0 or above SURELOCK_SEM_MAX); EAGAIN (the count would exceed SURELOCK_SEM_MAX: nothing
+ * changed). */
+SURELOCK_API int surelock_sem_release(surelock_sem *s, uint64_t n);
+/* Every queued waiter gets ECANCELED (async: fn(ctx, ECANCELED)); later acquires return
+ * ECANCELED. Permits already held can still be released. Returns 0; EINVAL. */
+SURELOCK_API int surelock_sem_shutdown(surelock_sem *s);
+/* Permits available now (0 for NULL). */
+SURELOCK_API uint64_t surelock_sem_available(const surelock_sem *s);
+
+/* A FIFO mutex: a semaphore of one permit, not tied to a thread. Same return codes as the
+ * semaphore functions; lock by the holder simply queues behind itself (no EDEADLK). */
+SURELOCK_API int surelock_amutex_new(surelock_amutex **out);
+SURELOCK_API int surelock_amutex_free(surelock_amutex *m);
+SURELOCK_API int surelock_amutex_lock(surelock_amutex *m);
+SURELOCK_API int surelock_amutex_trylock(surelock_amutex *m);
+SURELOCK_API int surelock_amutex_timedlock(surelock_amutex *m, uint64_t timeout_ns);
+SURELOCK_API int surelock_amutex_lock_async(surelock_amutex *m, surelock_waiter *w,
+                                            surelock_wake_fn fn, void *ctx);
+SURELOCK_API int surelock_amutex_cancel(surelock_amutex *m, surelock_waiter *w);
+/* Returns 0; EINVAL; EPERM (not locked). */
+SURELOCK_API int surelock_amutex_unlock(surelock_amutex *m);
+
 #ifdef __cplusplus
 }
 #endif

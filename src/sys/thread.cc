@@ -35,6 +35,7 @@ void thread_exit_destructor(void *arg)
     }
     current_record = nullptr;
     deallocate(record->spare_hold);
+    deallocate(record->dispatch_queue);
     destroy(record);
 }
 

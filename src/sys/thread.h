@@ -33,6 +33,8 @@ struct ThreadRecord {
     // One cached hold record (rwlock read holds), so a read lock/unlock pair allocates
     // nothing in the common case; freed at thread exit.
     void *spare_hold;
+    // The semaphore's per-thread queue of callbacks to run (sem.cc), created on first use.
+    void *dispatch_queue;
 
     void link_held(HeldLink *link)
     {

@@ -1,0 +1,542 @@
+// Async FIFO semaphore and mutex (API.md section 5).
+//
+// The permit count and two flags share one atomic word: QUEUED (the waiter queue is not
+// empty) and SHUT_DOWN. While QUEUED is clear, acquire and release are a single
+// compare-and-swap on that word. Once anyone queues, every acquire and release goes through
+// the queue lock, so nobody overtakes a queued waiter: release adds its permits and hands
+// them to the head of the queue, in order, as long as the head's request fits.
+//
+// The queue is intrusive: waiters live in caller storage (surelock_waiter for the async
+// forms, the stack for blocking ones), so queuing allocates nothing. A grant copies the
+// callback and its context out of the waiter and marks the waiter granted while the queue
+// lock is held; callbacks run after the lock is dropped, and blocking waiters are woken on
+// their own futex word. Callbacks that release again (a chain of waiters each unlocking at
+// once) do not recurse: grants made inside a callback are queued on the thread's dispatch
+// queue and run by the outermost dispatch loop.
+
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+
+#include <atomic>
+#include <new>
+
+#include "surelock.h"
+#include "sys/alloc.h"
+#include "sys/errmsg.h"
+#include "sys/futex.h"
+#include "sys/futex_lock.h"
+#include "sys/thread.h"
+
+using namespace surelock::sys;
+
+namespace {
+
+constexpr uint64_t QUEUED = 1;
+constexpr uint64_t SHUT_DOWN = 2;
+constexpr int permit_shift = 2;
+
+uint64_t permits_of(uint64_t word) { return word >> permit_shift; }
+uint64_t as_permits(uint64_t n) { return n << permit_shift; }
+
+enum : uint32_t { IDLE = 0, WAITING = 1, GRANTED = 2, CANCELED = 3 };
+
+struct Waiter {
+    Waiter *next;
+    Waiter *prev;
+    surelock_sem *sem;   // what it waits on: cancel's "not queued here" check
+    surelock_wake_fn fn; // nullptr for a blocking waiter (which sleeps on `state`)
+    void *ctx;
+    uint64_t n;
+    std::atomic<uint32_t> state;
+};
+
+static_assert(sizeof(Waiter) <= SURELOCK_WAITER_SIZE, "a waiter must fit surelock_waiter");
+static_assert(alignof(Waiter) <= 16, "surelock_waiter is 16-byte aligned");
+
+// A grant or cancellation to deliver once the queue lock is dropped.
+struct Delivery {
+    surelock_wake_fn fn;           // async waiter's callback, or nullptr
+    void *ctx;
+    int status;                    // 0 or ECANCELED
+    std::atomic<uint32_t> *wake;   // blocking waiter's futex word, or nullptr
+};
+
+// Deliveries are collected under the lock in batches of this many.
+constexpr size_t batch_size = 16;
+
+struct Batch {
+    Delivery items[batch_size];
+    size_t count = 0;
+    bool full() const { return count == batch_size; }
+};
+
+} // namespace
+
+struct surelock_sem {
+    alignas(64) std::atomic<uint64_t> word{0};
+    FutexLock queue_lock;
+    Waiter *head = nullptr;
+    Waiter *tail = nullptr;
+    uint64_t queued = 0; // number of waiters, for free's EBUSY
+};
+
+struct surelock_amutex {
+    surelock_sem sem;
+};
+
+namespace {
+
+// ---- The queue (queue_lock held) -------------------------------------------------------------
+
+void enqueue(surelock_sem *s, Waiter *w)
+{
+    w->next = nullptr;
+    w->prev = s->tail;
+    if (s->tail != nullptr) s->tail->next = w;
+    else s->head = w;
+    s->tail = w;
+    s->queued++;
+}
+
+void unlink_waiter(surelock_sem *s, Waiter *w)
+{
+    if (w->prev != nullptr) w->prev->next = w->next;
+    else s->head = w->next;
+    if (w->next != nullptr) w->next->prev = w->prev;
+    else s->tail = w->prev;
+    s->queued--;
+    if (s->head == nullptr) s->word.fetch_and(~QUEUED, std::memory_order_relaxed);
+}
+
+// Moves w out of the queue with `status`; what to deliver goes into the batch. After this
+// the library never touches w again (fn and ctx are copied here).
+void settle(surelock_sem *s, Waiter *w, uint32_t state, Batch *batch)
+{
+    unlink_waiter(s, w);
+    Delivery &d = batch->items[batch->count++];
+    d.fn = w->fn;
+    d.ctx = w->ctx;
+    d.status = state == GRANTED ? 0 : ECANCELED;
+    d.wake = w->fn == nullptr ? &w->state : nullptr;
+    w->state.store(state, std::memory_order_release);
+}
+
+// Hands available permits to the head of the queue while its request fits. QUEUED is set, so
+// no lock-free path touches the word meanwhile. Returns true if it stopped for a full batch.
+bool grant_locked(surelock_sem *s, Batch *batch)
+{
+    while (s->head != nullptr && permits_of(s->word.load(std::memory_order_relaxed)) >= s->head->n) {
+        if (batch->full()) return true;
+        s->word.fetch_sub(as_permits(s->head->n), std::memory_order_acquire);
+        settle(s, s->head, GRANTED, batch);
+    }
+    return false;
+}
+
+// ---- Delivering outside the lock -----------------------------------------------------------
+
+// A thread's pending callbacks while it is inside one: a ring the outermost dispatch drains.
+struct DispatchQueue {
+    static constexpr size_t capacity = 64;
+    Delivery ring[capacity];
+    size_t first = 0;
+    size_t count = 0;
+    bool running = false;
+};
+
+void run(const Delivery &d)
+{
+    d.fn(d.ctx, d.status);
+}
+
+// Wakes blocking waiters at once; runs callbacks, iteratively: if this thread is already
+// running callbacks, they are queued for its outermost loop instead of nesting.
+void deliver(const Batch &batch)
+{
+    bool callbacks = false;
+    for (size_t i = 0; i < batch.count; i++) {
+        if (batch.items[i].wake != nullptr) futex_wake(batch.items[i].wake, 1);
+        callbacks |= batch.items[i].fn != nullptr;
+    }
+    if (!callbacks) return;
+
+    ThreadRecord *me = current_thread();
+    DispatchQueue *q = nullptr;
+    if (me != nullptr) {
+        q = static_cast<DispatchQueue *>(me->dispatch_queue);
+        if (q == nullptr) {
+            q = create<DispatchQueue>();
+            me->dispatch_queue = q;
+        }
+    }
+    ErrmsgSnapshot keep_errmsg; // the releasing thread's errmsg survives the callbacks
+    if (q == nullptr) { // out of memory: deliver directly (the stack may grow)
+        for (size_t i = 0; i < batch.count; i++)
+            if (batch.items[i].fn != nullptr) run(batch.items[i]);
+        return;
+    }
+    for (size_t i = 0; i < batch.count; i++) {
+        if (batch.items[i].fn == nullptr) continue;
+        if (q->count == DispatchQueue::capacity) {
+            run(batch.items[i]); // ring full: the rare case that nests one level
+            continue;
+        }
+        q->ring[(q->first + q->count++) % DispatchQueue::capacity] = batch.items[i];
+    }
+    if (q->running) return; // an outer loop on this thread will run them
+    q->running = true;
+    while (q->count != 0) {
+        Delivery d = q->ring[q->first];
+        q->first = (q->first + 1) % DispatchQueue::capacity;
+        q->count--;
+        run(d);
+    }
+    q->running = false;
+}
+
+// Grants what can be granted now, in batches, delivering each outside the lock.
+void dispatch_and_unlock(surelock_sem *s, Batch *batch)
+{
+    for (;;) {
+        bool more = grant_locked(s, batch);
+        s->queue_lock.unlock();
+        if (batch->count != 0) deliver(*batch);
+        if (!more) return;
+        batch->count = 0;
+        s->queue_lock.lock();
+    }
+}
+
+// ---- Acquire -------------------------------------------------------------------------------
+
+int check_request(const surelock_sem *s, uint64_t n, const char *fn)
+{
+    if (s == nullptr) return fail(EINVAL, "%s: the semaphore is NULL", fn);
+    if (n == 0 || n > SURELOCK_SEM_MAX)
+        return fail(EINVAL, "%s: asked for %llu permits; valid is 1..%llu", fn,
+                    (unsigned long long)n, (unsigned long long)SURELOCK_SEM_MAX);
+    return 0;
+}
+
+// Lock-free attempt: succeeds only while nobody is queued.
+bool try_take(surelock_sem *s, uint64_t n)
+{
+    uint64_t w = s->word.load(std::memory_order_relaxed);
+    while ((w & (QUEUED | SHUT_DOWN)) == 0 && permits_of(w) >= n)
+        if (s->word.compare_exchange_weak(w, w - as_permits(n), std::memory_order_acquire,
+                                          std::memory_order_relaxed))
+            return true;
+    return false;
+}
+
+int shut_down_error(const char *fn)
+{
+    return fail(ECANCELED, "%s: the semaphore has been shut down", fn);
+}
+
+// With the queue lock held: takes n permits if nobody is queued and they are there, else
+// queues w (setting QUEUED in the same step as observing "not enough", so a lock-free release
+// cannot slip in between). Returns 0 (taken), EINPROGRESS (queued) or ECANCELED.
+int take_or_enqueue_locked(surelock_sem *s, uint64_t n, Waiter *w)
+{
+    uint64_t word = s->word.load(std::memory_order_relaxed);
+    for (;;) {
+        if (word & SHUT_DOWN) return ECANCELED;
+        if (!(word & QUEUED) && permits_of(word) >= n) {
+            if (s->word.compare_exchange_weak(word, word - as_permits(n),
+                                              std::memory_order_acquire,
+                                              std::memory_order_relaxed))
+                return 0;
+            continue;
+        }
+        if (word & QUEUED) break;
+        if (s->word.compare_exchange_weak(word, word | QUEUED, std::memory_order_relaxed)) break;
+    }
+    w->state.store(WAITING, std::memory_order_relaxed);
+    enqueue(s, w);
+    return EINPROGRESS;
+}
+
+int acquire_blocking(surelock_sem *s, uint64_t n, uint64_t timeout_ns, const char *fn)
+{
+    int rc = check_request(s, n, fn);
+    if (rc != 0) return rc;
+    if (__builtin_expect(try_take(s, n), 1)) return 0;
+    if (s->word.load(std::memory_order_relaxed) & SHUT_DOWN) return shut_down_error(fn);
+    if (timeout_ns == 0) return fail(ETIMEDOUT, "%s: not available now (timeout 0)", fn);
+
+    Deadline deadline = Deadline::after(timeout_ns);
+    Waiter w{};
+    w.sem = s;
+    w.n = n;
+    s->queue_lock.lock();
+    rc = take_or_enqueue_locked(s, n, &w);
+    s->queue_lock.unlock();
+    if (rc == 0) return 0;
+    if (rc == ECANCELED) return shut_down_error(fn);
+    for (;;) {
+        uint32_t state = w.state.load(std::memory_order_acquire);
+        if (state == GRANTED) return 0;
+        if (state == CANCELED) return shut_down_error(fn);
+        if (futex_wait(&w.state, WAITING, deadline) != ETIMEDOUT) continue;
+        s->queue_lock.lock();
+        if (w.state.load(std::memory_order_acquire) != WAITING) { // settled meanwhile
+            s->queue_lock.unlock();
+            continue;
+        }
+        // Leave the queue; if we were holding back the waiters behind us, serve them.
+        unlink_waiter(s, &w);
+        Batch batch;
+        dispatch_and_unlock(s, &batch);
+        return fail(ETIMEDOUT, "%s: %llu permit(s) not granted within %llu ns", fn,
+                    (unsigned long long)n, (unsigned long long)timeout_ns);
+    }
+}
+
+int acquire_async(surelock_sem *s, uint64_t n, surelock_waiter *sw, surelock_wake_fn cb, void *ctx,
+                  const char *fn)
+{
+    int rc = check_request(s, n, fn);
+    if (rc != 0) return rc;
+    if (sw == nullptr || cb == nullptr)
+        return fail(EINVAL, "%s: the %s is NULL", fn, sw == nullptr ? "waiter" : "callback");
+    auto *w = new (sw->opaque) Waiter{}; // "every *_async call initialises *w"
+    w->sem = s;
+    w->fn = cb;
+    w->ctx = ctx;
+    w->n = n;
+    if (try_take(s, n)) return 0;
+    s->queue_lock.lock();
+    rc = take_or_enqueue_locked(s, n, w);
+    s->queue_lock.unlock();
+    if (rc == ECANCELED) return shut_down_error(fn);
+    return rc; // 0 or EINPROGRESS
+}
+
+int cancel(surelock_sem *s, surelock_waiter *sw, const char *fn)
+{
+    if (s == nullptr || sw == nullptr)
+        return fail(EINVAL, "%s: the %s is NULL", fn, s == nullptr ? "semaphore" : "waiter");
+    auto *w = reinterpret_cast<Waiter *>(sw->opaque);
+    s->queue_lock.lock();
+    uint32_t state = w->state.load(std::memory_order_acquire);
+    if (w->sem != s || w->fn == nullptr || state == IDLE) {
+        s->queue_lock.unlock();
+        return fail(EINVAL, "%s: the waiter is not queued on this semaphore", fn);
+    }
+    if (state == GRANTED) {
+        s->queue_lock.unlock();
+        return fail(EALREADY, "%s: already granted; the caller holds the permits", fn);
+    }
+    if (state == CANCELED) {
+        s->queue_lock.unlock();
+        return fail(ECANCELED, "%s: the semaphore was shut down; no permits held", fn);
+    }
+    unlink_waiter(s, w);
+    w->state.store(IDLE, std::memory_order_relaxed);
+    Batch batch; // the head may have been holding back smaller requests
+    dispatch_and_unlock(s, &batch);
+    return 0;
+}
+
+int release(surelock_sem *s, uint64_t n, const char *fn)
+{
+    if (s == nullptr) return fail(EINVAL, "%s: the semaphore is NULL", fn);
+    if (n == 0 || n > SURELOCK_SEM_MAX)
+        return fail(EINVAL, "%s: releasing %llu permits; valid is 1..%llu", fn,
+                    (unsigned long long)n, (unsigned long long)SURELOCK_SEM_MAX);
+    bool locked = false;
+    uint64_t word = s->word.load(std::memory_order_relaxed);
+    for (;;) {
+        if (permits_of(word) > SURELOCK_SEM_MAX - n) {
+            if (locked) s->queue_lock.unlock();
+            return fail(EAGAIN, "%s: %llu + %llu permits would exceed SURELOCK_SEM_MAX", fn,
+                        (unsigned long long)permits_of(word), (unsigned long long)n);
+        }
+        if (!(word & QUEUED)) {
+            if (s->word.compare_exchange_weak(word, word + as_permits(n),
+                                              std::memory_order_release,
+                                              std::memory_order_relaxed)) {
+                if (locked) s->queue_lock.unlock();
+                return 0;
+            }
+            continue;
+        }
+        if (!locked) { // waiters: hand over under the queue lock
+            s->queue_lock.lock();
+            locked = true;
+            word = s->word.load(std::memory_order_relaxed);
+            continue;
+        }
+        s->word.fetch_add(as_permits(n), std::memory_order_release);
+        Batch batch;
+        dispatch_and_unlock(s, &batch);
+        return 0;
+    }
+}
+
+void init(surelock_sem *s, uint64_t permits)
+{
+    s->word.store(as_permits(permits), std::memory_order_relaxed);
+}
+
+} // namespace
+
+extern "C" {
+
+SURELOCK_API int surelock_sem_new(uint64_t permits, surelock_sem **out)
+{
+    if (out == nullptr) return fail(EINVAL, "surelock_sem_new: out is NULL");
+    if (permits > SURELOCK_SEM_MAX)
+        return fail(EINVAL, "surelock_sem_new: %llu permits is above SURELOCK_SEM_MAX",
+                    (unsigned long long)permits);
+    auto *s = create<surelock_sem>();
+    if (s == nullptr) return fail(ENOMEM, "surelock_sem_new: out of memory");
+    init(s, permits);
+    *out = s;
+    return 0;
+}
+
+SURELOCK_API int surelock_sem_free(surelock_sem *s)
+{
+    if (s == nullptr) return fail(EINVAL, "surelock_sem_free: the semaphore is NULL");
+    s->queue_lock.lock();
+    uint64_t queued = s->queued;
+    s->queue_lock.unlock();
+    if (queued != 0)
+        return fail(EBUSY, "surelock_sem_free: %llu waiter(s) queued; nothing freed",
+                    (unsigned long long)queued);
+    destroy(s);
+    return 0;
+}
+
+SURELOCK_API int surelock_sem_acquire(surelock_sem *s, uint64_t n)
+{
+    return acquire_blocking(s, n, SURELOCK_FOREVER, "surelock_sem_acquire");
+}
+
+SURELOCK_API int surelock_sem_tryacquire(surelock_sem *s, uint64_t n)
+{
+    const char *fn = "surelock_sem_tryacquire";
+    int rc = check_request(s, n, fn);
+    if (rc != 0) return rc;
+    if (try_take(s, n)) return 0;
+    uint64_t word = s->word.load(std::memory_order_relaxed);
+    if (word & SHUT_DOWN) return shut_down_error(fn);
+    if (word & QUEUED) return fail(EBUSY, "%s: waiters are queued ahead (strict FIFO)", fn);
+    return fail(EBUSY, "%s: %llu permit(s) available, %llu asked for", fn,
+                (unsigned long long)permits_of(word), (unsigned long long)n);
+}
+
+SURELOCK_API int surelock_sem_timedacquire(surelock_sem *s, uint64_t n, uint64_t timeout_ns)
+{
+    return acquire_blocking(s, n, timeout_ns, "surelock_sem_timedacquire");
+}
+
+SURELOCK_API int surelock_sem_acquire_async(surelock_sem *s, uint64_t n, surelock_waiter *w,
+                                            surelock_wake_fn fn, void *ctx)
+{
+    return acquire_async(s, n, w, fn, ctx, "surelock_sem_acquire_async");
+}
+
+SURELOCK_API int surelock_sem_cancel(surelock_sem *s, surelock_waiter *w)
+{
+    return cancel(s, w, "surelock_sem_cancel");
+}
+
+SURELOCK_API int surelock_sem_release(surelock_sem *s, uint64_t n)
+{
+    return release(s, n, "surelock_sem_release");
+}
+
+SURELOCK_API int surelock_sem_shutdown(surelock_sem *s)
+{
+    if (s == nullptr) return fail(EINVAL, "surelock_sem_shutdown: the semaphore is NULL");
+    s->queue_lock.lock();
+    s->word.fetch_or(SHUT_DOWN, std::memory_order_relaxed);
+    for (;;) {
+        Batch batch;
+        while (s->head != nullptr && !batch.full()) settle(s, s->head, CANCELED, &batch);
+        bool more = s->head != nullptr;
+        s->queue_lock.unlock();
+        deliver(batch);
+        if (!more) return 0;
+        s->queue_lock.lock();
+    }
+}
+
+SURELOCK_API uint64_t surelock_sem_available(const surelock_sem *s)
+{
+    return s == nullptr ? 0 : permits_of(s->word.load(std::memory_order_relaxed));
+}
+
+SURELOCK_API int surelock_amutex_new(surelock_amutex **out)
+{
+    if (out == nullptr) return fail(EINVAL, "surelock_amutex_new: out is NULL");
+    auto *m = create<surelock_amutex>();
+    if (m == nullptr) return fail(ENOMEM, "surelock_amutex_new: out of memory");
+    init(&m->sem, 1);
+    *out = m;
+    return 0;
+}
+
+SURELOCK_API int surelock_amutex_free(surelock_amutex *m)
+{
+    if (m == nullptr) return fail(EINVAL, "surelock_amutex_free: the mutex is NULL");
+    if (permits_of(m->sem.word.load(std::memory_order_acquire)) == 0)
+        return fail(EBUSY, "surelock_amutex_free: the mutex is locked; nothing freed");
+    destroy(m);
+    return 0;
+}
+
+SURELOCK_API int surelock_amutex_lock(surelock_amutex *m)
+{
+    if (m == nullptr) return fail(EINVAL, "surelock_amutex_lock: the mutex is NULL");
+    return acquire_blocking(&m->sem, 1, SURELOCK_FOREVER, "surelock_amutex_lock");
+}
+
+SURELOCK_API int surelock_amutex_trylock(surelock_amutex *m)
+{
+    if (m == nullptr) return fail(EINVAL, "surelock_amutex_trylock: the mutex is NULL");
+    if (try_take(&m->sem, 1)) return 0;
+    return fail(EBUSY, "surelock_amutex_trylock: the mutex is locked");
+}
+
+SURELOCK_API int surelock_amutex_timedlock(surelock_amutex *m, uint64_t timeout_ns)
+{
+    if (m == nullptr) return fail(EINVAL, "surelock_amutex_timedlock: the mutex is NULL");
+    return acquire_blocking(&m->sem, 1, timeout_ns, "surelock_amutex_timedlock");
+}
+
+SURELOCK_API int surelock_amutex_lock_async(surelock_amutex *m, surelock_waiter *w,
+                                            surelock_wake_fn fn, void *ctx)
+{
+    if (m == nullptr) return fail(EINVAL, "surelock_amutex_lock_async: the mutex is NULL");
+    return acquire_async(&m->sem, 1, w, fn, ctx, "surelock_amutex_lock_async");
+}
+
+SURELOCK_API int surelock_amutex_cancel(surelock_amutex *m, surelock_waiter *w)
+{
+    if (m == nullptr) return fail(EINVAL, "surelock_amutex_cancel: the mutex is NULL");
+    return cancel(&m->sem, w, "surelock_amutex_cancel");
+}
+
+SURELOCK_API int surelock_amutex_unlock(surelock_amutex *m)
+{
+    const char *fn = "surelock_amutex_unlock";
+    if (m == nullptr) return fail(EINVAL, "%s: the mutex is NULL", fn);
+    surelock_sem *s = &m->sem;
+    uint64_t word = s->word.load(std::memory_order_relaxed);
+    // Fast path: free it with one CAS while nobody queues; 1 permit means it was not locked.
+    while (!(word & QUEUED)) {
+        if (permits_of(word) != 0) return fail(EPERM, "%s: the mutex is not locked", fn);
+        if (s->word.compare_exchange_weak(word, word + as_permits(1), std::memory_order_release,
+                                          std::memory_order_relaxed))
+            return 0;
+    }
+    // Waiters are queued, so the permit is 0 (every grant keeps it so): hand it over.
+    return release(s, 1, fn);
+}
+
+} // extern "C"
