@@ -136,13 +136,22 @@ bool grant_locked(surelock_sem *s, Batch *batch)
 
 // ---- Delivering outside the lock -----------------------------------------------------------
 
-// A thread's pending callbacks while it is inside one: a ring the outermost dispatch drains.
+// A thread's callbacks waiting for its outermost dispatch loop: a ring that grows as needed
+// (one allocation, header and entries together, so thread exit frees it with one call).
 struct DispatchQueue {
-    static constexpr size_t capacity = 64;
-    Delivery ring[capacity];
-    size_t first = 0;
-    size_t count = 0;
-    bool running = false;
+    size_t capacity;
+    size_t first;
+    size_t count;
+    bool running;
+    Delivery ring[];
+
+    static DispatchQueue *make(size_t capacity)
+    {
+        auto *q = static_cast<DispatchQueue *>(
+            allocate(sizeof(DispatchQueue) + capacity * sizeof(Delivery), alignof(DispatchQueue)));
+        if (q != nullptr) q->capacity = capacity;
+        return q;
+    }
 };
 
 void run(const Delivery &d)
@@ -150,8 +159,30 @@ void run(const Delivery &d)
     d.fn(d.ctx, d.status);
 }
 
-// Wakes blocking waiters at once; runs callbacks, iteratively: if this thread is already
-// running callbacks, they are queued for its outermost loop instead of nesting.
+// Appends d to the thread's queue, growing it (the thread record keeps the new one). False
+// only when out of memory.
+bool push(ThreadRecord *me, const Delivery &d)
+{
+    auto *q = static_cast<DispatchQueue *>(me->dispatch_queue);
+    if (q == nullptr || q->count == q->capacity) {
+        DispatchQueue *grown = DispatchQueue::make(q == nullptr ? 64 : q->capacity * 2);
+        if (grown == nullptr) return false;
+        if (q != nullptr) {
+            for (size_t i = 0; i < q->count; i++)
+                grown->ring[i] = q->ring[(q->first + i) % q->capacity];
+            grown->count = q->count;
+            grown->running = q->running;
+            deallocate(q);
+        }
+        me->dispatch_queue = q = grown;
+    }
+    q->ring[(q->first + q->count++) % q->capacity] = d;
+    return true;
+}
+
+// Wakes blocking waiters at once and runs callbacks iteratively: callbacks join the thread's
+// queue in grant order, and only the outermost call on the thread runs the queue, so grants
+// made inside a callback run after it returns instead of nesting.
 void deliver(const Batch &batch)
 {
     bool callbacks = false;
@@ -161,36 +192,22 @@ void deliver(const Batch &batch)
     }
     if (!callbacks) return;
 
-    ThreadRecord *me = current_thread();
-    DispatchQueue *q = nullptr;
-    if (me != nullptr) {
-        q = static_cast<DispatchQueue *>(me->dispatch_queue);
-        if (q == nullptr) {
-            q = create<DispatchQueue>();
-            me->dispatch_queue = q;
-        }
-    }
     ErrmsgSnapshot keep_errmsg; // the releasing thread's errmsg survives the callbacks
-    if (q == nullptr) { // out of memory: deliver directly (the stack may grow)
-        for (size_t i = 0; i < batch.count; i++)
-            if (batch.items[i].fn != nullptr) run(batch.items[i]);
-        return;
-    }
+    ThreadRecord *me = current_thread();
     for (size_t i = 0; i < batch.count; i++) {
         if (batch.items[i].fn == nullptr) continue;
-        if (q->count == DispatchQueue::capacity) {
-            run(batch.items[i]); // ring full: the rare case that nests one level
-            continue;
-        }
-        q->ring[(q->first + q->count++) % DispatchQueue::capacity] = batch.items[i];
+        // Out of memory for the queue: run it here, which nests (the stack may grow).
+        if (me == nullptr || !push(me, batch.items[i])) run(batch.items[i]);
     }
-    if (q->running) return; // an outer loop on this thread will run them
+    auto *q = me != nullptr ? static_cast<DispatchQueue *>(me->dispatch_queue) : nullptr;
+    if (q == nullptr || q->running) return; // an outer loop on this thread runs them
     q->running = true;
     while (q->count != 0) {
         Delivery d = q->ring[q->first];
-        q->first = (q->first + 1) % DispatchQueue::capacity;
+        q->first = (q->first + 1) % q->capacity;
         q->count--;
         run(d);
+        q = static_cast<DispatchQueue *>(me->dispatch_queue); // a callback may have grown it
     }
     q->running = false;
 }
