@@ -250,8 +250,9 @@ SURELOCK_API size_t surelock_group_size(const surelock_group *g);
  * not hold in the group's order.
  */
 SURELOCK_API int surelock_group_lock(surelock_group *g);
-/* As lock, without waiting: EBUSY, holding nothing. Backing out of an IPC member taken with
- * EOWNERDEAD leaves it needing recovery for the next acquirer. */
+/* As lock, without waiting: EBUSY, holding nothing. Backing out of a member taken with
+ * EOWNERDEAD passes the notice on: its next acquirer gets EOWNERDEAD (an IPC member stays in
+ * need of recovery; it never becomes ENOTRECOVERABLE through a back-out). */
 SURELOCK_API int surelock_group_trylock(surelock_group *g);
 /* As lock, within timeout_ns in all: ETIMEDOUT, holding nothing. */
 SURELOCK_API int surelock_group_timedlock(surelock_group *g, uint64_t timeout_ns);

@@ -45,7 +45,8 @@ constexpr size_t key_size = 1 + 16 + 8 + 8;
 struct Member {
     uint8_t key[key_size];
     Kind kind;
-    bool shared; // rwlock mode
+    bool shared;     // rwlock mode
+    bool owner_died; // during an acquisition: this member was taken with EOWNERDEAD
     void *lock;
 };
 
@@ -175,14 +176,24 @@ int member_acquire(const Member &m, ThreadRecord *me, Wait wait, uint64_t timeou
     return EINVAL;
 }
 
-// Releases one member the caller holds. backing_out: an IPC member taken with EOWNERDEAD
-// stays in need of recovery for its next acquirer instead of becoming unrecoverable.
+// Releases one member the caller holds. backing_out: a member taken with EOWNERDEAD passes
+// the notice on to its next acquirer (an IPC member stays in need of recovery instead of
+// becoming unrecoverable), so giving a lock back unused never hides an owner's death.
 void member_release(const Member &m, ThreadRecord *me, bool backing_out)
 {
+    bool pass_owner_death = backing_out && m.owner_died;
     switch (m.kind) {
-    case Kind::rlock: static_cast<surelock_rlock *>(m.lock)->release(); break;
-    case Kind::mutex: static_cast<surelock_mutex *>(m.lock)->lock.release(); break;
-    case Kind::rwlock: rwlock_release(static_cast<surelock_rwlock *>(m.lock), me); break;
+    case Kind::rlock:
+        if (pass_owner_death) static_cast<surelock_rlock *>(m.lock)->release_owner_dead();
+        else static_cast<surelock_rlock *>(m.lock)->release();
+        break;
+    case Kind::mutex:
+        if (pass_owner_death) static_cast<surelock_mutex *>(m.lock)->lock.release_owner_dead();
+        else static_cast<surelock_mutex *>(m.lock)->lock.release();
+        break;
+    case Kind::rwlock:
+        rwlock_release(static_cast<surelock_rwlock *>(m.lock), me, pass_owner_death);
+        break;
     case Kind::ipc:
         surelock::ipc::release(static_cast<surelock_ipc *>(m.lock), backing_out,
                                "surelock_group_unlock");
@@ -229,6 +240,7 @@ int acquire_all(surelock_group *g, Wait wait, uint64_t timeout_ns, const char *f
                                  ? deadline.remaining_ns()
                                  : timeout_ns;
         rc = member_acquire(g->members[i], me, wait, remaining, fn);
+        g->members[i].owner_died = rc == EOWNERDEAD;
         if (rc == EOWNERDEAD) {
             owner_died = true;
             continue;

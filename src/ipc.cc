@@ -49,6 +49,17 @@
 using namespace surelock::sys;
 using namespace surelock::ipc_format;
 
+#if defined(__SANITIZE_THREAD__)
+#define SURELOCK_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SURELOCK_TSAN 1
+#endif
+#endif
+#ifdef SURELOCK_TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
+
 namespace {
 
 // What this process would write: the ABI tags a file must match to be usable here.
@@ -457,6 +468,22 @@ int prepare_locked(const char *path, int fd, const Options &opt, const Identity 
 
 // ---- Locking -------------------------------------------------------------------------------------
 
+// pthread_mutex_clocklock, announced to ThreadSanitizer, whose runtime does not intercept it
+// (without this it would see unlocks of a mutex it never saw locked).
+int clocklock(pthread_mutex_t *mutex, const struct timespec *at)
+{
+#ifdef SURELOCK_TSAN
+    __tsan_mutex_pre_lock(mutex, __tsan_mutex_try_lock);
+#endif
+    int rc = pthread_mutex_clocklock(mutex, CLOCK_MONOTONIC, at);
+#ifdef SURELOCK_TSAN
+    bool taken = rc == 0 || rc == EOWNERDEAD;
+    __tsan_mutex_post_lock(mutex, __tsan_mutex_try_lock | (taken ? 0 : __tsan_mutex_try_lock_failed),
+                           0);
+#endif
+    return rc;
+}
+
 enum class Wait { never, until_deadline };
 
 int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
@@ -471,8 +498,7 @@ int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
         if (rc == EBUSY && wait == Wait::until_deadline) rc = ETIMEDOUT;
     } else {
         Deadline d = Deadline::after(timeout_ns);
-        rc = d.forever ? pthread_mutex_lock(&h->mutex)
-                       : pthread_mutex_clocklock(&h->mutex, CLOCK_MONOTONIC, &d.at);
+        rc = d.forever ? pthread_mutex_lock(&h->mutex) : clocklock(&h->mutex, &d.at);
     }
     bool owner_died = false;
     if (rc == EOWNERDEAD) {

@@ -39,6 +39,13 @@ struct alignas(64) surelock_rlock {
     {
         if (--depth == 0) lock.release();
     }
+
+    // Gives back a hold just taken with EOWNERDEAD (depth 1), passing the notice on.
+    void release_owner_dead()
+    {
+        depth = 0;
+        lock.release_owner_dead();
+    }
 };
 
 struct alignas(64) surelock_mutex {
@@ -50,9 +57,11 @@ namespace surelock::locks {
 
 // rwlock.cc: acquire in either mode without the already-held check (the caller made it),
 // with the public functions' return codes; release the caller's hold (false: it has none).
+// pass_owner_death: the hold was taken with EOWNERDEAD and is given back unused (a lock group
+// backing out), so the next acquirer gets EOWNERDEAD instead.
 int rwlock_acquire(surelock_rwlock *l, sys::ThreadRecord *me, bool exclusive, sys::Wait wait,
                    uint64_t timeout_ns, const char *fn);
-bool rwlock_release(surelock_rwlock *l, sys::ThreadRecord *me);
+bool rwlock_release(surelock_rwlock *l, sys::ThreadRecord *me, bool pass_owner_death = false);
 bool rwlock_held_by(const surelock_rwlock *l, sys::ThreadRecord *me);
 sys::Membership *membership(surelock_rwlock *l);
 

@@ -48,6 +48,9 @@ bool is_read_lockable(uint32_t s)
 struct alignas(64) surelock_rwlock {
     std::atomic<uint32_t> state{0};
     std::atomic<uint32_t> writer_notify{0};
+    // Writers inside write_contended's waiting protocol. WRITERS_WAITING is one bit, so a
+    // writer that times out needs this count to know whether it may clear it.
+    std::atomic<uint32_t> writers_waiting{0};
     std::atomic<uint64_t> writer{0}; // write holder's thread serial; 0 when not write-held
     // Set by a writer that exits holding; taken (exchanged) by the next acquirer of any mode.
     std::atomic<bool> writer_died{false};
@@ -149,6 +152,25 @@ int read_contended(surelock_rwlock *l, const Deadline &deadline)
     }
 }
 
+// A waiting writer timed out. If it was the last writer waiting, WRITERS_WAITING is now a lie
+// that keeps new readers out while readers still hold the lock: clear it, let readers that
+// queued behind it in, and nudge any writer that is just starting to wait so it sets the bit
+// again (it re-checks the bit after reading writer_notify).
+void writer_gave_up(surelock_rwlock *l)
+{
+    if (l->writers_waiting.fetch_sub(1) != 1) return;
+    uint32_t s = l->state.load(std::memory_order_relaxed);
+    uint32_t cleared;
+    do {
+        if (!(s & WRITERS_WAITING)) return;
+        cleared = s & ~WRITERS_WAITING;
+        if (!is_write_locked(s)) cleared &= ~READERS_WAITING; // a writer's unlock would wake them
+    } while (!l->state.compare_exchange_weak(s, cleared, std::memory_order_relaxed));
+    l->writer_notify.fetch_add(1, std::memory_order_release);
+    futex_wake(&l->writer_notify, INT_MAX);
+    if ((s & READERS_WAITING) && !(cleared & READERS_WAITING)) futex_wake(&l->state, INT_MAX);
+}
+
 int write_contended(surelock_rwlock *l, const Deadline &deadline)
 {
     uint32_t s = spin(l, false);
@@ -158,18 +180,26 @@ int write_contended(surelock_rwlock *l, const Deadline &deadline)
             // Keep the waiting bit if we ever slept: other writers may still wait.
             if (l->state.compare_exchange_weak(s, s | WRITE_LOCKED | other_writers_waiting,
                                                std::memory_order_acquire,
-                                               std::memory_order_relaxed))
+                                               std::memory_order_relaxed)) {
+                if (other_writers_waiting) l->writers_waiting.fetch_sub(1);
                 return 0;
+            }
             continue;
+        }
+        if (!other_writers_waiting) {
+            l->writers_waiting.fetch_add(1);
+            other_writers_waiting = WRITERS_WAITING;
         }
         if (!(s & WRITERS_WAITING) &&
             !l->state.compare_exchange_weak(s, s | WRITERS_WAITING, std::memory_order_relaxed))
             continue;
-        other_writers_waiting = WRITERS_WAITING;
         uint32_t seq = l->writer_notify.load(std::memory_order_acquire);
         s = l->state.load(std::memory_order_relaxed);
         if (is_unlocked(s) || !(s & WRITERS_WAITING)) continue;
-        if (futex_wait(&l->writer_notify, seq, deadline) == ETIMEDOUT) return ETIMEDOUT;
+        if (futex_wait(&l->writer_notify, seq, deadline) == ETIMEDOUT) {
+            writer_gave_up(l);
+            return ETIMEDOUT;
+        }
         s = spin(l, false);
     }
 }
@@ -269,8 +299,9 @@ int rwlock_acquire(surelock_rwlock *l, ThreadRecord *me, bool exclusive, Wait wa
     return took(l);
 }
 
-bool rwlock_release(surelock_rwlock *l, ThreadRecord *me)
+bool rwlock_release(surelock_rwlock *l, ThreadRecord *me, bool pass_owner_death)
 {
+    if (pass_owner_death) l->writer_died.store(true, std::memory_order_relaxed);
     if (l->writer.load(std::memory_order_relaxed) == me->serial) {
         l->write_held.unlink();
         l->writer.store(0, std::memory_order_relaxed);

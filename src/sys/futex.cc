@@ -12,6 +12,7 @@ static_assert(std::atomic<uint32_t>::is_always_lock_free, "futex word must be lo
 
 Deadline Deadline::after(uint64_t timeout_ns)
 {
+    if (timeout_ns == UINT64_MAX) return never(); // SURELOCK_FOREVER
     constexpr uint64_t ns_per_s = 1000000000u;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
@@ -21,9 +22,9 @@ Deadline Deadline::after(uint64_t timeout_ns)
         nsec -= (long)ns_per_s;
         secs++;
     }
-    // time_t is signed 64-bit on every platform we build for; anything past its range (about
-    // 292 years) is forever.
-    constexpr uint64_t max_secs = (uint64_t)INT64_MAX;
+    // Cannot overflow a 64-bit time_t (a uint64_t of nanoseconds is under 600 years), but a
+    // narrower one would: then it is forever.
+    constexpr uint64_t max_secs = (uint64_t)(sizeof(time_t) >= 8 ? INT64_MAX : INT32_MAX);
     if (secs > max_secs - (uint64_t)now.tv_sec) return never();
     return Deadline{false, {(time_t)((uint64_t)now.tv_sec + secs), nsec}};
 }
@@ -33,8 +34,16 @@ uint64_t Deadline::remaining_ns() const
     if (forever) return UINT64_MAX;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    int64_t ns = (int64_t)(at.tv_sec - now.tv_sec) * 1000000000 + (at.tv_nsec - now.tv_nsec);
-    return ns > 0 ? (uint64_t)ns : 0;
+    int64_t secs = (int64_t)at.tv_sec - (int64_t)now.tv_sec;
+    long nsec = at.tv_nsec - now.tv_nsec;
+    if (nsec < 0) {
+        nsec += 1000000000;
+        secs--;
+    }
+    if (secs < 0) return 0;
+    // Saturate below UINT64_MAX, which would mean forever.
+    if ((uint64_t)secs >= (UINT64_MAX - 1) / 1000000000u - 1) return UINT64_MAX - 1;
+    return (uint64_t)secs * 1000000000u + (uint64_t)nsec;
 }
 
 int futex_wait(std::atomic<uint32_t> *word, uint32_t expected, const Deadline &deadline,

@@ -67,6 +67,14 @@ struct OwnedLock {
         word.unlock();
     }
 
+    // Releases a lock the caller took with EOWNERDEAD and is giving back unused (a lock group
+    // backing out): the next acquirer is told instead, so the notice is never lost.
+    void release_owner_dead()
+    {
+        previous_owner_died = true;
+        release();
+    }
+
 private:
     int acquire_contended(ThreadRecord *me, Wait wait, uint64_t timeout_ns, const char *fn);
     static void owner_exited(HeldLink *link);
