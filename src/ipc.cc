@@ -32,6 +32,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <linux/futex.h>
 
 #include <atomic>
 
@@ -126,14 +127,14 @@ int read_options(const surelock_ipc_options *o, Options *out)
 
 // ---- Initialising and validating a file -----------------------------------------------------
 
-int init_mutex(FileHeader *h, bool recursive)
+int init_mutex(pthread_mutex_t *mutex, bool recursive)
 {
     pthread_mutexattr_t attr;
     pthread_mutexattr_init(&attr);
     pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
     pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
     pthread_mutexattr_settype(&attr, recursive ? PTHREAD_MUTEX_RECURSIVE : PTHREAD_MUTEX_ERRORCHECK);
-    int rc = pthread_mutex_init(&h->mutex, &attr); // in place, in the shared mapping
+    int rc = pthread_mutex_init(mutex, &attr); // in place, in the shared mapping
     pthread_mutexattr_destroy(&attr);
     return rc;
 }
@@ -145,16 +146,36 @@ int reset_runtime_state(FileHeader *h, const Identity &id)
     memcpy(h->boot_id, id.boot_id, sizeof h->boot_id);
     h->recovery_state.store(CONSISTENT);
     h->holder_tid.store(0);
-    return init_mutex(h, (h->flags & SURELOCK_IPC_RECURSIVE) != 0);
+    return init_mutex(&h->mutex, (h->flags & SURELOCK_IPC_RECURSIVE) != 0);
 }
 
-// Writes a complete header into a mapping of a file already sized for it. init_state goes
-// to ready last, so a creator that dies earlier leaves a file that is detected as unfinished.
+// The first bytes an initialiser writes, before anything else: magic, version and a
+// not-ready state. A file that has them and is not ready is one whose initialiser died; every
+// other file that is not empty and not complete is foreign.
+struct Stamp {
+    char magic[8];
+    uint32_t format_version;
+    uint32_t init_state;
+};
+static_assert(sizeof(Stamp) == offsetof(FileHeader, pointer_size));
+
+Stamp unfinished_stamp()
+{
+    Stamp st;
+    memcpy(st.magic, file_magic, sizeof st.magic);
+    st.format_version = format_version;
+    st.init_state = 0;
+    return st;
+}
+
+// Writes a complete header into a mapping of a file already sized for it and stamped as
+// unfinished (the stamp is never cleared). init_state goes to ready last, so a creator that
+// dies earlier leaves a file that is detected as unfinished.
 int init_header(const char *path, FileHeader *h, const Options &opt, const Identity &id)
 {
-    memset(static_cast<void *>(h), 0, header_size);
-    memcpy(h->magic, file_magic, sizeof h->magic);
-    h->format_version = format_version;
+    Stamp st = unfinished_stamp();
+    memcpy(static_cast<void *>(h), &st, sizeof st);
+    memset(reinterpret_cast<char *>(h) + sizeof st, 0, header_size - sizeof st);
 #ifdef SURELOCK_TESTING
     surelock_testing_ipc_init_point();
 #endif
@@ -176,35 +197,17 @@ int init_header(const char *path, FileHeader *h, const Options &opt, const Ident
     return 0;
 }
 
-bool all_zero(const unsigned char *p, size_t n)
+// Checks a complete (ready) header read from the file against this build. Returns 0, or
+// EPROTO with errmsg naming the first mismatch.
+int check_header(const char *path, const FileHeader *h, off_t file_size, const Identity &id)
 {
-    for (size_t i = 0; i < n; i++)
-        if (p[i] != 0) return false;
-    return true;
-}
-
-enum class HeaderVerdict { ready, unfinished };
-
-// Checks a header read from the file against this build. Returns 0 with a verdict, or EPROTO
-// with errmsg naming the first mismatch.
-int check_header(const char *path, const FileHeader *h, off_t file_size, const Identity &id,
-                 HeaderVerdict *verdict)
-{
-    const auto *bytes = reinterpret_cast<const unsigned char *>(h);
-    if (memcmp(h->magic, file_magic, sizeof file_magic) != 0) {
-        if (all_zero(bytes, sizeof *h)) { // a creator died before writing anything
-            *verdict = HeaderVerdict::unfinished;
-            return 0;
-        }
+    if (memcmp(h->magic, file_magic, sizeof file_magic) != 0)
         return fail(EPROTO, "%s: not a surelock lock file (no \"SURELOCK\" magic)", path);
-    }
     if (h->format_version != format_version)
         return fail(EPROTO, "%s: lock file format version %u; this build reads version %u", path,
                     h->format_version, format_version);
-    if (h->init_state.load(std::memory_order_acquire) != state_ready) {
-        *verdict = HeaderVerdict::unfinished;
-        return 0;
-    }
+    if (h->init_state.load(std::memory_order_acquire) != state_ready)
+        return fail(EPROTO, "%s: corrupt init state 0x%x", path, h->init_state.load());
     if (h->pointer_size != sizeof(void *))
         return fail(EPROTO, "%s: made by a process with %u-bit pointers; this one has %zu-bit",
                     path, h->pointer_size * 8u, sizeof(void *) * 8);
@@ -232,7 +235,27 @@ int check_header(const char *path, const FileHeader *h, off_t file_size, const I
         return fail(EPROTO, "%s: file is %lld bytes but its header (payload %llu) needs %lld", path,
                     (long long)file_size, (unsigned long long)h->payload_size,
                     (long long)file_size_for(h->payload_size));
-    *verdict = HeaderVerdict::ready;
+    return 0;
+}
+
+// The mutex bytes of a header from this boot: they must be the robust, process-shared mutex
+// the format promises (anything else could hang its users or make glibc abort), and a holder
+// recorded in the lock word must be a thread that exists or one the kernel marked dead.
+int check_mutex(const char *path, const FileHeader *h)
+{
+    pthread_mutex_t reference;
+    int rc = init_mutex(&reference, (h->flags & SURELOCK_IPC_RECURSIVE) != 0);
+    if (rc != 0) return fail(rc, "%s: pthread_mutex_init failed: %s", path, strerror(rc));
+    if (h->mutex.__data.__kind != reference.__data.__kind)
+        return fail(EPROTO, "%s: the mutex in the file is not the robust process-shared kind "
+                            "(kind 0x%x, expected 0x%x); corrupt file",
+                    path, (unsigned)h->mutex.__data.__kind, (unsigned)reference.__data.__kind);
+    unsigned word = (unsigned)h->mutex.__data.__lock;
+    pid_t tid = (pid_t)(word & FUTEX_TID_MASK);
+    if (tid != 0 && !(word & FUTEX_OWNER_DIED) && kill(tid, 0) != 0 && errno == ESRCH)
+        return fail(EPROTO, "%s: the mutex is held by thread %d, which does not exist and was "
+                            "not marked dead by the kernel; corrupt file",
+                    path, (int)tid);
     return 0;
 }
 
@@ -276,7 +299,7 @@ void ipc_owner_exited(HeldLink *link)
 {
     surelock_ipc *m = from_link(link);
     m->depth = 0;
-    m->dying_tid = gettid();
+    m->dying_tid = current_record->tid;
     m->holder.store(holder_exiting, std::memory_order_release);
 }
 
@@ -417,56 +440,73 @@ int prepare_locked(const char *path, int fd, const Options &opt, const Identity 
     int rc = check_ownership(path, st, opt);
     if (rc != 0) return rc;
 
-    bool initialise = st.st_size == 0; // a placeholder made by touch or an installer
+    // An empty placeholder (touch, an installer) is initialised, and so is a file stamped by
+    // an initialiser that died before finishing; anything else must be complete and valid.
+    FileHeader h;
+    ssize_t got = st.st_size == 0 ? 0 : pread(fd, &h, sizeof h, 0);
+    Stamp stamp = unfinished_stamp();
+    bool initialise = st.st_size == 0 ||
+                      (got >= (ssize_t)sizeof stamp &&
+                       memcmp(&h, &stamp, offsetof(Stamp, init_state)) == 0 &&
+                       h.init_state.load() != state_ready);
+    bool stale_boot = false;
     if (!initialise) {
-        if (st.st_size < (off_t)header_size)
+        if (st.st_size < (off_t)header_size || got != (ssize_t)sizeof h)
             return fail(EPROTO, "%s: %lld bytes is too short for a lock file", path,
                         (long long)st.st_size);
-        FileHeader h;
-        if (pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h)
-            return fail(EPROTO, "%s: cannot read the header", path);
-        HeaderVerdict verdict;
-        rc = check_header(path, &h, st.st_size, id, &verdict);
+        rc = check_header(path, &h, st.st_size, id);
         if (rc != 0) return rc;
-        initialise = verdict == HeaderVerdict::unfinished;
-        if (!initialise) {
-            if ((opt.flags & SURELOCK_IPC_RECURSIVE) && !(h.flags & SURELOCK_IPC_RECURSIVE))
-                return fail(EINVAL, "%s: SURELOCK_IPC_RECURSIVE asked for, but the lock was "
-                                    "created non-recursive (fixed at creation)",
-                            path);
-            if (opt.payload_size != 0 && opt.payload_size != h.payload_size)
-                return fail(EINVAL, "%s: payload_size %zu asked for, but the file has %llu", path,
-                            opt.payload_size, (unsigned long long)h.payload_size);
-        }
+        stale_boot = strncmp(h.boot_id, id.boot_id, sizeof h.boot_id) != 0;
+        if (!stale_boot && (rc = check_mutex(path, &h)) != 0) return rc;
+        if ((opt.flags & SURELOCK_IPC_RECURSIVE) && !(h.flags & SURELOCK_IPC_RECURSIVE))
+            return fail(EINVAL, "%s: SURELOCK_IPC_RECURSIVE asked for, but the lock was "
+                                "created non-recursive (fixed at creation)",
+                        path);
+        if (opt.payload_size != 0 && opt.payload_size != h.payload_size)
+            return fail(EINVAL, "%s: payload_size %zu asked for, but the file has %llu", path,
+                        opt.payload_size, (unsigned long long)h.payload_size);
     }
     size_t size = initialise ? file_size_for(opt.payload_size) : (size_t)st.st_size;
-    if (initialise && ftruncate(fd, (off_t)size) != 0)
-        return fail(errno, "%s: cannot size the lock file: %s", path, strerror(errno));
+    if (initialise) {
+        // Stamp first: from here on an initialiser that dies leaves a detectably unfinished
+        // file, never an anonymous all-zero one.
+        if (pwrite(fd, &stamp, sizeof stamp, 0) != (ssize_t)sizeof stamp ||
+            ftruncate(fd, (off_t)size) != 0)
+            return fail(errno ? errno : EIO, "%s: cannot size the lock file: %s", path,
+                        strerror(errno));
+    }
     void *map = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (map == MAP_FAILED) return fail(errno, "%s: mmap: %s", path, strerror(errno));
-    auto *h = static_cast<FileHeader *>(map);
+    auto *mapped = static_cast<FileHeader *>(map);
 
     if (initialise) {
-        rc = init_header(path, h, opt, id);
-    } else if (strncmp(h->boot_id, id.boot_id, sizeof h->boot_id) != 0) {
+        rc = init_header(path, mapped, opt, id);
+    } else if (stale_boot) {
         // Left from before a reboot: no holder of it can still exist.
-        rc = reset_runtime_state(h, id);
+        rc = reset_runtime_state(mapped, id);
         if (rc != 0) rc = fail(rc, "%s: pthread_mutex_init failed: %s", path, strerror(rc));
-    } else if (h->recovery_state.load() == NOT_RECOVERABLE && set_open_marker(fd, F_WRLCK)) {
+    } else if (mapped->recovery_state.load() == NOT_RECOVERABLE && set_open_marker(fd, F_WRLCK)) {
         // Not recoverable and nobody else has it open: safe to start over.
-        rc = reset_runtime_state(h, id);
+        rc = reset_runtime_state(mapped, id);
         if (rc != 0) rc = fail(rc, "%s: pthread_mutex_init failed: %s", path, strerror(rc));
     }
     if (rc != 0) {
         munmap(map, size);
         return rc;
     }
-    *header_out = h;
+    *header_out = mapped;
     *size_out = size;
     return 0;
 }
 
 // ---- Locking -------------------------------------------------------------------------------------
+
+// How many times the calling holder has locked a recursive mutex (glibc's count; only the
+// holder may read it).
+unsigned pthread_depth(const FileHeader *h)
+{
+    return h->mutex.__data.__count;
+}
 
 // pthread_mutex_clocklock, announced to ThreadSanitizer, whose runtime does not intercept it
 // (without this it would see unlocks of a mutex it never saw locked).
@@ -530,15 +570,17 @@ int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
     default:
         return fail(rc, "%s: pthread mutex error: %s", fn, strerror(rc));
     }
-    bool reentry = m->holder.load(std::memory_order_relaxed) == me->serial;
-    if (!reentry && h->recovery_state.load() == NOT_RECOVERABLE) {
+    // A recursive mutex this thread already held (through this or another handle of the file)
+    // was only re-entered: recovery was reported to the outer acquisition.
+    bool thread_reentry = (h->flags & SURELOCK_IPC_RECURSIVE) && pthread_depth(h) > 1;
+    if (!thread_reentry && h->recovery_state.load() == NOT_RECOVERABLE) {
         pthread_mutex_unlock(&h->mutex);
         return fail(ENOTRECOVERABLE, "%s: a holder released the lock after EOWNERDEAD without "
                                      "surelock_ipc_consistent; it stays unusable until no "
                                      "process has it open, or a reboot",
                     fn);
     }
-    if (reentry) {
+    if (m->holder.load(std::memory_order_relaxed) == me->serial) {
         if (m->depth == UINT_MAX) {
             pthread_mutex_unlock(&h->mutex);
             return fail(EAGAIN, "%s: recursion depth would overflow", fn);
@@ -550,14 +592,19 @@ int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
     m->depth = 1;
     m->held.owner_exited = ipc_owner_exited;
     me->link_held(&m->held);
-    h->holder_tid.store((int32_t)gettid());
+    if (thread_reentry) return 0;
+    h->holder_tid.store((int32_t)me->tid);
     return owner_died || h->recovery_state.load() == NEEDS_RECOVERY ? EOWNERDEAD : 0;
 }
 
+// The holder check also compares the kernel TID recorded in the file: after fork() the child's
+// copy of the holding thread keeps its serial but is not the mutex owner (robust futexes go by
+// TID), and must not release or repair the parent's lock.
 bool held_by_caller(const surelock_ipc *m)
 {
     ThreadRecord *me = current_record;
-    return me != nullptr && m->holder.load(std::memory_order_relaxed) == me->serial;
+    return me != nullptr && m->holder.load(std::memory_order_relaxed) == me->serial &&
+           m->header->holder_tid.load(std::memory_order_relaxed) == me->tid;
 }
 
 } // namespace
@@ -572,12 +619,16 @@ int release(surelock_ipc *m, bool keep_needs_recovery, const char *fn)
                     fn);
     FileHeader *h = m->header;
     if (--m->depth == 0) {
+        m->held.unlink();
+        m->holder.store(0, std::memory_order_relaxed);
+    }
+    // Only the release that frees the mutex itself ends recovery (or the holder's record): a
+    // recursive file may still be held through another handle.
+    if (!(h->flags & SURELOCK_IPC_RECURSIVE) || pthread_depth(h) == 1) {
         uint32_t expected = NEEDS_RECOVERY;
         if (!keep_needs_recovery)
             h->recovery_state.compare_exchange_strong(expected, NOT_RECOVERABLE);
         h->holder_tid.store(0);
-        m->held.unlink();
-        m->holder.store(0, std::memory_order_relaxed);
     }
     int rc = pthread_mutex_unlock(&h->mutex);
     return rc == 0 ? 0 : fail(rc, "%s: pthread_mutex_unlock: %s", fn, strerror(rc));
@@ -724,6 +775,7 @@ SURELOCK_API int surelock_ipc_unlink(const char *path)
         int e = errno;
         if (e == ELOOP) return fail(ELOOP, "%s: is a symlink; not removing it", path);
         if (e == EISDIR) return fail(EPROTO, "%s: is a directory, not a lock file", path);
+        if (e == ENXIO) return fail(EPROTO, "%s: is not a regular file; not removing it", path);
         return fail(e, "%s: cannot open: %s", path, strerror(e));
     }
     struct stat st;

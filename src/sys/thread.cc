@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sys/alloc.h"
 #include "sys/errmsg.h"
@@ -39,9 +40,17 @@ void thread_exit_destructor(void *arg)
     destroy(record);
 }
 
+// In a child after fork(), the forking thread's record is a copy: it keeps its serial (a
+// thread may release in-process locks it held, as with pthreads), but gets the child's TID.
+void renew_tid_in_child()
+{
+    if (current_record != nullptr) current_record->tid = gettid();
+}
+
 void make_key()
 {
     key_error = pthread_key_create(&record_key, thread_exit_destructor);
+    if (key_error == 0) pthread_atfork(nullptr, nullptr, renew_tid_in_child);
 }
 
 } // namespace
@@ -64,6 +73,7 @@ ThreadRecord *create_current_record()
         return nullptr;
     }
     record->serial = next_thread_serial.fetch_add(1, std::memory_order_relaxed);
+    record->tid = gettid();
     record->held.prev = record->held.next = &record->held;
     int rc = pthread_setspecific(record_key, record);
     if (rc != 0) {

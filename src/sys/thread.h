@@ -29,6 +29,7 @@ struct HeldLink {
 
 struct ThreadRecord {
     uint64_t serial; // never 0, never reused
+    int tid;         // the kernel's thread id (robust futexes go by it); renewed after fork()
     HeldLink held;   // sentinel of the list of what this thread holds
     // One cached hold record (rwlock read holds), so a read lock/unlock pair allocates
     // nothing in the common case; freed at thread exit.
