@@ -1,0 +1,2509 @@
+/*
+ * test_ipc.c — the robust cross-process mutex (API.md section 4) through the public header
+ * only, against the real shared libsurelock.so.1.
+ *
+ * Rules every test here follows:
+ *  - Each test gets a fresh mkdtemp directory under /tmp (removed afterwards, whatever the
+ *    outcome) and restores the umask it found.
+ *  - CMocka assertions run on the test's own thread and process only. Helper threads record
+ *    what they saw and the test asserts after joining them; child processes check what they
+ *    see themselves, print the mismatch on stderr and _exit with a non-zero status, which the
+ *    parent checks. Every child also arms alarm(CHILD_ALARM_S), so a child stuck in a lock
+ *    call dies of SIGALRM instead of living on.
+ *  - Every wait is bounded on CLOCK_MONOTONIC: pipe reads by poll(), child exits by a waitpid
+ *    WNOHANG loop that SIGKILLs and fails after the limit, thread joins by a bounded
+ *    pthread_tryjoin_np loop, and a watchdog ends the run if a call on the test's own thread
+ *    never returns. A broken library fails a test; it never hangs CI.
+ *  - Refusals are checked three ways: the exact errno, an errmsg naming the path and the
+ *    reason, and the file (type, mode, owner, size, inode and every byte) left exactly as it
+ *    was.
+ *  - Files are crafted byte by byte from the layout documented in surelock.h (section 4).
+ *  - Nothing measures speed: timeouts are checked from below (a timed wait lasts at least its
+ *    timeout) with a generous ceiling that only catches "never returns".
+ */
+#define _GNU_SOURCE
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <surelock.h>
+
+/* ---- limits ------------------------------------------------------------------------------ */
+
+/* Bound on any wait for another thread or process: far beyond what a working library needs,
+ * even under sanitizers on a loaded machine; short enough that a hang fails the test. */
+#define WAIT_LIMIT_MS 20000
+/* Bound on the 8-process races (16000 contended cross-process lock round trips). */
+#define RACE_LIMIT_MS 90000
+/* Bound on a whole test (see watchdog_main). */
+#define WATCHDOG_MS 150000
+/* Every child process dies of SIGALRM after this many seconds, whatever it is doing. */
+#define CHILD_ALARM_S 100
+/* Ceiling for "a timed wait returned at all" (never a speed check). */
+#define TIMED_WAIT_CEILING_NS (5ull * 1000000000ull)
+/* Ceiling for "a call that must not block returned" (never a speed check). */
+#define NONBLOCKING_CEILING_NS (1ull * 1000000000ull)
+
+#define MS (1000000ull) /* nanoseconds */
+
+/* ---- the file layout documented in surelock.h (format version 1) --------------------------- */
+
+#define OFF_MAGIC 0
+#define OFF_FORMAT_VERSION 8
+#define OFF_INIT_STATE 12
+#define OFF_POINTER_SIZE 16
+#define OFF_MUTEX_SIZE 18
+#define OFF_MUTEX_ALIGN 20
+#define OFF_HEADER_SIZE 22
+#define OFF_LIBC 24
+#define OFF_BOOT_ID 40
+#define OFF_PID_NAMESPACE 80
+#define OFF_LOCK_ID 88
+#define OFF_CREATOR_UID 104
+#define OFF_FLAGS 108
+#define OFF_PAYLOAD_SIZE 112
+#define OFF_OWNER_DEATHS 120
+#define OFF_RECOVERY_STATE 128
+#define OFF_HOLDER_TID 132
+#define OFF_MUTEX 192
+#define HEADER_SIZE 4096
+#define STATE_READY 0x52454459u
+#define RECOVERY_CONSISTENT 0u
+#define RECOVERY_NEEDED 1u
+#define RECOVERY_NOT_RECOVERABLE 2u
+
+/* A uid that is not ours (the tests run as root in CI; see file_owned_by_another_uid_...). */
+#define OTHER_UID 12345
+
+/* ---- small helpers ----------------------------------------------------------------------- */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static pid_t current_tid(void)
+{
+    return (pid_t)syscall(SYS_gettid);
+}
+
+static size_t page_size(void)
+{
+    return (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static size_t file_size_for(size_t payload)
+{
+    size_t page = page_size();
+    return HEADER_SIZE + (payload + page - 1) / page * page;
+}
+
+static const char *errname(int rc)
+{
+    switch (rc) {
+    case 0: return "0";
+    case EINVAL: return "EINVAL";
+    case ENOMEM: return "ENOMEM";
+    case EBUSY: return "EBUSY";
+    case ETIMEDOUT: return "ETIMEDOUT";
+    case EDEADLK: return "EDEADLK";
+    case EPERM: return "EPERM";
+    case EOWNERDEAD: return "EOWNERDEAD";
+    case ENOTRECOVERABLE: return "ENOTRECOVERABLE";
+    case EAGAIN: return "EAGAIN";
+    case EPROTO: return "EPROTO";
+    case ELOOP: return "ELOOP";
+    case ENOENT: return "ENOENT";
+    case ENOTDIR: return "ENOTDIR";
+    case EACCES: return "EACCES";
+    case ENAMETOOLONG: return "ENAMETOOLONG";
+    default: return "an unexpected code";
+    }
+}
+
+/* Asserts a return code, printing both codes' names and the thread's errmsg on mismatch. */
+#define EXPECT_RC(call, want) expect_rc_at((call), (want), #call, #want, __LINE__)
+static void expect_rc_at(int got, int want, const char *call, const char *want_name, int line)
+{
+    if (got != want)
+        fail_msg("line %d: %s returned %s (%d), expected %s; errmsg: \"%s\"", line, call,
+                 errname(got), got, want_name, surelock_errmsg());
+}
+
+/* Asserts that errmsg mentions every one of the given words (any case). */
+#define EXPECT_ERRMSG(...) expect_errmsg_at(__LINE__, __VA_ARGS__, (const char *)NULL)
+static void expect_errmsg_va(int line, va_list ap)
+{
+    const char *msg = surelock_errmsg();
+    if (msg == NULL) fail_msg("line %d: surelock_errmsg() returned NULL", line);
+    if (msg[0] == '\0') fail_msg("line %d: surelock_errmsg() is empty after a failure", line);
+    const char *word;
+    while ((word = va_arg(ap, const char *)) != NULL)
+        if (strcasestr(msg, word) == NULL)
+            fail_msg("line %d: errmsg \"%s\" does not mention \"%s\"", line, msg, word);
+}
+
+static void expect_errmsg_at(int line, ...)
+{
+    va_list ap;
+    va_start(ap, line);
+    expect_errmsg_va(line, ap);
+    va_end(ap);
+}
+
+/* A distinct non-NULL address to pre-load out-pointers with: they must stay untouched on error. */
+static char sentinel_storage;
+#define SENTINEL ((surelock_ipc *)(void *)&sentinel_storage)
+
+static surelock_ipc_options options(uint32_t flags, uint32_t mode, size_t payload_size)
+{
+    surelock_ipc_options o;
+    surelock_ipc_options_init(&o);
+    o.flags = flags;
+    o.mode = mode;
+    o.payload_size = payload_size;
+    return o;
+}
+
+/* Opens path with the given options and asserts success. */
+#define OPEN(path, flags, mode, payload) open_at(__LINE__, (path), (flags), (mode), (payload))
+static surelock_ipc *open_at(int line, const char *path, uint32_t flags, uint32_t mode,
+                             size_t payload)
+{
+    surelock_ipc_options o = options(flags, mode, payload);
+    surelock_ipc *m = NULL;
+    int rc = surelock_ipc_open(path, &o, &m);
+    if (rc != 0)
+        fail_msg("line %d: surelock_ipc_open(%s) returned %s (%d); errmsg: \"%s\"", line, path,
+                 errname(rc), rc, surelock_errmsg());
+    if (m == NULL) fail_msg("line %d: surelock_ipc_open returned 0 and a NULL handle", line);
+    return m;
+}
+
+/* ---- the per-test directory ---------------------------------------------------------------- */
+
+static char tmpdir[64];
+static mode_t saved_umask;
+
+/* A path in the test's directory; valid until the test ends (freed by its teardown). */
+static char *test_paths[512];
+static int n_test_paths;
+
+static const char *P(const char *name)
+{
+    size_t len = strlen(tmpdir) + 1 + strlen(name) + 1;
+    char *b = malloc(len);
+    if (b == NULL) fail_msg("out of memory");
+    snprintf(b, len, "%s/%s", tmpdir, name);
+    if (n_test_paths < 512) test_paths[n_test_paths++] = b;
+    return b;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)type;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+/* ---- file bytes ---------------------------------------------------------------------------- */
+
+typedef struct bytes {
+    unsigned char *data;
+    size_t len;
+} bytes;
+
+static bytes slurp(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) fail_msg("cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) fail_msg("fstat %s: %s", path, strerror(errno));
+    bytes b = {malloc((size_t)st.st_size + 1), 0};
+    if (b.data == NULL) fail_msg("out of memory");
+    ssize_t n;
+    while (b.len < (size_t)st.st_size &&
+           (n = pread(fd, b.data + b.len, (size_t)st.st_size - b.len, (off_t)b.len)) > 0)
+        b.len += (size_t)n;
+    close(fd);
+    if (b.len != (size_t)st.st_size) fail_msg("short read of %s", path);
+    return b;
+}
+
+/* Writes a file with exactly these bytes and this mode (replacing any regular file there). */
+static void spit(const char *path, const void *data, size_t len, mode_t mode)
+{
+    int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) fail_msg("cannot create %s: %s", path, strerror(errno));
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, (const char *)data + done, len - done);
+        if (n <= 0) fail_msg("cannot write %s: %s", path, strerror(errno));
+        done += (size_t)n;
+    }
+    if (fchmod(fd, mode) != 0) fail_msg("chmod %s: %s", path, strerror(errno));
+    close(fd);
+}
+
+static void touch(const char *path, mode_t mode)
+{
+    spit(path, "", 0, mode);
+}
+
+static uint32_t get32(const bytes *b, size_t off)
+{
+    uint32_t v;
+    memcpy(&v, b->data + off, sizeof v);
+    return v;
+}
+
+static uint64_t get64(const bytes *b, size_t off)
+{
+    uint64_t v;
+    memcpy(&v, b->data + off, sizeof v);
+    return v;
+}
+
+static void put16(bytes *b, size_t off, uint16_t v)
+{
+    memcpy(b->data + off, &v, sizeof v);
+}
+
+static void put32(bytes *b, size_t off, uint32_t v)
+{
+    memcpy(b->data + off, &v, sizeof v);
+}
+
+static void put64(bytes *b, size_t off, uint64_t v)
+{
+    memcpy(b->data + off, &v, sizeof v);
+}
+
+/* One field of the file at path, read now. */
+static uint32_t file32(const char *path, size_t off)
+{
+    bytes b = slurp(path);
+    if (b.len < off + 4) fail_msg("%s is only %zu bytes", path, b.len);
+    uint32_t v = get32(&b, off);
+    free(b.data);
+    return v;
+}
+
+static uint64_t file64(const char *path, size_t off)
+{
+    bytes b = slurp(path);
+    if (b.len < off + 8) fail_msg("%s is only %zu bytes", path, b.len);
+    uint64_t v = get64(&b, off);
+    free(b.data);
+    return v;
+}
+
+/* Creates a valid lock file through the library and returns its bytes. */
+static bytes make_lock_file(const char *path, uint32_t flags, size_t payload)
+{
+    surelock_ipc *m = OPEN(path, flags, 0600, payload);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+    return slurp(path);
+}
+
+static void this_boot_id(char out[40])
+{
+    memset(out, 0, 40);
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+    if (f == NULL) fail_msg("cannot read the boot id: %s", strerror(errno));
+    if (fgets(out, 40, f) == NULL) out[0] = '\0';
+    fclose(f);
+    out[strcspn(out, "\n")] = '\0';
+}
+
+/* What lstat says about a path, for "left exactly as it was". */
+typedef struct snapshot {
+    bool exists;
+    struct stat st;
+    bytes content; /* regular files only */
+} snapshot;
+
+static snapshot take_snapshot(const char *path)
+{
+    snapshot s;
+    memset(&s, 0, sizeof s);
+    s.exists = lstat(path, &s.st) == 0;
+    if (s.exists && S_ISREG(s.st.st_mode)) s.content = slurp(path);
+    return s;
+}
+
+#define EXPECT_UNCHANGED(path, before) expect_unchanged_at(__LINE__, (path), (before))
+static void expect_unchanged_at(int line, const char *path, snapshot *before)
+{
+    snapshot after = take_snapshot(path);
+    if (after.exists != before->exists)
+        fail_msg("line %d: %s %s", line, path,
+                 before->exists ? "was removed" : "was created");
+    if (!before->exists) return;
+    if ((after.st.st_mode & S_IFMT) != (before->st.st_mode & S_IFMT))
+        fail_msg("line %d: %s changed its file type", line, path);
+    if ((after.st.st_mode & 07777) != (before->st.st_mode & 07777))
+        fail_msg("line %d: %s changed mode from 0%o to 0%o", line, path,
+                 (unsigned)before->st.st_mode & 07777, (unsigned)after.st.st_mode & 07777);
+    if (after.st.st_uid != before->st.st_uid || after.st.st_gid != before->st.st_gid)
+        fail_msg("line %d: %s changed owner", line, path);
+    if (after.st.st_ino != before->st.st_ino || after.st.st_dev != before->st.st_dev)
+        fail_msg("line %d: %s was replaced by another file", line, path);
+    if (after.st.st_rdev != before->st.st_rdev)
+        fail_msg("line %d: %s changed its device number", line, path);
+    if (S_ISREG(before->st.st_mode)) {
+        if (after.content.len != before->content.len)
+            fail_msg("line %d: %s changed size from %zu to %zu bytes", line, path,
+                     before->content.len, after.content.len);
+        for (size_t i = 0; i < before->content.len; i++)
+            if (after.content.data[i] != before->content.data[i])
+                fail_msg("line %d: %s changed at byte %zu (0x%02x -> 0x%02x)", line, path, i,
+                         before->content.data[i], after.content.data[i]);
+    }
+    free(after.content.data);
+    free(before->content.data);
+    before->content.data = NULL;
+}
+
+/*
+ * Opening `path` with `o` must fail with exactly `want`, leave the out-pointer alone, say in
+ * errmsg the path and every word given, and leave whatever is at path exactly as it was.
+ */
+#define EXPECT_REFUSED(path, o, want, ...)                                                      \
+    expect_refused_at(__LINE__, true, (path), (o), (want), #want, __VA_ARGS__,                  \
+                      (const char *)NULL)
+/* The same for options refused before the path is looked at: errmsg names the option. */
+#define EXPECT_OPTIONS_REFUSED(path, o, want, ...)                                              \
+    expect_refused_at(__LINE__, false, (path), (o), (want), #want, __VA_ARGS__,                 \
+                      (const char *)NULL)
+static void expect_refused_at(int line, bool names_path, const char *path,
+                              const surelock_ipc_options *o, int want, const char *want_name, ...)
+{
+    snapshot before = take_snapshot(path);
+    surelock_ipc *m = SENTINEL;
+    uint64_t t0 = now_ns();
+    int rc = surelock_ipc_open(path, o, &m);
+    uint64_t took = now_ns() - t0;
+    if (rc == 0 && m != SENTINEL && m != NULL) surelock_ipc_close(m);
+    if (rc != want)
+        fail_msg("line %d: opening %s returned %s (%d), expected %s; errmsg: \"%s\"", line, path,
+                 errname(rc), rc, want_name, surelock_errmsg());
+    if (m != SENTINEL) fail_msg("line %d: a refused open wrote its out-pointer", line);
+    if (took > TIMED_WAIT_CEILING_NS)
+        fail_msg("line %d: the refusal took %llu ms", line, (unsigned long long)(took / MS));
+    if (names_path && strstr(surelock_errmsg(), path) == NULL)
+        fail_msg("line %d: errmsg \"%s\" does not name the path %s", line, surelock_errmsg(),
+                 path);
+    va_list ap;
+    va_start(ap, want_name);
+    expect_errmsg_va(line, ap);
+    va_end(ap);
+    expect_unchanged_at(line, path, &before);
+}
+
+/* ---- pipes with bounded waits ------------------------------------------------------------- */
+
+static void make_pipe(int fds[2])
+{
+    if (pipe2(fds, O_CLOEXEC) != 0) fail_msg("pipe: %s", strerror(errno));
+}
+
+static bool send_byte(int fd)
+{
+    char c = 'x';
+    ssize_t n;
+    while ((n = write(fd, &c, 1)) < 0 && errno == EINTR) {
+    }
+    return n == 1;
+}
+
+/* Reads one byte within limit_ms; false on timeout, EOF or error. */
+static bool recv_byte(int fd, unsigned limit_ms)
+{
+    uint64_t end = now_ns() + (uint64_t)limit_ms * MS;
+    for (;;) {
+        uint64_t now = now_ns();
+        if (now >= end) return false;
+        struct pollfd p = {fd, POLLIN, 0};
+        int r = poll(&p, 1, (int)((end - now) / MS) + 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        char c;
+        ssize_t n = read(fd, &c, 1);
+        if (n < 0 && errno == EINTR) continue;
+        return n == 1;
+    }
+}
+
+/* ---- child processes ------------------------------------------------------------------------ */
+
+/* In a child: print what went wrong and end it with a failing status. */
+#define CHILD_EXPECT_RC(call, want)                                                            \
+    do {                                                                                       \
+        int rc_ = (call);                                                                      \
+        if (rc_ != (want)) {                                                                   \
+            fprintf(stderr, "child %d, line %d: %s returned %s (%d), expected %s; errmsg "     \
+                            "\"%s\"\n",                                                        \
+                    (int)getpid(), __LINE__, #call, errname(rc_), rc_, #want,                 \
+                    surelock_errmsg());                                                        \
+            return 1;                                                                          \
+        }                                                                                      \
+    } while (0)
+
+#define CHILD_CHECK(cond)                                                                      \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            fprintf(stderr, "child %d, line %d: check failed: %s\n", (int)getpid(), __LINE__,  \
+                    #cond);                                                                    \
+            return 1;                                                                          \
+        }                                                                                      \
+    } while (0)
+
+static pid_t live_children[64];
+static int n_live_children;
+
+static void forget_child(pid_t pid)
+{
+    for (int i = 0; i < n_live_children; i++)
+        if (live_children[i] == pid) live_children[i] = live_children[--n_live_children];
+}
+
+/* Forks a child that runs fn(arg) and _exits with its return value; bounded by alarm(). */
+static pid_t spawn(int (*fn)(void *), void *arg)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) fail_msg("fork: %s", strerror(errno));
+    if (pid == 0) {
+        alarm(CHILD_ALARM_S);
+        int rc = fn(arg);
+        fflush(stderr);
+        _exit(rc);
+    }
+    if (n_live_children < 64) live_children[n_live_children++] = pid;
+    return pid;
+}
+
+/* Waits for the child within limit_ms and returns its wait status; SIGKILLs it and fails the
+ * test if it does not end in time. */
+static int reap_at(int line, pid_t pid, unsigned limit_ms)
+{
+    uint64_t end = now_ns() + (uint64_t)limit_ms * MS;
+    int status;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) break;
+        if (r < 0 && errno != EINTR) fail_msg("line %d: waitpid: %s", line, strerror(errno));
+        if (now_ns() >= end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            forget_child(pid);
+            fail_msg("line %d: child %d did not finish within %u ms: a lock call hangs", line,
+                     (int)pid, limit_ms);
+        }
+        sleep_ms(1);
+    }
+    forget_child(pid);
+    return status;
+}
+
+#define EXPECT_CHILD_OK(pid) expect_child_ok_at(__LINE__, (pid), WAIT_LIMIT_MS)
+static void expect_child_ok_at(int line, pid_t pid, unsigned limit_ms)
+{
+    int status = reap_at(line, pid, limit_ms);
+    if (WIFSIGNALED(status))
+        fail_msg("line %d: child %d died of signal %d (%s)", line, (int)pid, WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("line %d: child %d exited with status %d (see its message above)", line,
+                 (int)pid, WEXITSTATUS(status));
+}
+
+#define KILL_CHILD(pid) kill_child_at(__LINE__, (pid))
+static void kill_child_at(int line, pid_t pid)
+{
+    if (kill(pid, SIGKILL) != 0) fail_msg("line %d: kill: %s", line, strerror(errno));
+    int status = reap_at(line, pid, WAIT_LIMIT_MS);
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
+        fail_msg("line %d: child %d ended with status 0x%x before it was killed", line,
+                 (int)pid, status);
+}
+
+/* ---- a holder process: takes the lock, reports, and keeps it until released or killed ---- */
+
+static struct holder_args {
+    const char *path;
+    uint32_t flags;
+    int ready_w;   /* it writes a byte here once it holds the lock */
+    int release_r; /* it unlocks once a byte arrives here */
+    unsigned linger_ms;
+} holder_args;
+
+static int holder_main(void *p)
+{
+    struct holder_args *a = p;
+    surelock_ipc_options o = options(a->flags, 0600, 0);
+    surelock_ipc *m;
+    CHILD_EXPECT_RC(surelock_ipc_open(a->path, &o, &m), 0);
+    int rc = surelock_ipc_lock(m);
+    if (rc == EOWNERDEAD) rc = surelock_ipc_consistent(m);
+    CHILD_EXPECT_RC(rc, 0);
+    CHILD_CHECK(send_byte(a->ready_w));
+    CHILD_CHECK(recv_byte(a->release_r, (CHILD_ALARM_S - 5) * 1000u));
+    if (a->linger_ms) sleep_ms(a->linger_ms);
+    CHILD_EXPECT_RC(surelock_ipc_unlock(m), 0);
+    CHILD_EXPECT_RC(surelock_ipc_close(m), 0);
+    return 0;
+}
+
+typedef struct holder_proc {
+    pid_t pid;
+    int ready_r;
+    int release_w;
+} holder_proc;
+
+/* Starts a process that holds the lock at path; returns once it holds it. */
+#define HOLDER_START(h, path, flags, linger) holder_start_at(__LINE__, (h), (path), (flags), (linger))
+static void holder_start_at(int line, holder_proc *h, const char *path, uint32_t flags,
+                            unsigned linger_ms)
+{
+    int ready[2], release[2];
+    make_pipe(ready);
+    make_pipe(release);
+    holder_args = (struct holder_args){path, flags, ready[1], release[0], linger_ms};
+    h->pid = spawn(holder_main, &holder_args);
+    close(ready[1]);
+    close(release[0]);
+    h->ready_r = ready[0];
+    h->release_w = release[1];
+    if (!recv_byte(h->ready_r, WAIT_LIMIT_MS)) {
+        int status = reap_at(line, h->pid, WAIT_LIMIT_MS);
+        fail_msg("line %d: the holder process did not take the lock (status 0x%x)", line,
+                 status);
+    }
+}
+
+static void holder_close_fds(holder_proc *h)
+{
+    close(h->ready_r);
+    close(h->release_w);
+}
+
+/* Lets the holder unlock (after its linger) and exit; checks it did so cleanly. */
+#define HOLDER_RELEASE(h) holder_release_at(__LINE__, (h))
+static void holder_release_at(int line, holder_proc *h)
+{
+    if (!send_byte(h->release_w)) fail_msg("line %d: cannot signal the holder", line);
+    expect_child_ok_at(line, h->pid, WAIT_LIMIT_MS);
+    holder_close_fds(h);
+}
+
+/* SIGKILLs the holder while it holds the lock. */
+#define HOLDER_KILL(h) holder_kill_at(__LINE__, (h))
+static void holder_kill_at(int line, holder_proc *h)
+{
+    kill_child_at(line, h->pid);
+    holder_close_fds(h);
+}
+
+/* ---- helper threads: started, and joined within WAIT_LIMIT_MS or the test fails ---------- */
+
+typedef struct helper {
+    pthread_t thread;
+    void (*body)(void *);
+    void *arg;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+} helper;
+
+static void *helper_main(void *p)
+{
+    helper *h = p;
+    h->body(h->arg);
+    pthread_mutex_lock(&h->mu);
+    h->done = true;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    return NULL;
+}
+
+static void helper_start(helper *h, void (*body)(void *), void *arg)
+{
+    h->body = body;
+    h->arg = arg;
+    h->done = false;
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&h->cv, &attr);
+    pthread_condattr_destroy(&attr);
+    pthread_mutex_init(&h->mu, NULL);
+    int rc = pthread_create(&h->thread, NULL, helper_main, h);
+    if (rc != 0) fail_msg("pthread_create: %s", strerror(rc));
+}
+
+/* Joins the helper if it ends within WAIT_LIMIT_MS (its body, and then its thread-exit work,
+ * which is where the library notices a holder thread's exit); fails the test otherwise. */
+#define JOIN(h) helper_join((h), #h, __LINE__)
+static void helper_join(helper *h, const char *name, int line)
+{
+    uint64_t deadline = now_ns() + (uint64_t)WAIT_LIMIT_MS * MS;
+    struct timespec until = {(time_t)(deadline / 1000000000ull), (long)(deadline % 1000000000ull)};
+    pthread_mutex_lock(&h->mu);
+    while (!h->done && pthread_cond_timedwait(&h->cv, &h->mu, &until) != ETIMEDOUT) {
+    }
+    bool done = h->done;
+    pthread_mutex_unlock(&h->mu);
+    if (!done)
+        fail_msg("line %d: thread %s did not finish within %d ms: a lock call hangs", line, name,
+                 WAIT_LIMIT_MS);
+    int rc;
+    while ((rc = pthread_tryjoin_np(h->thread, NULL)) == EBUSY && now_ns() < deadline)
+        sleep_ms(1);
+    if (rc == EBUSY)
+        fail_msg("line %d: thread %s did not exit within %d ms", line, name, WAIT_LIMIT_MS);
+    if (rc != 0) fail_msg("line %d: pthread_join(%s): %s", line, name, strerror(rc));
+    pthread_cond_destroy(&h->cv);
+    pthread_mutex_destroy(&h->mu);
+}
+
+#define RUN_IN_NEW_THREAD(t, body, arg)                                                        \
+    do {                                                                                       \
+        helper_start((t), (body), (arg));                                                      \
+        JOIN(t);                                                                               \
+    } while (0)
+
+/* The state letter of one of our threads from /proc ('R', 'S', ...), or 0 when unknown. */
+static char thread_state(pid_t tid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    FILE *f = fopen(path, "re");
+    if (f == NULL) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *paren = strrchr(buf, ')');
+    return paren != NULL && paren[1] == ' ' ? paren[2] : 0;
+}
+
+/* Waits until thread tid, which announced it is about to block in a lock call, is seen
+ * asleep twice in a row; gives up quietly after limit_ms (it is inside the call by then). */
+static void wait_until_asleep(pid_t tid, unsigned limit_ms)
+{
+    uint64_t end = now_ns() + (uint64_t)limit_ms * MS;
+    int seen = 0;
+    while (now_ns() < end && seen < 2) {
+        char s = thread_state(tid);
+        if (s == 0) {
+            sleep_ms(200);
+            return;
+        }
+        seen = s == 'S' ? seen + 1 : 0;
+        sleep_ms(1);
+    }
+}
+
+/* ---- watchdog and fixtures ----------------------------------------------------------------- */
+
+/*
+ * Helper threads and children are bounded, but the test's own thread also calls lock
+ * functions that a broken library could block forever. The watchdog ends the whole run,
+ * naming the test, when one runs past WATCHDOG_MS (a TAP "Bail out!"; meson reports it).
+ */
+static struct watchdog {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t thread;
+    const char *test;
+    uint64_t deadline_ns;
+    bool stop;
+} watchdog = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void *watchdog_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&watchdog.mu);
+    while (!watchdog.stop) {
+        uint64_t now = now_ns();
+        if (watchdog.test != NULL && now >= watchdog.deadline_ns) {
+            fprintf(stderr, "watchdog: %s did not finish within %d ms: a lock call hangs\n",
+                    watchdog.test, WATCHDOG_MS);
+            printf("Bail out! %s did not finish within %d ms\n", watchdog.test, WATCHDOG_MS);
+            fflush(stdout);
+            for (int i = 0; i < n_live_children; i++) kill(live_children[i], SIGKILL);
+            nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS); /* no teardown will run */
+            _exit(1);
+        }
+        uint64_t at = watchdog.test != NULL ? watchdog.deadline_ns : now + 1000 * MS;
+        struct timespec until = {(time_t)(at / 1000000000ull), (long)(at % 1000000000ull)};
+        pthread_cond_timedwait(&watchdog.cv, &watchdog.mu, &until);
+    }
+    pthread_mutex_unlock(&watchdog.mu);
+    return NULL;
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&watchdog.cv, &attr);
+    pthread_condattr_destroy(&attr);
+    return pthread_create(&watchdog.thread, NULL, watchdog_main, NULL) == 0 ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    pthread_mutex_lock(&watchdog.mu);
+    watchdog.stop = true;
+    pthread_cond_broadcast(&watchdog.cv);
+    pthread_mutex_unlock(&watchdog.mu);
+    pthread_join(watchdog.thread, NULL);
+    pthread_cond_destroy(&watchdog.cv);
+    return 0;
+}
+
+/* Per test: arm the watchdog (*state is the test's name), make the directory, keep the umask. */
+static int test_setup(void **state)
+{
+    pthread_mutex_lock(&watchdog.mu);
+    watchdog.test = *state;
+    watchdog.deadline_ns = now_ns() + (uint64_t)WATCHDOG_MS * MS;
+    pthread_cond_broadcast(&watchdog.cv);
+    pthread_mutex_unlock(&watchdog.mu);
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/surelock-test-ipc-XXXXXX");
+    if (mkdtemp(tmpdir) == NULL) return -1;
+    saved_umask = umask(022);
+    umask(saved_umask);
+    n_live_children = 0;
+    return 0;
+}
+
+/* Per test, also after a failure: no child outlives its test, the directory goes away. */
+static int test_teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < n_live_children; i++) {
+        kill(live_children[i], SIGKILL);
+        waitpid(live_children[i], NULL, 0);
+    }
+    n_live_children = 0;
+    umask(saved_umask);
+    nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    for (int i = 0; i < n_test_paths; i++) free(test_paths[i]);
+    n_test_paths = 0;
+    pthread_mutex_lock(&watchdog.mu);
+    watchdog.test = NULL;
+    pthread_mutex_unlock(&watchdog.mu);
+    return 0;
+}
+
+#define TEST(f) {#f, f, test_setup, test_teardown, (void *)#f}
+
+/* =========================================================================================
+ * Creating and opening
+ * ========================================================================================= */
+
+static void open_creates_a_lock_file_with_the_documented_header(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *m = SENTINEL;
+    EXPECT_RC(surelock_ipc_open(path, NULL, &m), 0);
+    assert_true(m != NULL && m != SENTINEL);
+
+    struct stat st;
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, 0600); /* the default mode */
+    assert_int_equal(st.st_uid, geteuid());
+    assert_int_equal(st.st_size, HEADER_SIZE);
+
+    char boot_id[40];
+    this_boot_id(boot_id);
+    struct stat ns;
+    uint64_t pid_ns = stat("/proc/self/ns/pid", &ns) == 0 ? (uint64_t)ns.st_ino : 0;
+
+    bytes b = slurp(path);
+    assert_memory_equal(b.data + OFF_MAGIC, "SURELOCK", 8);
+    assert_int_equal(get32(&b, OFF_FORMAT_VERSION), 1);
+    assert_int_equal(get32(&b, OFF_INIT_STATE), STATE_READY);
+    uint16_t u16;
+    memcpy(&u16, b.data + OFF_POINTER_SIZE, 2);
+    assert_int_equal(u16, sizeof(void *));
+    memcpy(&u16, b.data + OFF_MUTEX_SIZE, 2);
+    assert_int_equal(u16, sizeof(pthread_mutex_t));
+    memcpy(&u16, b.data + OFF_MUTEX_ALIGN, 2);
+    assert_int_equal(u16, _Alignof(pthread_mutex_t));
+    memcpy(&u16, b.data + OFF_HEADER_SIZE, 2);
+    assert_int_equal(u16, HEADER_SIZE);
+    assert_string_equal((const char *)b.data + OFF_LIBC, "glibc");
+    assert_memory_equal(b.data + OFF_BOOT_ID, boot_id, strlen(boot_id) + 1);
+    assert_int_equal(get64(&b, OFF_PID_NAMESPACE), pid_ns);
+    static const unsigned char zero16[16];
+    assert_memory_not_equal(b.data + OFF_LOCK_ID, zero16, 16); /* random: zero is 2^-128 */
+    assert_int_equal(get32(&b, OFF_CREATOR_UID), geteuid());
+    assert_int_equal(get32(&b, OFF_FLAGS), 0);
+    assert_int_equal(get64(&b, OFF_PAYLOAD_SIZE), 0);
+    assert_int_equal(get64(&b, OFF_OWNER_DEATHS), 0);
+    assert_int_equal(get32(&b, OFF_RECOVERY_STATE), RECOVERY_CONSISTENT);
+    assert_int_equal(get32(&b, OFF_HOLDER_TID), 0);
+    free(b.data);
+
+    /* A second lock file gets another random id. */
+    bytes other = make_lock_file(P("other"), 0, 0);
+    bytes again = slurp(path);
+    assert_memory_not_equal(other.data + OFF_LOCK_ID, again.data + OFF_LOCK_ID, 16);
+    free(other.data);
+    free(again.data);
+
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    assert_int_equal(surelock_ipc_needs_recovery(m), 0);
+    assert_int_equal((int32_t)file32(path, OFF_HOLDER_TID), current_tid());
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    assert_int_equal(file32(path, OFF_HOLDER_TID), 0);
+    size_t size = 123;
+    assert_null(surelock_ipc_payload(m, &size));
+    assert_int_equal(size, 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+
+    /* Closing never removes the file; opening it again finds the same lock. */
+    assert_int_equal(lstat(path, &st), 0);
+    m = OPEN(path, SURELOCK_IPC_NOCREATE, 0600, 0);
+    EXPECT_RC(surelock_ipc_trylock(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+static void null_handles_paths_and_out_pointers_are_einval(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *m = SENTINEL;
+    EXPECT_RC(surelock_ipc_open(NULL, NULL, &m), EINVAL);
+    EXPECT_ERRMSG("path");
+    assert_ptr_equal(m, SENTINEL);
+    EXPECT_RC(surelock_ipc_open(path, NULL, NULL), EINVAL);
+    EXPECT_ERRMSG("out");
+    struct stat st;
+    assert_int_equal(lstat(path, &st), -1); /* nothing created */
+
+    EXPECT_RC(surelock_ipc_close(NULL), EINVAL);
+    EXPECT_ERRMSG("NULL");
+    EXPECT_RC(surelock_ipc_lock(NULL), EINVAL);
+    EXPECT_RC(surelock_ipc_trylock(NULL), EINVAL);
+    EXPECT_RC(surelock_ipc_timedlock(NULL, 0), EINVAL);
+    EXPECT_RC(surelock_ipc_timedlock(NULL, SURELOCK_FOREVER), EINVAL);
+    EXPECT_RC(surelock_ipc_consistent(NULL), EINVAL);
+    EXPECT_RC(surelock_ipc_unlock(NULL), EINVAL);
+    EXPECT_ERRMSG("NULL");
+    EXPECT_RC(surelock_ipc_unlink(NULL), EINVAL);
+    EXPECT_ERRMSG("NULL");
+
+    /* The functions without an errno answer 0 / NULL. */
+    assert_int_equal(surelock_ipc_needs_recovery(NULL), 0);
+    size_t size = 123;
+    assert_null(surelock_ipc_payload(NULL, &size));
+    assert_int_equal(size, 0);
+    assert_null(surelock_ipc_payload(NULL, NULL));
+}
+
+static void options_too_small_unknown_flags_and_mode_beyond_0777_are_einval(void **state)
+{
+    (void)state;
+    const char *fresh = P("fresh");
+    const char *existing = P("existing");
+    free(make_lock_file(existing, 0, 0).data);
+
+    surelock_ipc_options o;
+    const char *paths[] = {fresh, existing};
+    for (int i = 0; i < 2; i++) {
+        o = options(0, 0600, 0);
+        o.size = sizeof o - 1;
+        EXPECT_OPTIONS_REFUSED(paths[i], &o, EINVAL, "size");
+        o.size = 0;
+        EXPECT_OPTIONS_REFUSED(paths[i], &o, EINVAL, "size");
+        o.size = offsetof(surelock_ipc_options, payload_size);
+        EXPECT_OPTIONS_REFUSED(paths[i], &o, EINVAL, "size");
+
+        const uint32_t unknown[] = {0x8u, 0x100u, 0x80000000u,
+                                    SURELOCK_IPC_NOCREATE | 0x10u};
+        for (size_t k = 0; k < sizeof unknown / sizeof unknown[0]; k++) {
+            o = options(unknown[k], 0600, 0);
+            EXPECT_OPTIONS_REFUSED(paths[i], &o, EINVAL, "flag");
+        }
+        o = options(0, 01600, 0);
+        EXPECT_OPTIONS_REFUSED(paths[i], &o, EINVAL, "mode");
+        o = options(0, 04700, 0);
+        EXPECT_OPTIONS_REFUSED(paths[i], &o, EINVAL, "mode");
+    }
+
+    /* A larger struct (a later version's) is read up to this version's size: the rest is
+     * ignored, whatever it holds. */
+    struct {
+        surelock_ipc_options o;
+        unsigned char later[64];
+    } bigger;
+    memset(&bigger, 0xff, sizeof bigger);
+    bigger.o = options(0, 0640, 0);
+    bigger.o.size = sizeof bigger;
+    surelock_ipc *m = SENTINEL;
+    EXPECT_RC(surelock_ipc_open(fresh, &bigger.o, &m), 0);
+    struct stat st;
+    assert_int_equal(stat(fresh, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0640);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+static void missing_file_with_nocreate_is_enoent_and_creates_nothing(void **state)
+{
+    (void)state;
+    const char *path = P("missing");
+    surelock_ipc_options o = options(SURELOCK_IPC_NOCREATE, 0600, 0);
+    EXPECT_REFUSED(path, &o, ENOENT, "NOCREATE");
+    o = options(SURELOCK_IPC_NOCREATE | SURELOCK_IPC_RECURSIVE | SURELOCK_IPC_ANY_OWNER, 0666, 64);
+    EXPECT_REFUSED(path, &o, ENOENT, NULL);
+    DIR *d = opendir(tmpdir);
+    assert_non_null(d);
+    struct dirent *e;
+    int entries = 0;
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) entries++;
+    closedir(d);
+    assert_int_equal(entries, 0);
+
+    /* NOCREATE opens a file that exists. */
+    free(make_lock_file(path, 0, 0).data);
+    surelock_ipc *m = OPEN(path, SURELOCK_IPC_NOCREATE, 0600, 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+static void created_file_has_exactly_the_requested_mode_whatever_the_umask(void **state)
+{
+    (void)state;
+    const mode_t umasks[] = {077, 000, 022, 0777};
+    const uint32_t modes[] = {0600, 0640, 0660, 0604, 0666, 0700, 0644};
+    for (size_t u = 0; u < sizeof umasks / sizeof umasks[0]; u++) {
+        umask(umasks[u]);
+        for (size_t k = 0; k < sizeof modes / sizeof modes[0]; k++) {
+            char name[32];
+            snprintf(name, sizeof name, "lock-%03o-%03o", (unsigned)umasks[u], modes[k]);
+            const char *path = P(name);
+            surelock_ipc *m = OPEN(path, 0, modes[k], 0);
+            struct stat st;
+            assert_int_equal(stat(path, &st), 0);
+            if ((st.st_mode & 07777) != modes[k])
+                fail_msg("umask 0%03o, mode 0%03o: the file has mode 0%03o", (unsigned)umasks[u],
+                         modes[k], (unsigned)st.st_mode & 07777);
+            EXPECT_RC(surelock_ipc_lock(m), 0);
+            EXPECT_RC(surelock_ipc_unlock(m), 0);
+            EXPECT_RC(surelock_ipc_close(m), 0);
+        }
+    }
+    /* NULL options: the default 0600, also under umask 0. */
+    umask(0);
+    surelock_ipc *m = SENTINEL;
+    EXPECT_RC(surelock_ipc_open(P("default"), NULL, &m), 0);
+    struct stat st;
+    assert_int_equal(stat(P("default"), &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+static void empty_placeholder_file_is_initialised_in_place(void **state)
+{
+    (void)state;
+    const char *path = P("placeholder");
+    touch(path, 0640); /* as `touch` or an installer would leave it; group-readable is fine */
+    struct stat before;
+    assert_int_equal(lstat(path, &before), 0);
+
+    surelock_ipc *m = OPEN(path, 0, 0600, 100);
+    struct stat after;
+    assert_int_equal(lstat(path, &after), 0);
+    assert_int_equal(after.st_ino, before.st_ino); /* in place, not replaced */
+    assert_int_equal(after.st_mode & 07777, 0640); /* an existing file's mode is left alone */
+    assert_int_equal(after.st_size, file_size_for(100));
+    bytes b = slurp(path);
+    assert_memory_equal(b.data, "SURELOCK", 8);
+    assert_int_equal(get32(&b, OFF_INIT_STATE), STATE_READY);
+    assert_int_equal(get64(&b, OFF_PAYLOAD_SIZE), 100);
+    free(b.data);
+
+    size_t size = 0;
+    unsigned char *payload = surelock_ipc_payload(m, &size);
+    assert_non_null(payload);
+    assert_int_equal(size, 100);
+    for (size_t i = 0; i < size; i++) assert_int_equal(payload[i], 0);
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+
+    /* A placeholder opened without options gets the defaults (no payload). */
+    touch(P("bare"), 0600);
+    m = SENTINEL;
+    EXPECT_RC(surelock_ipc_open(P("bare"), NULL, &m), 0);
+    assert_int_equal(lstat(P("bare"), &after), 0);
+    assert_int_equal(after.st_size, HEADER_SIZE);
+    EXPECT_RC(surelock_ipc_trylock(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+static void unfinished_header_is_redone_and_an_all_zero_one_refused(void **state)
+{
+    (void)state;
+    /* A header whose init_state never reached "ready" (its creator died while writing it):
+     * whatever else it holds, it is initialised again. */
+    bytes b = make_lock_file(P("model"), 0, 0);
+    put32(&b, OFF_INIT_STATE, 0);
+    put16(&b, OFF_POINTER_SIZE, 4);
+    memcpy(b.data + OFF_LIBC, "musl\0\0\0\0", 8);
+    memset(b.data + OFF_BOOT_ID, 'z', 36);
+    put32(&b, OFF_RECOVERY_STATE, RECOVERY_NOT_RECOVERABLE);
+    memset(b.data + OFF_MUTEX, 0xa5, 40); /* garbage where the mutex goes */
+    const char *path = P("unfinished");
+    spit(path, b.data, b.len, 0600);
+    free(b.data);
+
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    bytes after = slurp(path);
+    assert_int_equal(get32(&after, OFF_INIT_STATE), STATE_READY);
+    uint16_t ptr;
+    memcpy(&ptr, after.data + OFF_POINTER_SIZE, 2);
+    assert_int_equal(ptr, sizeof(void *));
+    assert_string_equal((const char *)after.data + OFF_LIBC, "glibc");
+    assert_int_equal(get32(&after, OFF_RECOVERY_STATE), RECOVERY_CONSISTENT);
+    free(after.data);
+    EXPECT_RC(surelock_ipc_trylock(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+
+    /* A stamp alone (the creator died right after its first write, before sizing the file). */
+    bytes st = make_lock_file(P("model2"), 0, 0);
+    put32(&st, OFF_INIT_STATE, 0);
+    spit(P("stamp"), st.data, 16, 0600);
+    free(st.data);
+    m = OPEN(P("stamp"), 0, 0600, 0);
+    assert_int_equal(file32(P("stamp"), OFF_INIT_STATE), STATE_READY);
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+
+    /* A header of zeros is not an unfinished lock file: initialisers write the stamp (magic,
+     * version, not-ready state) before anything else, so zeros are someone else's data (a
+     * disk image, a sparse file) and are refused untouched. */
+    unsigned char *zeros = calloc(1, 2 * HEADER_SIZE);
+    assert_non_null(zeros);
+    spit(P("zeros"), zeros, 2 * HEADER_SIZE, 0600);
+    free(zeros);
+    snapshot z = take_snapshot(P("zeros"));
+    surelock_ipc *none = SENTINEL;
+    surelock_ipc_options zo = options(0, 0600, 0);
+    EXPECT_RC(surelock_ipc_open(P("zeros"), &zo, &none), EPROTO);
+    EXPECT_ERRMSG("magic");
+    assert_ptr_equal(none, SENTINEL);
+    EXPECT_UNCHANGED(P("zeros"), &z);
+}
+
+/* The mutex bytes of a file from this boot are checked: a mutex of another kind (not robust,
+ * not process-shared, priority-protected: glibc would hang or abort on it) or one held by a
+ * thread that does not exist and was never marked dead is refused untouched. */
+static void a_file_whose_mutex_is_corrupt_is_eproto_and_untouched(void **state)
+{
+    (void)state;
+    surelock_ipc_options o = options(0, 0600, 0);
+    const size_t off_kind = OFF_MUTEX + 16, off_lock = OFF_MUTEX; /* glibc __kind, __lock */
+
+    bytes b = make_lock_file(P("zeroed"), 0, 0);
+    memset(b.data + OFF_MUTEX, 0, 40); /* a plain private mutex */
+    spit(P("zeroed"), b.data, b.len, 0600);
+    EXPECT_REFUSED(P("zeroed"), &o, EPROTO, "mutex");
+
+    put32(&b, off_kind, 0xc0);          /* priority-protect: glibc asserts on it */
+    put32(&b, off_lock, 0xfff80000u);
+    spit(P("pp"), b.data, b.len, 0600);
+    EXPECT_REFUSED(P("pp"), &o, EPROTO, "mutex");
+    free(b.data);
+
+    b = make_lock_file(P("ghost"), 0, 0);
+    put32(&b, off_lock, 0x3ffffff0u);   /* a TID above any pid_max: no such thread */
+    spit(P("ghost"), b.data, b.len, 0600);
+    EXPECT_REFUSED(P("ghost"), &o, EPROTO, "does not exist");
+    put32(&b, off_lock, 0x3ffffff0u | 0x40000000u); /* the same, marked dead: usable */
+    spit(P("ghost"), b.data, b.len, 0600);
+    free(b.data);
+    surelock_ipc *m = OPEN(P("ghost"), 0, 0600, 0);
+    EXPECT_RC(surelock_ipc_trylock(m), EOWNERDEAD);
+    EXPECT_RC(surelock_ipc_consistent(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+/* After fork(), the child's copy of the holding thread is not the owner (robust futexes go by
+ * TID): it can neither release nor repair the parent's hold, and its attempts change nothing. */
+static surelock_ipc *forked_handle;
+static int child_tries_to_release_the_parents_hold(void *arg)
+{
+    (void)arg;
+    CHILD_EXPECT_RC(surelock_ipc_needs_recovery(forked_handle), 0);
+    CHILD_EXPECT_RC(surelock_ipc_consistent(forked_handle), EINVAL);
+    CHILD_EXPECT_RC(surelock_ipc_unlock(forked_handle), EPERM);
+    CHILD_EXPECT_RC(surelock_ipc_trylock(forked_handle), EBUSY);
+    return 0;
+}
+
+static void a_forked_child_cannot_release_or_repair_its_parents_hold(void **state)
+{
+    (void)state;
+    const char *path = P("forked");
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    holder_proc h;
+    HOLDER_START(&h, path, 0, 0);
+    HOLDER_KILL(&h);
+    EXPECT_RC(surelock_ipc_lock(m), EOWNERDEAD); /* we hold it, needing recovery */
+    forked_handle = m;
+    EXPECT_CHILD_OK(spawn(child_tries_to_release_the_parents_hold, NULL));
+    assert_int_equal(file32(path, OFF_RECOVERY_STATE), RECOVERY_NEEDED);
+    assert_int_equal(file32(path, OFF_HOLDER_TID), (uint32_t)current_tid());
+    EXPECT_RC(surelock_ipc_needs_recovery(m), 1);
+    EXPECT_RC(surelock_ipc_consistent(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_trylock(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+/* A recursive file re-entered through a second handle while the outer hold is recovering:
+ * the inner acquisition is a plain re-entry (0), and releasing it neither ends nor spoils the
+ * recovery; only the outermost release counts, as with a recursive pthread mutex. */
+static void a_recursive_reentry_through_a_second_handle_does_not_disturb_recovery(void **state)
+{
+    (void)state;
+    const char *path = P("recursive");
+    surelock_ipc *outer = OPEN(path, SURELOCK_IPC_RECURSIVE, 0600, 0);
+    surelock_ipc *inner = OPEN(path, SURELOCK_IPC_RECURSIVE, 0600, 0);
+    holder_proc h;
+    HOLDER_START(&h, path, SURELOCK_IPC_RECURSIVE, 0);
+    HOLDER_KILL(&h);
+    EXPECT_RC(surelock_ipc_lock(outer), EOWNERDEAD);
+    EXPECT_RC(surelock_ipc_lock(inner), 0);
+    EXPECT_RC(surelock_ipc_needs_recovery(inner), 1); /* the thread holds it, recovering */
+    EXPECT_RC(surelock_ipc_unlock(inner), 0);
+    assert_int_equal(file32(path, OFF_RECOVERY_STATE), RECOVERY_NEEDED);
+    EXPECT_RC(surelock_ipc_needs_recovery(outer), 1);
+    EXPECT_RC(surelock_ipc_consistent(outer), 0);
+    EXPECT_RC(surelock_ipc_unlock(outer), 0);
+    EXPECT_RC(surelock_ipc_lock(inner), 0);
+    EXPECT_RC(surelock_ipc_unlock(inner), 0);
+    EXPECT_RC(surelock_ipc_close(inner), 0);
+    EXPECT_RC(surelock_ipc_close(outer), 0);
+}
+
+/* =========================================================================================
+ * Refusals: exact errno, precise errmsg, nothing modified
+ * ========================================================================================= */
+
+static void symlink_is_refused_with_eloop_and_nothing_is_followed_or_changed(void **state)
+{
+    (void)state;
+    const char *target = P("target");
+    const char *link = P("link");
+    free(make_lock_file(target, 0, 0).data);
+    assert_int_equal(symlink(target, link), 0);
+
+    snapshot t = take_snapshot(target);
+    surelock_ipc_options o = options(0, 0600, 0);
+    EXPECT_REFUSED(link, &o, ELOOP, "symlink");
+    EXPECT_REFUSED(link, NULL, ELOOP, "symlink");
+    o = options(SURELOCK_IPC_NOCREATE | SURELOCK_IPC_ANY_OWNER, 0666, 0);
+    EXPECT_REFUSED(link, &o, ELOOP, "symlink");
+    EXPECT_UNCHANGED(target, &t);
+
+    /* A dangling symlink is not followed to create its target. */
+    const char *nowhere = P("nowhere");
+    const char *dangling = P("dangling");
+    assert_int_equal(symlink(nowhere, dangling), 0);
+    EXPECT_REFUSED(dangling, NULL, ELOOP, "symlink");
+    struct stat st;
+    assert_int_equal(lstat(nowhere, &st), -1);
+
+    /* A symlink to a placeholder does not get it initialised. */
+    touch(P("empty"), 0600);
+    assert_int_equal(symlink(P("empty"), P("to-empty")), 0);
+    EXPECT_REFUSED(P("to-empty"), NULL, ELOOP, "symlink");
+    assert_int_equal(lstat(P("empty"), &st), 0);
+    assert_int_equal(st.st_size, 0);
+}
+
+static void file_owned_by_another_uid_is_eperm_unless_any_owner(void **state)
+{
+    (void)state;
+    if (geteuid() != 0) {
+        fprintf(stderr, "not root: cannot give a file to another uid\n");
+        skip();
+    }
+    const char *path = P("theirs");
+    free(make_lock_file(path, 0, 0).data);
+    if (chown(path, OTHER_UID, (gid_t)-1) != 0) {
+        /* e.g. a user namespace where that uid is not mapped */
+        fprintf(stderr, "cannot give a file to uid %d: %s\n", OTHER_UID, strerror(errno));
+        skip();
+    }
+
+    surelock_ipc_options o = options(0, 0600, 0);
+    char our_uid[16];
+    snprintf(our_uid, sizeof our_uid, "%u", (unsigned)geteuid());
+    EXPECT_REFUSED(path, &o, EPERM, "uid", "12345", our_uid);
+    EXPECT_REFUSED(path, NULL, EPERM, "uid");
+    o = options(SURELOCK_IPC_NOCREATE | SURELOCK_IPC_RECURSIVE, 0600, 0);
+    EXPECT_REFUSED(path, &o, EPERM, "uid"); /* ownership is checked before anything else */
+
+    /* An empty placeholder owned by someone else is not initialised either. */
+    touch(P("their-placeholder"), 0600);
+    assert_int_equal(chown(P("their-placeholder"), OTHER_UID, (gid_t)-1), 0);
+    EXPECT_REFUSED(P("their-placeholder"), NULL, EPERM, "uid");
+
+    /* SURELOCK_IPC_ANY_OWNER accepts it, and the lock works. */
+    surelock_ipc *m = OPEN(path, SURELOCK_IPC_ANY_OWNER, 0600, 0);
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+    struct stat st;
+    assert_int_equal(lstat(path, &st), 0);
+    assert_int_equal(st.st_uid, OTHER_UID);
+
+    /* ANY_OWNER does not lift the write-permission check. */
+    assert_int_equal(chmod(path, 0660), 0);
+    o = options(SURELOCK_IPC_ANY_OWNER, 0600, 0);
+    EXPECT_REFUSED(path, &o, EPERM, "group");
+    m = OPEN(path, SURELOCK_IPC_ANY_OWNER, 0660, 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+static void group_or_world_writable_file_is_eperm_unless_mode_grants_it(void **state)
+{
+    (void)state;
+    static const struct {
+        mode_t file_mode;
+        uint32_t asked;
+        int want;
+        const char *who;
+    } cases[] = {
+        {0620, 0600, EPERM, "group"},    {0602, 0600, EPERM, "everyone"},
+        {0622, 0600, EPERM, NULL},       {0666, 0660, EPERM, "everyone"},
+        {0666, 0606, EPERM, "group"},    {0620, 0640, EPERM, "group"},
+        {0660, 0660, 0, NULL},           {0666, 0666, 0, NULL},
+        {0620, 0620, 0, NULL},           {0602, 0606, 0, NULL},
+        {0644, 0600, 0, NULL},           {0640, 0600, 0, NULL},
+        {0600, 0666, 0, NULL}, /* mode only permits: a stricter file is fine */
+    };
+    const char *path = P("lock");
+    free(make_lock_file(path, 0, 0).data);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        assert_int_equal(chmod(path, cases[i].file_mode), 0);
+        surelock_ipc_options o = options(0, cases[i].asked, 0);
+        if (cases[i].want == EPERM) {
+            char mode_text[8];
+            snprintf(mode_text, sizeof mode_text, "%o", (unsigned)cases[i].file_mode);
+            EXPECT_REFUSED(path, &o, EPERM, mode_text, cases[i].who ? cases[i].who : "write");
+        } else {
+            surelock_ipc *m = SENTINEL;
+            int rc = surelock_ipc_open(path, &o, &m);
+            if (rc != 0)
+                fail_msg("file 0%o, mode 0%o: open returned %s; errmsg \"%s\"",
+                         (unsigned)cases[i].file_mode, cases[i].asked, errname(rc),
+                         surelock_errmsg());
+            EXPECT_RC(surelock_ipc_lock(m), 0);
+            EXPECT_RC(surelock_ipc_unlock(m), 0);
+            EXPECT_RC(surelock_ipc_close(m), 0);
+            struct stat st;
+            assert_int_equal(stat(path, &st), 0);
+            assert_int_equal(st.st_mode & 07777, cases[i].file_mode); /* never chmod'ed */
+        }
+    }
+    /* An empty placeholder that others may write is not initialised. */
+    touch(P("open-placeholder"), 0666);
+    EXPECT_REFUSED(P("open-placeholder"), NULL, EPERM, "everyone");
+}
+
+static void directories_fifos_sockets_and_devices_are_eproto(void **state)
+{
+    (void)state;
+    surelock_ipc_options plain = options(0, 0600, 0);
+    surelock_ipc_options nocreate = options(SURELOCK_IPC_NOCREATE, 0600, 0);
+
+    const char *dir = P("dir");
+    assert_int_equal(mkdir(dir, 0700), 0);
+    EXPECT_REFUSED(dir, &plain, EPROTO, "directory");
+    EXPECT_REFUSED(dir, &nocreate, EPROTO, "directory");
+
+    /* A FIFO with no writer: opening must neither block nor succeed. */
+    const char *fifo = P("fifo");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    EXPECT_REFUSED(fifo, &plain, EPROTO, "regular");
+    EXPECT_REFUSED(fifo, &nocreate, EPROTO, "regular");
+
+    const char *sock = P("sock");
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(s >= 0);
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    snprintf(addr.sun_path, sizeof addr.sun_path, "%s", sock);
+    assert_int_equal(bind(s, (struct sockaddr *)&addr, sizeof addr), 0);
+    EXPECT_REFUSED(sock, &plain, EPROTO, "regular");
+    close(s);
+
+    /* A /dev/null-like character device: made here when we may, else the real one. */
+    const char *dev = P("null");
+    if (mknod(dev, S_IFCHR | 0600, makedev(1, 3)) != 0) dev = "/dev/null";
+    EXPECT_REFUSED(dev, &plain, EPROTO, "regular");
+    EXPECT_REFUSED(dev, &nocreate, EPROTO, "regular");
+}
+
+static void short_truncated_or_padded_files_are_eproto(void **state)
+{
+    (void)state;
+    bytes valid = make_lock_file(P("model"), 0, 100); /* 4096 + one page */
+    assert_int_equal(valid.len, file_size_for(100));
+    const size_t cuts[] = {1, 8, 100, HEADER_SIZE / 2, HEADER_SIZE - 1, HEADER_SIZE,
+                           valid.len - 1};
+    const char *path = P("cut");
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        spit(path, valid.data, cuts[i], 0600);
+        EXPECT_REFUSED(path, NULL, EPROTO, NULL);
+        surelock_ipc_options o = options(0, 0600, 100);
+        EXPECT_REFUSED(path, &o, EPROTO, NULL);
+    }
+    /* Too long by one byte. */
+    unsigned char *longer = calloc(1, valid.len + 1);
+    assert_non_null(longer);
+    memcpy(longer, valid.data, valid.len);
+    spit(path, longer, valid.len + 1, 0600);
+    EXPECT_REFUSED(path, NULL, EPROTO, "bytes");
+    free(longer);
+
+    /* Short files of zeros are not placeholders: only an empty file is. */
+    unsigned char zeros[HEADER_SIZE] = {0};
+    spit(path, zeros, 100, 0600);
+    EXPECT_REFUSED(path, NULL, EPROTO, "short");
+    spit(path, zeros, 1, 0600);
+    EXPECT_REFUSED(path, NULL, EPROTO, "short");
+
+    /* A header that says "no payload" in a file with a payload page. */
+    bytes b = make_lock_file(P("model0"), 0, 0);
+    unsigned char *padded = calloc(1, b.len + page_size());
+    assert_non_null(padded);
+    memcpy(padded, b.data, b.len);
+    spit(path, padded, b.len + page_size(), 0600);
+    EXPECT_REFUSED(path, NULL, EPROTO, "payload");
+    free(padded);
+    free(b.data);
+    free(valid.data);
+}
+
+static void headers_of_another_format_abi_libc_or_pid_namespace_are_eproto(void **state)
+{
+    (void)state;
+    bytes valid = make_lock_file(P("model"), 0, 0);
+    const char *path = P("foreign");
+    enum { MAGIC, VERSION, VERSION0, POINTER, MUTEX_SIZE, MUTEX_ALIGN, HEADER, LIBC, LIBC_EMPTY,
+           PID_NS, FLAGS, RECOVERY, PAYLOAD, N_CASES };
+    static const char *const words[N_CASES] = {
+        "magic", "version", "version", "pointer", "pthread_mutex_t", "pthread_mutex_t",
+        "header size", "libc", "libc", "namespace", "flags", "recovery", "payload"};
+    for (int c = 0; c < N_CASES; c++) {
+        bytes b = {malloc(valid.len), valid.len};
+        assert_non_null(b.data);
+        memcpy(b.data, valid.data, valid.len);
+        switch (c) {
+        case MAGIC: b.data[OFF_MAGIC] = 's'; break;
+        case VERSION: put32(&b, OFF_FORMAT_VERSION, 2); break;
+        case VERSION0: put32(&b, OFF_FORMAT_VERSION, 0); break;
+        case POINTER: put16(&b, OFF_POINTER_SIZE, 4); break; /* a 32-bit process */
+        case MUTEX_SIZE: put16(&b, OFF_MUTEX_SIZE, 24); break; /* i386's pthread_mutex_t */
+        case MUTEX_ALIGN: put16(&b, OFF_MUTEX_ALIGN, 4); break;
+        case HEADER: put16(&b, OFF_HEADER_SIZE, 8192); break;
+        case LIBC: memcpy(b.data + OFF_LIBC, "musl\0\0\0\0\0\0\0\0\0\0\0\0", 16); break;
+        case LIBC_EMPTY: memset(b.data + OFF_LIBC, 0, 16); break;
+        case PID_NS: put64(&b, OFF_PID_NAMESPACE, get64(&b, OFF_PID_NAMESPACE) + 1); break;
+        case FLAGS: put32(&b, OFF_FLAGS, 0x100); break;
+        case RECOVERY: put32(&b, OFF_RECOVERY_STATE, 7); break;
+        case PAYLOAD: put64(&b, OFF_PAYLOAD_SIZE, page_size()); break;
+        }
+        spit(path, b.data, b.len, 0600);
+        free(b.data);
+        surelock_ipc_options plain = options(0, 0600, 0);
+        surelock_ipc_options any = options(SURELOCK_IPC_ANY_OWNER | SURELOCK_IPC_NOCREATE, 0666, 0);
+        EXPECT_REFUSED(path, &plain, EPROTO, words[c]);
+        EXPECT_REFUSED(path, &any, EPROTO, words[c]);
+    }
+    free(valid.data);
+}
+
+static void payload_size_differing_from_the_files_is_einval(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    free(make_lock_file(path, 0, 64).data);
+    surelock_ipc_options o = options(0, 0600, 128);
+    EXPECT_REFUSED(path, &o, EINVAL, "payload_size", "128", "64");
+    o = options(0, 0600, 1);
+    EXPECT_REFUSED(path, &o, EINVAL, "payload_size");
+    o = options(0, 0600, page_size()); /* same file size, other payload size */
+    EXPECT_REFUSED(path, &o, EINVAL, "payload_size");
+
+    /* 0 = as existing, and the exact size, both open it. */
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    size_t size = 0;
+    assert_non_null(surelock_ipc_payload(m, &size));
+    assert_int_equal(size, 64);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+    m = OPEN(path, 0, 0600, 64);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+static void recursive_is_fixed_at_creation(void **state)
+{
+    (void)state;
+    const char *plain = P("plain");
+    free(make_lock_file(plain, 0, 0).data);
+    surelock_ipc_options o = options(SURELOCK_IPC_RECURSIVE, 0600, 0);
+    EXPECT_REFUSED(plain, &o, EINVAL, "RECURSIVE");
+    o = options(SURELOCK_IPC_RECURSIVE | SURELOCK_IPC_NOCREATE, 0600, 0);
+    EXPECT_REFUSED(plain, &o, EINVAL, "RECURSIVE");
+
+    /* A recursive file records the flag, and opening it without the flag keeps it recursive. */
+    const char *rec = P("recursive");
+    bytes b = make_lock_file(rec, SURELOCK_IPC_RECURSIVE, 0);
+    assert_int_equal(get32(&b, OFF_FLAGS), SURELOCK_IPC_RECURSIVE);
+    free(b.data);
+    surelock_ipc *m = OPEN(rec, 0, 0600, 0);
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+    m = OPEN(rec, SURELOCK_IPC_RECURSIVE, 0600, 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+/* A process that cannot reach the file gets the system's own error from open. */
+static struct access_child {
+    const char *path;
+} access_child;
+
+static int access_child_main(void *p)
+{
+    struct access_child *a = p;
+    if (setgid(OTHER_UID) != 0 || setuid(OTHER_UID) != 0) return 77; /* cannot drop to it */
+    surelock_ipc *m = SENTINEL;
+    CHILD_EXPECT_RC(surelock_ipc_open(a->path, NULL, &m), EACCES);
+    CHILD_CHECK(m == SENTINEL);
+    CHILD_CHECK(strstr(surelock_errmsg(), a->path) != NULL);
+    return 0;
+}
+
+static void system_errors_from_open_are_passed_through(void **state)
+{
+    (void)state;
+    surelock_ipc *m = SENTINEL;
+    EXPECT_RC(surelock_ipc_open(P("no-such-dir/lock"), NULL, &m), ENOENT);
+    assert_ptr_equal(m, SENTINEL);
+    EXPECT_ERRMSG("no-such-dir");
+
+    touch(P("file"), 0600);
+    EXPECT_RC(surelock_ipc_open(P("file/lock"), NULL, &m), ENOTDIR);
+    assert_ptr_equal(m, SENTINEL);
+
+    char longname[300];
+    memset(longname, 'n', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    EXPECT_RC(surelock_ipc_open(P(longname), NULL, &m), ENAMETOOLONG);
+
+    if (geteuid() == 0) {
+        /* A file in a directory only root may enter, opened by another uid: EACCES. */
+        const char *locked_dir = P("private");
+        assert_int_equal(mkdir(locked_dir, 0700), 0);
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/lock", locked_dir);
+        free(make_lock_file(path, 0, 0).data);
+        access_child.path = path;
+        pid_t pid = spawn(access_child_main, &access_child);
+        int status = reap_at(__LINE__, pid, WAIT_LIMIT_MS);
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
+            fprintf(stderr, "cannot switch to uid %d: EACCES not checked\n", OTHER_UID);
+        else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            fail_msg("the child under uid %d failed (wait status 0x%x)", OTHER_UID, status);
+    }
+}
+
+/* =========================================================================================
+ * Locking semantics within one process
+ * ========================================================================================= */
+
+static struct probe {
+    surelock_ipc *m;
+    int trylock_rc;
+    int unlock_rc;
+    int close_rc;
+    int consistent_rc;
+    int needs_recovery;
+    pid_t tid;
+} probe;
+
+static void probe_trylock_body(void *arg)
+{
+    (void)arg;
+    probe.trylock_rc = surelock_ipc_trylock(probe.m);
+    if (probe.trylock_rc == 0) surelock_ipc_unlock(probe.m);
+}
+
+static void relock_by_the_holder_is_edeadlk_for_every_acquire_form(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    surelock_ipc *second = OPEN(path, 0, 0600, 0);
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    surelock_ipc *handles[] = {m, second};
+    for (int i = 0; i < 2; i++) {
+        EXPECT_RC(surelock_ipc_lock(handles[i]), EDEADLK);
+        EXPECT_ERRMSG("already holds");
+        EXPECT_RC(surelock_ipc_trylock(handles[i]), EDEADLK);
+        EXPECT_RC(surelock_ipc_timedlock(handles[i], 0), EDEADLK);
+        EXPECT_RC(surelock_ipc_timedlock(handles[i], 10 * MS), EDEADLK);
+        EXPECT_RC(surelock_ipc_timedlock(handles[i], SURELOCK_FOREVER), EDEADLK);
+    }
+    /* Still held, once: another thread, through either handle, cannot take it. */
+    helper t;
+    probe.m = second;
+    RUN_IN_NEW_THREAD(&t, probe_trylock_body, NULL);
+    EXPECT_RC(probe.trylock_rc, EBUSY);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), EPERM);
+    RUN_IN_NEW_THREAD(&t, probe_trylock_body, NULL);
+    EXPECT_RC(probe.trylock_rc, 0);
+    EXPECT_RC(surelock_ipc_close(second), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+static void recursive_file_reenters_and_needs_matching_unlocks(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *m = OPEN(path, SURELOCK_IPC_RECURSIVE, 0600, 0);
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    EXPECT_RC(surelock_ipc_trylock(m), 0);
+    EXPECT_RC(surelock_ipc_timedlock(m, 0), 0);
+    EXPECT_RC(surelock_ipc_timedlock(m, 100 * MS), 0);
+    EXPECT_RC(surelock_ipc_timedlock(m, SURELOCK_FOREVER), 0); /* depth 5 */
+    assert_int_equal(surelock_ipc_needs_recovery(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), EBUSY);
+    helper t;
+    probe.m = m;
+    for (int i = 0; i < 4; i++) {
+        EXPECT_RC(surelock_ipc_unlock(m), 0);
+        RUN_IN_NEW_THREAD(&t, probe_trylock_body, NULL);
+        EXPECT_RC(probe.trylock_rc, EBUSY); /* still held: one level remains */
+    }
+    assert_int_equal((int32_t)file32(path, OFF_HOLDER_TID), current_tid());
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    assert_int_equal(file32(path, OFF_HOLDER_TID), 0);
+    RUN_IN_NEW_THREAD(&t, probe_trylock_body, NULL);
+    EXPECT_RC(probe.trylock_rc, 0);
+    EXPECT_RC(surelock_ipc_unlock(m), EPERM); /* one unlock too many */
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+/* Provoking EAGAIN needs a recursion count at its limit. Counting to UINT_MAX takes too
+ * long, so the test sets glibc's own counter in the mutex inside the file (at offset 192, as
+ * documented) while the lock is held once, and puts it back before unlocking. */
+static void recursion_count_overflow_is_eagain_and_leaves_the_hold_intact(void **state)
+{
+    (void)state;
+#if defined(__GLIBC__)
+    const char *path = P("lock");
+    surelock_ipc *m = OPEN(path, SURELOCK_IPC_RECURSIVE, 0600, 0);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    assert_true(fd >= 0);
+    unsigned char *map = mmap(NULL, HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    assert_true(map != MAP_FAILED);
+    pthread_mutex_t *mutex = (pthread_mutex_t *)(void *)(map + OFF_MUTEX);
+
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    assert_int_equal(mutex->__data.__count, 1);
+    mutex->__data.__count = UINT_MAX;
+    EXPECT_RC(surelock_ipc_lock(m), EAGAIN);
+    EXPECT_ERRMSG("overflow");
+    EXPECT_RC(surelock_ipc_trylock(m), EAGAIN);
+    EXPECT_RC(surelock_ipc_timedlock(m, 10 * MS), EAGAIN);
+    assert_int_equal(mutex->__data.__count, UINT_MAX);
+    mutex->__data.__count = 1;
+    helper t;
+    probe.m = m;
+    RUN_IN_NEW_THREAD(&t, probe_trylock_body, NULL);
+    EXPECT_RC(probe.trylock_rc, EBUSY); /* still held */
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    RUN_IN_NEW_THREAD(&t, probe_trylock_body, NULL);
+    EXPECT_RC(probe.trylock_rc, 0);
+    munmap(map, HEADER_SIZE);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+#else
+    skip();
+#endif
+}
+
+static void non_holder_unlock_body(void *arg)
+{
+    (void)arg;
+    probe.unlock_rc = surelock_ipc_unlock(probe.m);
+    probe.trylock_rc = surelock_ipc_trylock(probe.m);
+    probe.close_rc = surelock_ipc_close(probe.m);
+}
+
+static struct unlock_child {
+    const char *path;
+} unlock_child;
+
+static int unlock_child_main(void *p)
+{
+    struct unlock_child *a = p;
+    surelock_ipc *m;
+    CHILD_EXPECT_RC(surelock_ipc_open(a->path, NULL, &m), 0);
+    CHILD_EXPECT_RC(surelock_ipc_unlock(m), EPERM);
+    CHILD_EXPECT_RC(surelock_ipc_trylock(m), EBUSY);
+    CHILD_EXPECT_RC(surelock_ipc_close(m), 0);
+    return 0;
+}
+
+static void unlock_by_a_thread_or_process_that_does_not_hold_it_is_eperm(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    EXPECT_RC(surelock_ipc_unlock(m), EPERM); /* nobody holds it */
+    EXPECT_ERRMSG("does not hold");
+
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    helper t;
+    probe.m = m;
+    RUN_IN_NEW_THREAD(&t, non_holder_unlock_body, NULL);
+    EXPECT_RC(probe.unlock_rc, EPERM);
+    EXPECT_RC(probe.trylock_rc, EBUSY);
+    EXPECT_RC(probe.close_rc, EBUSY); /* a thread holds it through this handle */
+    assert_int_equal((int32_t)file32(path, OFF_HOLDER_TID), current_tid());
+
+    unlock_child.path = path;
+    EXPECT_CHILD_OK(spawn(unlock_child_main, &unlock_child));
+    assert_int_equal((int32_t)file32(path, OFF_HOLDER_TID), current_tid());
+
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+static void close_body(void *arg)
+{
+    (void)arg;
+    probe.close_rc = surelock_ipc_close(probe.m);
+}
+
+static void close_while_held_is_ebusy_and_works_after_unlock(void **state)
+{
+    (void)state;
+    surelock_ipc *m = OPEN(P("lock"), 0, 0600, 16);
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), EBUSY);
+    EXPECT_ERRMSG("holds");
+    helper t;
+    probe.m = m;
+    RUN_IN_NEW_THREAD(&t, close_body, NULL);
+    EXPECT_RC(probe.close_rc, EBUSY);
+    /* The handle is intact: its payload is still mapped and the lock still works. */
+    unsigned char *payload = surelock_ipc_payload(m, NULL);
+    assert_non_null(payload);
+    payload[15] = 7;
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_trylock(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+static void consistent_when_no_recovery_is_needed_is_einval(void **state)
+{
+    (void)state;
+    surelock_ipc *m = OPEN(P("lock"), 0, 0600, 0);
+    EXPECT_RC(surelock_ipc_consistent(m), EINVAL); /* not held */
+    EXPECT_ERRMSG("consistent");
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    EXPECT_RC(surelock_ipc_consistent(m), EINVAL); /* held, nothing to recover */
+    EXPECT_ERRMSG("recovery");
+    assert_int_equal(surelock_ipc_needs_recovery(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    assert_int_equal(surelock_ipc_needs_recovery(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+static void lock_file_unlinked_while_open_keeps_working_for_its_handles(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *m = OPEN(path, 0, 0600, 8);
+    EXPECT_RC(surelock_ipc_unlink(path), 0);
+    struct stat st;
+    assert_int_equal(lstat(path, &st), -1);
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    *(volatile unsigned char *)surelock_ipc_payload(m, NULL) = 1;
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+/* =========================================================================================
+ * Timeouts, against a holder in another process
+ * ========================================================================================= */
+
+static void trylock_and_timedlock_zero_never_block_while_another_process_holds_it(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    holder_proc h;
+    HOLDER_START(&h, path, 0, 0);
+    assert_int_equal((int32_t)file32(path, OFF_HOLDER_TID), h.pid); /* its only thread */
+
+    uint64_t t0 = now_ns();
+    EXPECT_RC(surelock_ipc_trylock(m), EBUSY);
+    EXPECT_ERRMSG("held");
+    uint64_t t1 = now_ns();
+    EXPECT_RC(surelock_ipc_timedlock(m, 0), ETIMEDOUT);
+    uint64_t t2 = now_ns();
+    EXPECT_RC(surelock_ipc_timedlock(m, 1), ETIMEDOUT); /* 1 ns */
+    assert_true(t1 - t0 < NONBLOCKING_CEILING_NS);
+    assert_true(t2 - t1 < NONBLOCKING_CEILING_NS);
+    assert_int_equal(surelock_ipc_needs_recovery(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), EPERM);
+
+    HOLDER_RELEASE(&h);
+    EXPECT_RC(surelock_ipc_trylock(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_timedlock(m, 0), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+static void timedlock_waits_at_least_its_timeout_on_the_monotonic_clock(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    holder_proc h;
+    HOLDER_START(&h, path, 0, 0);
+    const uint64_t timeouts[] = {100 * MS, 20 * MS, 250 * MS};
+    for (size_t i = 0; i < sizeof timeouts / sizeof timeouts[0]; i++) {
+        uint64_t t0 = now_ns();
+        EXPECT_RC(surelock_ipc_timedlock(m, timeouts[i]), ETIMEDOUT);
+        uint64_t took = now_ns() - t0;
+        if (took < timeouts[i])
+            fail_msg("timedlock(%llu ms) returned after only %llu us",
+                     (unsigned long long)(timeouts[i] / MS), (unsigned long long)(took / 1000));
+        if (took > TIMED_WAIT_CEILING_NS)
+            fail_msg("timedlock(%llu ms) returned after %llu ms",
+                     (unsigned long long)(timeouts[i] / MS), (unsigned long long)(took / MS));
+        EXPECT_ERRMSG("held");
+    }
+    HOLDER_RELEASE(&h);
+    EXPECT_RC(surelock_ipc_timedlock(m, 100 * MS), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+static void timedlock_gets_the_lock_when_the_holder_process_releases_it_in_time(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    /* A timeout long enough that only a release can end the wait, one whose deadline would
+     * overflow (forever), and forever itself. */
+    const uint64_t timeouts[] = {30000 * MS, UINT64_MAX - 1, SURELOCK_FOREVER};
+    for (size_t i = 0; i < 3; i++) {
+        holder_proc h;
+        HOLDER_START(&h, path, 0, 50); /* unlocks 50 ms after being told to */
+        if (!send_byte(h.release_w)) fail_msg("cannot signal the holder");
+        uint64_t t0 = now_ns();
+        EXPECT_RC(surelock_ipc_timedlock(m, timeouts[i]), 0);
+        assert_true(now_ns() - t0 < TIMED_WAIT_CEILING_NS);
+        assert_int_equal(surelock_ipc_needs_recovery(m), 0);
+        EXPECT_RC(surelock_ipc_unlock(m), 0);
+        expect_child_ok_at(__LINE__, h.pid, WAIT_LIMIT_MS);
+        holder_close_fds(&h);
+    }
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+/* =========================================================================================
+ * Owner death and recovery
+ * ========================================================================================= */
+
+static void needs_recovery_probe_body(void *arg)
+{
+    (void)arg;
+    probe.needs_recovery = surelock_ipc_needs_recovery(probe.m);
+    probe.consistent_rc = surelock_ipc_consistent(probe.m);
+    probe.unlock_rc = surelock_ipc_unlock(probe.m);
+}
+
+static struct after_child {
+    const char *path;
+    int expect_first; /* what its first lock must return */
+} after_child;
+
+/* Opens the lock in a new process, takes it (recovering if told it must), releases it. */
+static int after_child_main(void *p)
+{
+    struct after_child *a = p;
+    surelock_ipc *m;
+    CHILD_EXPECT_RC(surelock_ipc_open(a->path, NULL, &m), 0);
+    CHILD_EXPECT_RC(surelock_ipc_lock(m), a->expect_first);
+    if (a->expect_first == EOWNERDEAD) {
+        CHILD_CHECK(surelock_ipc_needs_recovery(m) == 1);
+        CHILD_EXPECT_RC(surelock_ipc_consistent(m), 0);
+    }
+    if (a->expect_first == 0 || a->expect_first == EOWNERDEAD) {
+        CHILD_CHECK(surelock_ipc_needs_recovery(m) == 0);
+        CHILD_EXPECT_RC(surelock_ipc_unlock(m), 0);
+    } else {
+        CHILD_EXPECT_RC(surelock_ipc_unlock(m), EPERM);
+        CHILD_EXPECT_RC(surelock_ipc_trylock(m), a->expect_first);
+        CHILD_EXPECT_RC(surelock_ipc_timedlock(m, 10 * MS), a->expect_first);
+    }
+    CHILD_EXPECT_RC(surelock_ipc_close(m), 0);
+    return 0;
+}
+
+#define EXPECT_IN_ANOTHER_PROCESS(path_, first)                                                \
+    do {                                                                                       \
+        after_child = (struct after_child){(path_), (first)};                                  \
+        EXPECT_CHILD_OK(spawn(after_child_main, &after_child));                                \
+    } while (0)
+
+static void holder_process_killed_is_eownerdead_then_consistent_recovers_it(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    holder_proc h;
+    HOLDER_START(&h, path, 0, 0);
+    EXPECT_RC(surelock_ipc_trylock(m), EBUSY); /* leaves an errmsg to compare with below */
+    char before[256];
+    snprintf(before, sizeof before, "%s", surelock_errmsg());
+    HOLDER_KILL(&h);
+
+    EXPECT_RC(surelock_ipc_lock(m), EOWNERDEAD);
+    assert_string_equal(surelock_errmsg(), before); /* EOWNERDEAD is not a failure */
+    assert_int_equal(surelock_ipc_needs_recovery(m), 1);
+    assert_int_equal(file32(path, OFF_RECOVERY_STATE), RECOVERY_NEEDED);
+    assert_int_equal(file64(path, OFF_OWNER_DEATHS), 1);
+    assert_int_equal((int32_t)file32(path, OFF_HOLDER_TID), current_tid());
+
+    /* Only the holder needs recovery, and only it may declare the state consistent. */
+    helper t;
+    probe.m = m;
+    RUN_IN_NEW_THREAD(&t, needs_recovery_probe_body, NULL);
+    assert_int_equal(probe.needs_recovery, 0);
+    EXPECT_RC(probe.consistent_rc, EINVAL);
+    EXPECT_RC(probe.unlock_rc, EPERM);
+    assert_int_equal(surelock_ipc_needs_recovery(m), 1);
+
+    EXPECT_RC(surelock_ipc_consistent(m), 0);
+    assert_int_equal(surelock_ipc_needs_recovery(m), 0);
+    assert_int_equal(file32(path, OFF_RECOVERY_STATE), RECOVERY_CONSISTENT);
+    EXPECT_RC(surelock_ipc_consistent(m), EINVAL); /* once is enough */
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    assert_int_equal(surelock_ipc_needs_recovery(m), 0);
+
+    /* Normal use from here on, here and in other processes. */
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    assert_int_equal(surelock_ipc_needs_recovery(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_IN_ANOTHER_PROCESS(path, 0);
+    assert_int_equal(file64(path, OFF_OWNER_DEATHS), 1);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+static void eownerdead_is_reported_by_trylock_and_timedlock_too(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    for (int form = 0; form < 3; form++) {
+        holder_proc h;
+        HOLDER_START(&h, path, 0, 0);
+        HOLDER_KILL(&h);
+        int rc = form == 0   ? surelock_ipc_trylock(m)
+                 : form == 1 ? surelock_ipc_timedlock(m, 0)
+                             : surelock_ipc_timedlock(m, 1000 * MS);
+        EXPECT_RC(rc, EOWNERDEAD);
+        assert_int_equal(surelock_ipc_needs_recovery(m), 1);
+        EXPECT_RC(surelock_ipc_consistent(m), 0);
+        EXPECT_RC(surelock_ipc_unlock(m), 0);
+    }
+    assert_int_equal(file64(path, OFF_OWNER_DEATHS), 3);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+static struct blocked {
+    surelock_ipc *m;
+    pid_t tid;
+    int ready_w;
+    int lock_rc;
+    int needs_recovery;
+    int consistent_rc;
+    int unlock_rc;
+} blocked;
+
+static void blocked_waiter_body(void *arg)
+{
+    (void)arg;
+    blocked.tid = current_tid();
+    send_byte(blocked.ready_w);
+    blocked.lock_rc = surelock_ipc_lock(blocked.m);
+    blocked.needs_recovery = surelock_ipc_needs_recovery(blocked.m);
+    if (blocked.lock_rc == EOWNERDEAD) blocked.consistent_rc = surelock_ipc_consistent(blocked.m);
+    if (blocked.lock_rc == 0 || blocked.lock_rc == EOWNERDEAD)
+        blocked.unlock_rc = surelock_ipc_unlock(blocked.m);
+}
+
+static void waiter_blocked_in_lock_gets_eownerdead_when_the_holder_process_is_killed(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    holder_proc h;
+    HOLDER_START(&h, path, 0, 0);
+    int ready[2];
+    make_pipe(ready);
+    blocked = (struct blocked){.m = m, .ready_w = ready[1], .lock_rc = -1};
+    helper t;
+    helper_start(&t, blocked_waiter_body, NULL);
+    if (!recv_byte(ready[0], WAIT_LIMIT_MS)) fail_msg("the waiter thread did not start");
+    wait_until_asleep(blocked.tid, 5000);
+    HOLDER_KILL(&h);
+    JOIN(&t);
+    close(ready[0]);
+    close(ready[1]);
+    EXPECT_RC(blocked.lock_rc, EOWNERDEAD);
+    assert_int_equal(blocked.needs_recovery, 1);
+    EXPECT_RC(blocked.consistent_rc, 0);
+    EXPECT_RC(blocked.unlock_rc, 0);
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+static void lock_and_exit_body(void *arg)
+{
+    probe.tid = current_tid();
+    probe.trylock_rc = surelock_ipc_lock((surelock_ipc *)arg);
+}
+
+static void owner_thread_exit_while_holding_is_eownerdead_for_the_next_acquirer(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    helper t;
+    RUN_IN_NEW_THREAD(&t, lock_and_exit_body, m); /* the thread ends holding the lock */
+    EXPECT_RC(probe.trylock_rc, 0);
+
+    EXPECT_RC(surelock_ipc_lock(m), EOWNERDEAD);
+    assert_int_equal(surelock_ipc_needs_recovery(m), 1);
+    EXPECT_RC(surelock_ipc_consistent(m), 0);
+    assert_int_equal(surelock_ipc_needs_recovery(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+
+    /* The same through a second handle, and with trylock. */
+    surelock_ipc *second = OPEN(path, 0, 0600, 0);
+    RUN_IN_NEW_THREAD(&t, lock_and_exit_body, m);
+    EXPECT_RC(probe.trylock_rc, 0);
+    EXPECT_RC(surelock_ipc_trylock(second), EOWNERDEAD);
+    EXPECT_RC(surelock_ipc_consistent(second), 0);
+    EXPECT_RC(surelock_ipc_unlock(second), 0);
+    assert_int_equal(file64(path, OFF_OWNER_DEATHS), 2);
+    EXPECT_RC(surelock_ipc_close(second), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+static void handle_whose_holder_thread_exited_can_be_closed_and_others_see_the_death(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    helper t;
+    RUN_IN_NEW_THREAD(&t, lock_and_exit_body, m);
+    EXPECT_RC(probe.trylock_rc, 0);
+    EXPECT_RC(surelock_ipc_close(m), 0); /* its holder is gone: nothing holds it any more */
+    EXPECT_IN_ANOTHER_PROCESS(path, EOWNERDEAD);
+    EXPECT_IN_ANOTHER_PROCESS(path, 0);
+}
+
+/* A process that opens its own handle to the lock when told to, and keeps it open until told
+ * to close it. It is forked before the parent opens anything, so it inherits no descriptor of
+ * the parent's handles: only its own open counts as "another process has it open". */
+static struct keeper_args {
+    const char *path;
+    int go_r;
+    int ready_w;
+    int release_r;
+} keeper_args;
+
+static int keeper_main(void *p)
+{
+    struct keeper_args *a = p;
+    CHILD_CHECK(recv_byte(a->go_r, (CHILD_ALARM_S - 5) * 1000u));
+    surelock_ipc *m;
+    CHILD_EXPECT_RC(surelock_ipc_open(a->path, NULL, &m), 0);
+    CHILD_EXPECT_RC(surelock_ipc_trylock(m), ENOTRECOVERABLE);
+    CHILD_CHECK(send_byte(a->ready_w));
+    CHILD_CHECK(recv_byte(a->release_r, (CHILD_ALARM_S - 5) * 1000u));
+    CHILD_EXPECT_RC(surelock_ipc_close(m), 0);
+    return 0;
+}
+
+static void unlock_without_consistent_makes_it_not_recoverable_for_every_process(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    int go[2], ready[2], release[2];
+    make_pipe(go);
+    make_pipe(ready);
+    make_pipe(release);
+    keeper_args = (struct keeper_args){path, go[0], ready[1], release[0]};
+    pid_t keeper = spawn(keeper_main, &keeper_args);
+    close(go[0]);
+    close(ready[1]);
+    close(release[0]);
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    holder_proc h;
+    HOLDER_START(&h, path, 0, 0);
+    HOLDER_KILL(&h);
+    EXPECT_RC(surelock_ipc_lock(m), EOWNERDEAD);
+    EXPECT_RC(surelock_ipc_unlock(m), 0); /* no consistent */
+    assert_int_equal(file32(path, OFF_RECOVERY_STATE), RECOVERY_NOT_RECOVERABLE);
+
+    EXPECT_RC(surelock_ipc_lock(m), ENOTRECOVERABLE);
+    EXPECT_ERRMSG("consistent");
+    assert_int_equal(surelock_ipc_needs_recovery(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), EPERM); /* ENOTRECOVERABLE holds nothing */
+    EXPECT_RC(surelock_ipc_consistent(m), EINVAL);
+    EXPECT_RC(surelock_ipc_trylock(m), ENOTRECOVERABLE);
+    EXPECT_RC(surelock_ipc_timedlock(m, 0), ENOTRECOVERABLE);
+    EXPECT_RC(surelock_ipc_timedlock(m, 50 * MS), ENOTRECOVERABLE);
+
+    /* Another handle opened while this one is open: still not recoverable. */
+    surelock_ipc *second = OPEN(path, 0, 0600, 0);
+    EXPECT_RC(surelock_ipc_lock(second), ENOTRECOVERABLE);
+    /* Another process, too. */
+    EXPECT_IN_ANOTHER_PROCESS(path, ENOTRECOVERABLE);
+
+    /* While another process has it open, closing ours and reopening does not reset it. */
+    if (!send_byte(go[1])) fail_msg("cannot signal the keeper");
+    if (!recv_byte(ready[0], WAIT_LIMIT_MS)) {
+        expect_child_ok_at(__LINE__, keeper, WAIT_LIMIT_MS);
+        fail_msg("the keeper process did not open the lock");
+    }
+    EXPECT_RC(surelock_ipc_close(second), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+    m = OPEN(path, 0, 0600, 0);
+    EXPECT_RC(surelock_ipc_lock(m), ENOTRECOVERABLE);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+
+    /* Once no handle anywhere has it open, the next open starts it over. */
+    if (!send_byte(release[1])) fail_msg("cannot signal the keeper");
+    EXPECT_CHILD_OK(keeper);
+    close(go[1]);
+    close(ready[0]);
+    close(release[1]);
+    m = OPEN(path, 0, 0600, 0);
+    assert_int_equal(file32(path, OFF_RECOVERY_STATE), RECOVERY_CONSISTENT);
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    assert_int_equal(surelock_ipc_needs_recovery(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_IN_ANOTHER_PROCESS(path, 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+/* =========================================================================================
+ * Payload and processes
+ * ========================================================================================= */
+
+static struct payload_child {
+    const char *path;
+    size_t open_with;
+    size_t expect_size;
+    char expect[64];
+    char write[64];
+} payload_child;
+
+static int payload_child_main(void *p)
+{
+    struct payload_child *a = p;
+    surelock_ipc_options o = options(SURELOCK_IPC_NOCREATE, 0600, a->open_with);
+    surelock_ipc *m;
+    CHILD_EXPECT_RC(surelock_ipc_open(a->path, &o, &m), 0);
+    size_t size = 0;
+    char *payload = surelock_ipc_payload(m, &size);
+    CHILD_CHECK(payload != NULL);
+    CHILD_CHECK(size == a->expect_size);
+    CHILD_EXPECT_RC(surelock_ipc_lock(m), 0);
+    CHILD_CHECK(memcmp(payload, a->expect, sizeof a->expect) == 0);
+    memcpy(payload, a->write, sizeof a->write);
+    payload[size - 1] = 'E'; /* the last byte is writable too */
+    CHILD_EXPECT_RC(surelock_ipc_unlock(m), 0);
+    CHILD_EXPECT_RC(surelock_ipc_close(m), 0);
+    return 0;
+}
+
+static void payload_is_shared_between_processes(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *m = OPEN(path, 0, 0600, 100);
+    size_t size = 0;
+    char *payload = surelock_ipc_payload(m, &size);
+    assert_non_null(payload);
+    assert_int_equal(size, 100);
+    assert_ptr_equal(surelock_ipc_payload(m, NULL), payload);
+
+    /* The child writes; the parent reads. */
+    memset(&payload_child, 0, sizeof payload_child);
+    payload_child.path = path;
+    payload_child.open_with = 0; /* as existing */
+    payload_child.expect_size = 100;
+    snprintf(payload_child.write, sizeof payload_child.write, "written by the child");
+    EXPECT_CHILD_OK(spawn(payload_child_main, &payload_child));
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    assert_string_equal(payload, "written by the child");
+    assert_int_equal(payload[99], 'E');
+    /* The parent writes; a child that names the exact size reads it. */
+    memset(payload, 0, 64);
+    snprintf(payload, 64, "written by the parent");
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    memset(&payload_child, 0, sizeof payload_child);
+    payload_child.path = path;
+    payload_child.open_with = 100;
+    payload_child.expect_size = 100;
+    snprintf(payload_child.expect, sizeof payload_child.expect, "written by the parent");
+    snprintf(payload_child.write, sizeof payload_child.write, "second child");
+    EXPECT_CHILD_OK(spawn(payload_child_main, &payload_child));
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    assert_string_equal(payload, "second child");
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+
+    /* The file size is the header plus the payload rounded up to pages. */
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_size, file_size_for(100));
+    m = OPEN(P("big"), 0, 0600, page_size() + 1);
+    assert_int_equal(stat(P("big"), &st), 0);
+    assert_int_equal(st.st_size, HEADER_SIZE + 2 * page_size());
+    payload = surelock_ipc_payload(m, &size);
+    assert_int_equal(size, page_size() + 1);
+    payload[page_size()] = 1;
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+/* 8 processes race to open one fresh path and count in its payload to an exact total. */
+#define RACERS 8
+#define INCREMENTS 2000
+
+static struct race {
+    const char *path;
+    int gate_r;  /* read end: EOF when the parent closes the write end = start */
+    int gate_w;  /* closed by every child */
+    int ready_w; /* each child writes one byte when it is at the gate */
+} race;
+
+static int racer_main(void *p)
+{
+    struct race *r = p;
+    close(r->gate_w);
+    CHILD_CHECK(send_byte(r->ready_w));
+    char c;
+    ssize_t n;
+    while ((n = read(r->gate_r, &c, 1)) < 0 && errno == EINTR) {
+    }
+    CHILD_CHECK(n == 0); /* the gate opened (EOF) */
+    surelock_ipc_options o = options(0, 0600, sizeof(uint64_t));
+    surelock_ipc *m = NULL;
+    CHILD_EXPECT_RC(surelock_ipc_open(r->path, &o, &m), 0);
+    size_t size = 0;
+    volatile uint64_t *counter = surelock_ipc_payload(m, &size);
+    CHILD_CHECK(counter != NULL);
+    CHILD_CHECK(size == sizeof(uint64_t));
+    for (int i = 0; i < INCREMENTS; i++) {
+        int rc;
+        switch (i % 3) {
+        case 0: rc = surelock_ipc_lock(m); break;
+        case 1: rc = surelock_ipc_timedlock(m, 30000 * MS); break;
+        default:
+            rc = surelock_ipc_trylock(m);
+            if (rc == EBUSY) rc = surelock_ipc_lock(m);
+            break;
+        }
+        CHILD_EXPECT_RC(rc, 0);
+        uint64_t v = *counter; /* a plain read-modify-write: only the lock keeps it exact */
+        if (i % 64 == 0) sched_yield();
+        *counter = v + 1;
+        CHILD_EXPECT_RC(surelock_ipc_unlock(m), 0);
+    }
+    CHILD_EXPECT_RC(surelock_ipc_close(m), 0);
+    return 0;
+}
+
+static void run_race(const char *path)
+{
+    int gate[2], ready[2];
+    make_pipe(gate);
+    make_pipe(ready);
+    race = (struct race){path, gate[0], gate[1], ready[1]};
+    pid_t pids[RACERS];
+    for (int i = 0; i < RACERS; i++) pids[i] = spawn(racer_main, &race);
+    close(ready[1]);
+    close(gate[0]);
+    int at_gate = 0;
+    while (at_gate < RACERS && recv_byte(ready[0], WAIT_LIMIT_MS)) at_gate++;
+    close(gate[1]); /* everyone goes at once */
+    close(ready[0]);
+    if (at_gate < RACERS) fail_msg("only %d of %d racers reached the gate", at_gate, RACERS);
+    for (int i = 0; i < RACERS; i++) expect_child_ok_at(__LINE__, pids[i], RACE_LIMIT_MS);
+
+    surelock_ipc *m = OPEN(path, SURELOCK_IPC_NOCREATE, 0600, 0);
+    size_t size = 0;
+    uint64_t *counter = surelock_ipc_payload(m, &size);
+    assert_non_null(counter);
+    assert_int_equal(size, sizeof(uint64_t));
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    if (*counter != (uint64_t)RACERS * INCREMENTS)
+        fail_msg("the shared counter is %llu, expected %d: some processes used another file or "
+                 "the lock let two in",
+                 (unsigned long long)*counter, RACERS * INCREMENTS);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+    /* Exactly one file, nothing left behind in the directory. */
+    DIR *d = opendir(tmpdir);
+    assert_non_null(d);
+    struct dirent *e;
+    int entries = 0;
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) entries++;
+    closedir(d);
+    assert_int_equal(entries, 1);
+}
+
+static void eight_processes_racing_to_create_a_fresh_path_count_to_an_exact_total(void **state)
+{
+    (void)state;
+    run_race(P("fresh"));
+}
+
+static void eight_processes_racing_on_an_empty_placeholder_count_to_an_exact_total(void **state)
+{
+    (void)state;
+    touch(P("placeholder"), 0600);
+    run_race(P("placeholder"));
+}
+
+/* =========================================================================================
+ * A file from before a reboot
+ * ========================================================================================= */
+
+static void stale_boot_id_is_reinitialised_and_the_lock_is_usable(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    free(make_lock_file(path, 0, 0).data);
+    char boot_id[40];
+    this_boot_id(boot_id);
+
+    /* A snapshot of the file while another process holds it: its mutex names a live holder.
+     * Written back under another boot id, that holder "belongs to the previous boot". */
+    holder_proc h;
+    HOLDER_START(&h, path, 0, 0);
+    bytes held = slurp(path);
+    assert_int_equal((int32_t)get32(&held, OFF_HOLDER_TID), h.pid);
+    const uint32_t states[] = {RECOVERY_CONSISTENT, RECOVERY_NEEDED, RECOVERY_NOT_RECOVERABLE};
+    for (int i = 0; i < 3; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "stale-%d", i);
+        const char *stale = P(name);
+        bytes b = {malloc(held.len), held.len};
+        assert_non_null(b.data);
+        memcpy(b.data, held.data, held.len);
+        memset(b.data + OFF_BOOT_ID, 0, 40);
+        memcpy(b.data + OFF_BOOT_ID, "00000000-0000-4000-8000-000000000000", 36);
+        put32(&b, OFF_RECOVERY_STATE, states[i]);
+        put64(&b, OFF_OWNER_DEATHS, 5);
+        spit(stale, b.data, b.len, 0600);
+        free(b.data);
+
+        surelock_ipc *m = OPEN(stale, 0, 0600, 0);
+        bytes now = slurp(stale);
+        assert_memory_equal(now.data + OFF_BOOT_ID, boot_id, strlen(boot_id) + 1);
+        assert_int_equal(get32(&now, OFF_RECOVERY_STATE), RECOVERY_CONSISTENT);
+        assert_int_equal(get32(&now, OFF_HOLDER_TID), 0);
+        free(now.data);
+        /* Not EBUSY (the old holder is gone with its boot), not EOWNERDEAD, not
+         * ENOTRECOVERABLE: a fresh, free lock. */
+        EXPECT_RC(surelock_ipc_trylock(m), 0);
+        assert_int_equal(surelock_ipc_needs_recovery(m), 0);
+        EXPECT_RC(surelock_ipc_unlock(m), 0);
+        EXPECT_IN_ANOTHER_PROCESS(stale, 0);
+        EXPECT_RC(surelock_ipc_close(m), 0);
+    }
+    free(held.data);
+    HOLDER_RELEASE(&h);
+}
+
+/* =========================================================================================
+ * surelock_ipc_unlink
+ * ========================================================================================= */
+
+#define EXPECT_UNLINK_REFUSED(path, want, word)                                                \
+    do {                                                                                       \
+        snapshot s_ = take_snapshot(path);                                                     \
+        EXPECT_RC(surelock_ipc_unlink(path), want);                                            \
+        EXPECT_ERRMSG(word);                                                                   \
+        if (strstr(surelock_errmsg(), path) == NULL)                                           \
+            fail_msg("errmsg \"%s\" does not name %s", surelock_errmsg(), path);               \
+        EXPECT_UNCHANGED(path, &s_);                                                           \
+    } while (0)
+
+static void unlink_removes_a_lock_file_and_refuses_symlinks_and_other_files(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    free(make_lock_file(path, 0, 0).data);
+    EXPECT_RC(surelock_ipc_unlink(path), 0);
+    struct stat st;
+    assert_int_equal(lstat(path, &st), -1);
+    assert_int_equal(errno, ENOENT);
+    EXPECT_RC(surelock_ipc_unlink(path), ENOENT);
+    EXPECT_ERRMSG("lock");
+
+    free(make_lock_file(path, 0, 0).data);
+    assert_int_equal(symlink(path, P("link")), 0);
+    EXPECT_UNLINK_REFUSED(P("link"), ELOOP, "symlink");
+    assert_int_equal(lstat(path, &st), 0); /* the target stays too */
+
+    spit(P("text"), "hello, world\n", 13, 0600);
+    EXPECT_UNLINK_REFUSED(P("text"), EPROTO, "not a surelock");
+    unsigned char almost[HEADER_SIZE] = "SURELOC"; /* 7 of 8 magic bytes */
+    spit(P("almost"), almost, sizeof almost, 0600);
+    EXPECT_UNLINK_REFUSED(P("almost"), EPROTO, "not a surelock");
+    assert_int_equal(mkdir(P("dir"), 0700), 0);
+    EXPECT_UNLINK_REFUSED(P("dir"), EPROTO, "not a surelock");
+    assert_int_equal(mkfifo(P("fifo"), 0600), 0);
+    EXPECT_UNLINK_REFUSED(P("fifo"), EPROTO, "not a surelock");
+
+    /* Removing it while a handle is open is allowed (never done implicitly). */
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    EXPECT_RC(surelock_ipc_unlink(path), 0);
+    assert_int_equal(lstat(path, &st), -1);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+    assert_int_equal(lstat(path, &st), -1); /* and close does not bring it back */
+}
+
+/* ========================================================================================= */
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        TEST(open_creates_a_lock_file_with_the_documented_header),
+        TEST(null_handles_paths_and_out_pointers_are_einval),
+        TEST(options_too_small_unknown_flags_and_mode_beyond_0777_are_einval),
+        TEST(missing_file_with_nocreate_is_enoent_and_creates_nothing),
+        TEST(created_file_has_exactly_the_requested_mode_whatever_the_umask),
+        TEST(empty_placeholder_file_is_initialised_in_place),
+        TEST(unfinished_header_is_redone_and_an_all_zero_one_refused),
+        TEST(a_file_whose_mutex_is_corrupt_is_eproto_and_untouched),
+        TEST(a_forked_child_cannot_release_or_repair_its_parents_hold),
+        TEST(a_recursive_reentry_through_a_second_handle_does_not_disturb_recovery),
+        TEST(symlink_is_refused_with_eloop_and_nothing_is_followed_or_changed),
+        TEST(file_owned_by_another_uid_is_eperm_unless_any_owner),
+        TEST(group_or_world_writable_file_is_eperm_unless_mode_grants_it),
+        TEST(directories_fifos_sockets_and_devices_are_eproto),
+        TEST(short_truncated_or_padded_files_are_eproto),
+        TEST(headers_of_another_format_abi_libc_or_pid_namespace_are_eproto),
+        TEST(payload_size_differing_from_the_files_is_einval),
+        TEST(recursive_is_fixed_at_creation),
+        TEST(system_errors_from_open_are_passed_through),
+        TEST(relock_by_the_holder_is_edeadlk_for_every_acquire_form),
+        TEST(recursive_file_reenters_and_needs_matching_unlocks),
+        TEST(recursion_count_overflow_is_eagain_and_leaves_the_hold_intact),
+        TEST(unlock_by_a_thread_or_process_that_does_not_hold_it_is_eperm),
+        TEST(close_while_held_is_ebusy_and_works_after_unlock),
+        TEST(consistent_when_no_recovery_is_needed_is_einval),
+        TEST(lock_file_unlinked_while_open_keeps_working_for_its_handles),
+        TEST(trylock_and_timedlock_zero_never_block_while_another_process_holds_it),
+        TEST(timedlock_waits_at_least_its_timeout_on_the_monotonic_clock),
+        TEST(timedlock_gets_the_lock_when_the_holder_process_releases_it_in_time),
+        TEST(holder_process_killed_is_eownerdead_then_consistent_recovers_it),
+        TEST(eownerdead_is_reported_by_trylock_and_timedlock_too),
+        TEST(waiter_blocked_in_lock_gets_eownerdead_when_the_holder_process_is_killed),
+        TEST(owner_thread_exit_while_holding_is_eownerdead_for_the_next_acquirer),
+        TEST(handle_whose_holder_thread_exited_can_be_closed_and_others_see_the_death),
+        TEST(unlock_without_consistent_makes_it_not_recoverable_for_every_process),
+        TEST(payload_is_shared_between_processes),
+        TEST(eight_processes_racing_to_create_a_fresh_path_count_to_an_exact_total),
+        TEST(eight_processes_racing_on_an_empty_placeholder_count_to_an_exact_total),
+        TEST(stale_boot_id_is_reinitialised_and_the_lock_is_usable),
+        TEST(unlink_removes_a_lock_file_and_refuses_symlinks_and_other_files),
+    };
+    return cmocka_run_group_tests_name("ipc", tests, group_setup, group_teardown);
+}

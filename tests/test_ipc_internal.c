@@ -1,0 +1,715 @@
+/*
+ * test_ipc_internal.c — the robust cross-process mutex's paths that the public API cannot
+ * reach on demand: a creator that dies (or stalls) half-way through writing a lock file's
+ * header, and allocation failure. Links the internal static build (SURELOCK_TESTING), whose
+ * hooks are declared in src/sys/testing.h:
+ *  - surelock_testing_ipc_init_hook is called by the initialiser after the magic and version
+ *    are written and before the header is marked ready; a child process sets it to SIGKILL
+ *    itself there (a creator dying mid-initialisation) or to stop there until killed;
+ *  - surelock_testing_fail_allocation_after(n) makes the library's n+1-th allocation fail.
+ *
+ * Same rules as test_ipc.c: a fresh mkdtemp directory per test, children _exit with a status
+ * the parent checks and die of SIGALRM if stuck, every wait bounded, a watchdog per test.
+ */
+#define _GNU_SOURCE
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "sys/testing.h"
+
+#define WAIT_LIMIT_MS 20000 /* bound on waiting for a helper thread or child process */
+#define WATCHDOG_MS 90000   /* bound on a whole test (see watchdog_main) */
+#define CHILD_ALARM_S 60    /* every child dies of SIGALRM after this, whatever it does */
+/* How long an opener must stay blocked behind a creator stalled mid-initialisation before
+ * the test believes it waits for it (a slow machine can only make the test pass wrongly,
+ * never fail wrongly). */
+#define STILL_BLOCKED_MS 300
+#define MS 1000000ull
+
+/* From the file layout documented in surelock.h (format version 1). */
+#define OFF_FORMAT_VERSION 8
+#define OFF_INIT_STATE 12
+#define OFF_PAYLOAD_SIZE 112
+#define HEADER_SIZE 4096
+#define STATE_READY 0x52454459u
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static const char *errname(int rc)
+{
+    switch (rc) {
+    case 0: return "0";
+    case EINVAL: return "EINVAL";
+    case ENOMEM: return "ENOMEM";
+    case EBUSY: return "EBUSY";
+    case ETIMEDOUT: return "ETIMEDOUT";
+    case EPERM: return "EPERM";
+    case EOWNERDEAD: return "EOWNERDEAD";
+    case ENOTRECOVERABLE: return "ENOTRECOVERABLE";
+    case EPROTO: return "EPROTO";
+    case ENOENT: return "ENOENT";
+    default: return "an unexpected code";
+    }
+}
+
+#define EXPECT_RC(call, want) expect_rc_at((call), (want), #call, #want, __LINE__)
+static void expect_rc_at(int got, int want, const char *call, const char *want_name, int line)
+{
+    if (got != want)
+        fail_msg("line %d: %s returned %s (%d), expected %s; errmsg: \"%s\"", line, call,
+                 errname(got), got, want_name, surelock_errmsg());
+}
+
+#define EXPECT_ERRMSG(word) expect_errmsg_at((word), __LINE__)
+static void expect_errmsg_at(const char *word, int line)
+{
+    const char *msg = surelock_errmsg();
+    if (msg == NULL || msg[0] == '\0')
+        fail_msg("line %d: errmsg is empty after a failure", line);
+    if (strcasestr(msg, word) == NULL)
+        fail_msg("line %d: errmsg \"%s\" does not mention \"%s\"", line, msg, word);
+}
+
+static char sentinel_storage;
+#define SENTINEL ((surelock_ipc *)(void *)&sentinel_storage)
+
+static surelock_ipc_options options(uint32_t flags, size_t payload_size)
+{
+    surelock_ipc_options o;
+    surelock_ipc_options_init(&o);
+    o.flags = flags;
+    o.payload_size = payload_size;
+    return o;
+}
+
+static char tmpdir[64];
+static char *test_paths[64];
+static int n_test_paths;
+
+/* A path in the test's directory; valid until the test ends. */
+static const char *P(const char *name)
+{
+    size_t len = strlen(tmpdir) + 1 + strlen(name) + 1;
+    char *b = malloc(len);
+    if (b == NULL) fail_msg("out of memory");
+    snprintf(b, len, "%s/%s", tmpdir, name);
+    if (n_test_paths < 64) test_paths[n_test_paths++] = b;
+    return b;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)type;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static int entries_in_tmpdir(void)
+{
+    DIR *d = opendir(tmpdir);
+    if (d == NULL) fail_msg("opendir: %s", strerror(errno));
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) n++;
+    closedir(d);
+    return n;
+}
+
+static void touch(const char *path)
+{
+    int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0) fail_msg("cannot create %s: %s", path, strerror(errno));
+    close(fd);
+}
+
+/* The whole file, or fails the test. */
+static unsigned char *slurp(const char *path, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) fail_msg("cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    fstat(fd, &st);
+    unsigned char *b = malloc((size_t)st.st_size + 1);
+    if (b == NULL) fail_msg("out of memory");
+    ssize_t n = pread(fd, b, (size_t)st.st_size, 0);
+    close(fd);
+    if (n != st.st_size) fail_msg("short read of %s", path);
+    *len = (size_t)st.st_size;
+    return b;
+}
+
+static uint32_t get32(const unsigned char *b, size_t off)
+{
+    uint32_t v;
+    memcpy(&v, b + off, sizeof v);
+    return v;
+}
+
+static bool send_byte(int fd)
+{
+    char c = 'x';
+    ssize_t n;
+    while ((n = write(fd, &c, 1)) < 0 && errno == EINTR) {
+    }
+    return n == 1;
+}
+
+static bool recv_byte(int fd, unsigned limit_ms)
+{
+    uint64_t end = now_ns() + (uint64_t)limit_ms * MS;
+    for (;;) {
+        uint64_t now = now_ns();
+        if (now >= end) return false;
+        struct pollfd p = {fd, POLLIN, 0};
+        int r = poll(&p, 1, (int)((end - now) / MS) + 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        char c;
+        ssize_t n = read(fd, &c, 1);
+        if (n < 0 && errno == EINTR) continue;
+        return n == 1;
+    }
+}
+
+static void make_pipe(int fds[2])
+{
+    if (pipe2(fds, O_CLOEXEC) != 0) fail_msg("pipe: %s", strerror(errno));
+}
+
+/* ---- child processes ------------------------------------------------------------------------ */
+
+#define CHILD_EXPECT_RC(call, want)                                                            \
+    do {                                                                                       \
+        int rc_ = (call);                                                                      \
+        if (rc_ != (want)) {                                                                   \
+            fprintf(stderr, "child %d, line %d: %s returned %s (%d), expected %s; errmsg "     \
+                            "\"%s\"\n",                                                        \
+                    (int)getpid(), __LINE__, #call, errname(rc_), rc_, #want,                 \
+                    surelock_errmsg());                                                        \
+            return 1;                                                                          \
+        }                                                                                      \
+    } while (0)
+
+#define CHILD_CHECK(cond)                                                                      \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            fprintf(stderr, "child %d, line %d: check failed: %s\n", (int)getpid(), __LINE__,  \
+                    #cond);                                                                    \
+            return 1;                                                                          \
+        }                                                                                      \
+    } while (0)
+
+static pid_t live_children[16];
+static int n_live_children;
+
+static void forget_child(pid_t pid)
+{
+    for (int i = 0; i < n_live_children; i++)
+        if (live_children[i] == pid) live_children[i] = live_children[--n_live_children];
+}
+
+static pid_t spawn(int (*fn)(void *), void *arg)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) fail_msg("fork: %s", strerror(errno));
+    if (pid == 0) {
+        alarm(CHILD_ALARM_S);
+        int rc = fn(arg);
+        fflush(stderr);
+        _exit(rc);
+    }
+    if (n_live_children < 16) live_children[n_live_children++] = pid;
+    return pid;
+}
+
+/* The child's wait status once it ends within limit_ms; SIGKILLs it and fails otherwise. */
+static int reap_at(int line, pid_t pid, unsigned limit_ms)
+{
+    uint64_t end = now_ns() + (uint64_t)limit_ms * MS;
+    int status;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) break;
+        if (r < 0 && errno != EINTR) fail_msg("line %d: waitpid: %s", line, strerror(errno));
+        if (now_ns() >= end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            forget_child(pid);
+            fail_msg("line %d: child %d did not finish within %u ms", line, (int)pid, limit_ms);
+        }
+        sleep_ms(1);
+    }
+    forget_child(pid);
+    return status;
+}
+
+#define EXPECT_CHILD_OK(pid) expect_child_ok_at(__LINE__, (pid))
+static void expect_child_ok_at(int line, pid_t pid)
+{
+    int status = reap_at(line, pid, WAIT_LIMIT_MS);
+    if (WIFSIGNALED(status))
+        fail_msg("line %d: child %d died of signal %d (%s)", line, (int)pid, WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("line %d: child %d exited with status %d (see its message above)", line,
+                 (int)pid, WEXITSTATUS(status));
+}
+
+#define EXPECT_CHILD_KILLED(pid) expect_child_killed_at(__LINE__, (pid))
+static void expect_child_killed_at(int line, pid_t pid)
+{
+    int status = reap_at(line, pid, WAIT_LIMIT_MS);
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
+        fail_msg("line %d: child %d was expected to die of SIGKILL; wait status 0x%x", line,
+                 (int)pid, status);
+}
+
+/* ---- the creators that never finish --------------------------------------------------------- */
+
+/* The hook of a creator that dies mid-initialisation. */
+static void die_mid_initialisation(void)
+{
+    raise(SIGKILL);
+}
+
+/* The hook of a creator that stops mid-initialisation (until the test kills it), after
+ * telling the test it got there. */
+static int stalled_fd = -1;
+static void stall_mid_initialisation(void)
+{
+    send_byte(stalled_fd);
+    for (;;) pause();
+}
+
+static struct creator {
+    const char *path;
+    size_t payload_size;
+    bool stall;   /* stall instead of dying */
+    int stalled_w; /* where a stalling creator reports */
+} creator;
+
+/* Opens the lock with the hook set: it must never return. */
+static int creator_main(void *p)
+{
+    struct creator *c = p;
+    stalled_fd = c->stalled_w;
+    surelock_testing_ipc_init_hook = c->stall ? stall_mid_initialisation : die_mid_initialisation;
+    surelock_ipc_options o = options(0, c->payload_size);
+    surelock_ipc *m = NULL;
+    int rc = surelock_ipc_open(c->path, &o, &m);
+    fprintf(stderr, "child %d: surelock_ipc_open returned %s without reaching the init hook\n",
+            (int)getpid(), errname(rc));
+    return 1;
+}
+
+/* An ordinary opener in another process: announces it is about to open, then opens, locks
+ * and checks it got a complete, free lock with the payload it asked for. */
+static struct opener {
+    const char *path;
+    size_t payload_size;
+    int opening_w;
+} opener;
+
+static int opener_main(void *p)
+{
+    struct opener *a = p;
+    CHILD_CHECK(send_byte(a->opening_w));
+    surelock_ipc_options o = options(0, a->payload_size);
+    surelock_ipc *m;
+    CHILD_EXPECT_RC(surelock_ipc_open(a->path, &o, &m), 0);
+    size_t size = 0;
+    void *payload = surelock_ipc_payload(m, &size);
+    CHILD_CHECK(size == a->payload_size);
+    CHILD_CHECK((payload != NULL) == (a->payload_size != 0));
+    CHILD_EXPECT_RC(surelock_ipc_lock(m), 0);
+    CHILD_CHECK(surelock_ipc_needs_recovery(m) == 0);
+    CHILD_EXPECT_RC(surelock_ipc_unlock(m), 0);
+    CHILD_EXPECT_RC(surelock_ipc_close(m), 0);
+    return 0;
+}
+
+/* Opens path in this process and checks it is a complete, working lock. */
+static void expect_usable(const char *path, size_t payload_size)
+{
+    surelock_ipc_options o = options(SURELOCK_IPC_NOCREATE, payload_size);
+    surelock_ipc *m = SENTINEL;
+    EXPECT_RC(surelock_ipc_open(path, &o, &m), 0);
+    size_t len;
+    unsigned char *b = slurp(path, &len);
+    assert_memory_equal(b, "SURELOCK", 8);
+    assert_int_equal(get32(b, OFF_INIT_STATE), STATE_READY);
+    uint64_t payload;
+    memcpy(&payload, b + OFF_PAYLOAD_SIZE, 8);
+    assert_int_equal(payload, payload_size);
+    free(b);
+    EXPECT_RC(surelock_ipc_lock(m), 0); /* free, and not "owner died": nobody ever held it */
+    assert_int_equal(surelock_ipc_needs_recovery(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_trylock(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+/* ---- watchdog and fixtures ------------------------------------------------------------------ */
+
+static struct watchdog {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t thread;
+    const char *test;
+    uint64_t deadline_ns;
+    bool stop;
+} watchdog = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void *watchdog_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&watchdog.mu);
+    while (!watchdog.stop) {
+        uint64_t now = now_ns();
+        if (watchdog.test != NULL && now >= watchdog.deadline_ns) {
+            fprintf(stderr, "watchdog: %s did not finish within %d ms\n", watchdog.test,
+                    WATCHDOG_MS);
+            printf("Bail out! %s did not finish within %d ms\n", watchdog.test, WATCHDOG_MS);
+            fflush(stdout);
+            for (int i = 0; i < n_live_children; i++) kill(live_children[i], SIGKILL);
+            nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS); /* no teardown will run */
+            _exit(1);
+        }
+        uint64_t at = watchdog.test != NULL ? watchdog.deadline_ns : now + 1000 * MS;
+        struct timespec until = {(time_t)(at / 1000000000ull), (long)(at % 1000000000ull)};
+        pthread_cond_timedwait(&watchdog.cv, &watchdog.mu, &until);
+    }
+    pthread_mutex_unlock(&watchdog.mu);
+    return NULL;
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&watchdog.cv, &attr);
+    pthread_condattr_destroy(&attr);
+    return pthread_create(&watchdog.thread, NULL, watchdog_main, NULL) == 0 ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    pthread_mutex_lock(&watchdog.mu);
+    watchdog.stop = true;
+    pthread_cond_broadcast(&watchdog.cv);
+    pthread_mutex_unlock(&watchdog.mu);
+    pthread_join(watchdog.thread, NULL);
+    pthread_cond_destroy(&watchdog.cv);
+    return 0;
+}
+
+static int test_setup(void **state)
+{
+    pthread_mutex_lock(&watchdog.mu);
+    watchdog.test = *state;
+    watchdog.deadline_ns = now_ns() + (uint64_t)WATCHDOG_MS * MS;
+    pthread_cond_broadcast(&watchdog.cv);
+    pthread_mutex_unlock(&watchdog.mu);
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/surelock-test-ipc-internal-XXXXXX");
+    if (mkdtemp(tmpdir) == NULL) return -1;
+    n_live_children = 0;
+    return 0;
+}
+
+static int test_teardown(void **state)
+{
+    (void)state;
+    surelock_testing_fail_allocation_after(-1);
+    for (int i = 0; i < n_live_children; i++) {
+        kill(live_children[i], SIGKILL);
+        waitpid(live_children[i], NULL, 0);
+    }
+    n_live_children = 0;
+    nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    for (int i = 0; i < n_test_paths; i++) free(test_paths[i]);
+    n_test_paths = 0;
+    pthread_mutex_lock(&watchdog.mu);
+    watchdog.test = NULL;
+    pthread_mutex_unlock(&watchdog.mu);
+    return 0;
+}
+
+#define TEST(f) {#f, f, test_setup, test_teardown, (void *)#f}
+
+/* ---- a creator killed mid-initialisation ---------------------------------------------------- */
+
+static void creator_killed_mid_initialisation_of_a_placeholder_leaves_it_to_be_redone(void **state)
+{
+    (void)state;
+    const char *path = P("placeholder");
+    touch(path);
+    creator = (struct creator){path, 100, false, -1};
+    EXPECT_CHILD_KILLED(spawn(creator_main, &creator));
+
+    /* It really died half-way: the magic is there, the header is not marked ready. */
+    size_t len;
+    unsigned char *b = slurp(path, &len);
+    assert_true(len >= HEADER_SIZE);
+    assert_memory_equal(b, "SURELOCK", 8);
+    assert_int_equal(get32(b, OFF_FORMAT_VERSION), 1);
+    assert_int_not_equal(get32(b, OFF_INIT_STATE), STATE_READY);
+    free(b);
+
+    /* The next opener redoes it, with its own options, and the lock works. */
+    expect_usable(path, 0);
+    opener = (struct opener){path, 0, -1};
+    int opening[2];
+    make_pipe(opening);
+    opener.opening_w = opening[1];
+    EXPECT_CHILD_OK(spawn(opener_main, &opener));
+    close(opening[0]);
+    close(opening[1]);
+
+    /* Again, redone with a payload this time. */
+    const char *other = P("other");
+    touch(other);
+    creator = (struct creator){other, 0, false, -1};
+    EXPECT_CHILD_KILLED(spawn(creator_main, &creator));
+    surelock_ipc_options o = options(0, 64);
+    surelock_ipc *m = SENTINEL;
+    EXPECT_RC(surelock_ipc_open(other, &o, &m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+    expect_usable(other, 64);
+}
+
+static void creator_killed_mid_creation_of_a_missing_path_leaves_nothing_at_the_path(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    creator = (struct creator){path, 64, false, -1};
+    EXPECT_CHILD_KILLED(spawn(creator_main, &creator));
+
+    struct stat st;
+    assert_int_equal(lstat(path, &st), -1);
+    assert_int_equal(errno, ENOENT);
+    assert_int_equal(entries_in_tmpdir(), 0); /* no half-made file under any name */
+    surelock_ipc_options o = options(SURELOCK_IPC_NOCREATE, 0);
+    surelock_ipc *m = SENTINEL;
+    EXPECT_RC(surelock_ipc_open(path, &o, &m), ENOENT);
+    assert_ptr_equal(m, SENTINEL);
+
+    o = options(0, 64);
+    EXPECT_RC(surelock_ipc_open(path, &o, &m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+    expect_usable(path, 64);
+    assert_int_equal(entries_in_tmpdir(), 1);
+}
+
+/* ---- a creator stalled mid-initialisation ----------------------------------------------------- */
+
+static void opener_waits_for_a_creator_stalled_mid_initialisation_and_gets_a_whole_file(void **state)
+{
+    (void)state;
+    const char *path = P("placeholder");
+    touch(path);
+    int stalled[2], opening[2];
+    make_pipe(stalled);
+    make_pipe(opening);
+    creator = (struct creator){path, 32, true, stalled[1]};
+    pid_t stuck = spawn(creator_main, &creator);
+    if (!recv_byte(stalled[0], WAIT_LIMIT_MS)) {
+        EXPECT_CHILD_KILLED(stuck);
+        fail_msg("the creator never reached the init hook");
+    }
+
+    opener = (struct opener){path, 32, opening[1]};
+    pid_t waiter = spawn(opener_main, &opener);
+    if (!recv_byte(opening[0], WAIT_LIMIT_MS)) fail_msg("the opener did not start");
+    sleep_ms(STILL_BLOCKED_MS);
+    int status;
+    pid_t r = waitpid(waiter, &status, WNOHANG);
+    if (r == waiter)
+        fail_msg("an opener finished (wait status 0x%x) while the creator of the file was "
+                 "stalled half-way through its header",
+                 status);
+
+    kill(stuck, SIGKILL);
+    EXPECT_CHILD_KILLED(stuck);
+    EXPECT_CHILD_OK(waiter); /* it redid the unfinished header and used the lock */
+    expect_usable(path, 32);
+    close(stalled[0]);
+    close(stalled[1]);
+    close(opening[0]);
+    close(opening[1]);
+}
+
+static void creator_stalled_mid_creation_of_a_missing_path_blocks_no_other_creator(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    int stalled[2], opening[2];
+    make_pipe(stalled);
+    make_pipe(opening);
+    creator = (struct creator){path, 0, true, stalled[1]};
+    pid_t stuck = spawn(creator_main, &creator);
+    if (!recv_byte(stalled[0], WAIT_LIMIT_MS)) {
+        EXPECT_CHILD_KILLED(stuck);
+        fail_msg("the creator never reached the init hook");
+    }
+    struct stat st;
+    assert_int_equal(lstat(path, &st), -1); /* nothing visible while it is half made */
+
+    opener = (struct opener){path, 0, opening[1]};
+    EXPECT_CHILD_OK(spawn(opener_main, &opener)); /* creates its own, without waiting */
+    expect_usable(path, 0);
+
+    kill(stuck, SIGKILL);
+    EXPECT_CHILD_KILLED(stuck);
+    expect_usable(path, 0);
+    assert_int_equal(entries_in_tmpdir(), 1);
+    close(stalled[0]);
+    close(stalled[1]);
+    close(opening[0]);
+    close(opening[1]);
+}
+
+/* ---- allocation failure ------------------------------------------------------------------------ */
+
+static void out_of_memory_in_open_is_enomem_and_touches_nothing(void **state)
+{
+    (void)state;
+    const char *missing = P("missing");
+    const char *placeholder = P("placeholder");
+    touch(placeholder);
+    surelock_ipc *m = SENTINEL;
+
+    surelock_testing_fail_allocation_after(0);
+    EXPECT_RC(surelock_ipc_open(missing, NULL, &m), ENOMEM);
+    EXPECT_ERRMSG("memory");
+    assert_ptr_equal(m, SENTINEL);
+    struct stat st;
+    assert_int_equal(lstat(missing, &st), -1); /* not created */
+
+    surelock_testing_fail_allocation_after(0);
+    EXPECT_RC(surelock_ipc_open(placeholder, NULL, &m), ENOMEM);
+    assert_ptr_equal(m, SENTINEL);
+    assert_int_equal(lstat(placeholder, &st), 0);
+    assert_int_equal(st.st_size, 0); /* not initialised */
+    assert_int_equal(entries_in_tmpdir(), 1);
+
+    /* Only that one allocation failed: the next open works. */
+    EXPECT_RC(surelock_ipc_open(missing, NULL, &m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+    expect_usable(missing, 0);
+    expect_usable(placeholder, 0);
+}
+
+/* The first surelock call of a thread allocates its per-thread record. */
+static struct record_failure {
+    surelock_ipc *m;
+    int form;
+    int rc;
+    char errmsg[256];
+    int unlock_rc;
+} record_failure;
+
+static void record_failure_body(void)
+{
+    surelock_testing_fail_allocation_after(0);
+    surelock_ipc *m = record_failure.m;
+    switch (record_failure.form) {
+    case 0: record_failure.rc = surelock_ipc_lock(m); break;
+    case 1: record_failure.rc = surelock_ipc_trylock(m); break;
+    case 2: record_failure.rc = surelock_ipc_timedlock(m, 0); break;
+    default: record_failure.rc = surelock_ipc_timedlock(m, 1000 * MS); break;
+    }
+    snprintf(record_failure.errmsg, sizeof record_failure.errmsg, "%s", surelock_errmsg());
+    surelock_testing_fail_allocation_after(-1);
+    record_failure.unlock_rc = surelock_ipc_unlock(m);
+}
+
+static void *record_failure_thread(void *arg)
+{
+    (void)arg;
+    record_failure_body();
+    return NULL;
+}
+
+static void out_of_memory_for_a_new_threads_record_is_enomem_and_holds_nothing(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *m = SENTINEL;
+    EXPECT_RC(surelock_ipc_open(path, NULL, &m), 0);
+    for (int form = 0; form < 4; form++) {
+        record_failure = (struct record_failure){.m = m, .form = form, .rc = -1};
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, record_failure_thread, NULL), 0);
+        uint64_t deadline = now_ns() + (uint64_t)WAIT_LIMIT_MS * MS;
+        int rc;
+        while ((rc = pthread_tryjoin_np(t, NULL)) == EBUSY && now_ns() < deadline) sleep_ms(1);
+        if (rc != 0) fail_msg("the thread did not finish: %s", strerror(rc));
+        if (record_failure.rc != ENOMEM)
+            fail_msg("acquire form %d in a new thread with no memory returned %s; errmsg \"%s\"",
+                     form, errname(record_failure.rc), record_failure.errmsg);
+        if (strcasestr(record_failure.errmsg, "memory") == NULL)
+            fail_msg("errmsg \"%s\" does not mention memory", record_failure.errmsg);
+        EXPECT_RC(record_failure.unlock_rc, EPERM); /* it holds nothing */
+        EXPECT_RC(surelock_ipc_trylock(m), 0);    /* and the lock is free */
+        EXPECT_RC(surelock_ipc_unlock(m), 0);
+    }
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        TEST(creator_killed_mid_initialisation_of_a_placeholder_leaves_it_to_be_redone),
+        TEST(creator_killed_mid_creation_of_a_missing_path_leaves_nothing_at_the_path),
+        TEST(opener_waits_for_a_creator_stalled_mid_initialisation_and_gets_a_whole_file),
+        TEST(creator_stalled_mid_creation_of_a_missing_path_blocks_no_other_creator),
+        TEST(out_of_memory_in_open_is_enomem_and_touches_nothing),
+        TEST(out_of_memory_for_a_new_threads_record_is_enomem_and_holds_nothing),
+    };
+    return cmocka_run_group_tests_name("ipc_internal", tests, group_setup, group_teardown);
+}
