@@ -7,12 +7,14 @@
 // them to the head of the queue, in order, as long as the head's request fits.
 //
 // The queue is intrusive: waiters live in caller storage (surelock_waiter for the async
-// forms, the stack for blocking ones), so queuing allocates nothing. A grant copies the
-// callback and its context out of the waiter and marks the waiter granted while the queue
-// lock is held; callbacks run after the lock is dropped, and blocking waiters are woken on
-// their own futex word. Callbacks that release again (a chain of waiters each unlocking at
-// once) do not recurse: grants made inside a callback are queued on the thread's dispatch
-// queue and run by the outermost dispatch loop.
+// forms, the stack for blocking ones), so queuing allocates nothing. One hold of the queue
+// lock makes every grant a release allows: each copies the callback and its context out of the
+// waiter, marks the waiter granted, and appends the delivery to the releasing thread's
+// dispatch queue. After the lock is dropped, the outermost dispatch on that thread runs the
+// queue in order: callbacks, and wake-ups of blocking waiters (each sleeps on its own futex
+// word). Callbacks that release again (a chain of waiters each unlocking at once) therefore do
+// not recurse, and no callback ever sees a release half done. Only when the dispatch queue
+// cannot grow (out of memory) is a delivery made directly, one at a time.
 
 #include <errno.h>
 #include <limits.h>
@@ -62,15 +64,6 @@ struct Delivery {
     std::atomic<uint32_t> *wake;   // blocking waiter's futex word, or nullptr
 };
 
-// Deliveries are collected under the lock in batches of this many.
-constexpr size_t batch_size = 16;
-
-struct Batch {
-    Delivery items[batch_size];
-    size_t count = 0;
-    bool full() const { return count == batch_size; }
-};
-
 } // namespace
 
 struct surelock_sem {
@@ -109,34 +102,23 @@ void unlink_waiter(surelock_sem *s, Waiter *w)
     if (s->head == nullptr) s->word.fetch_and(~QUEUED, std::memory_order_relaxed);
 }
 
-// Moves w out of the queue with `status`; what to deliver goes into the batch. After this
-// the library never touches w again (fn and ctx are copied here).
-void settle(surelock_sem *s, Waiter *w, uint32_t state, Batch *batch)
+// Moves w out of the queue with `state` (GRANTED or CANCELED) and returns what to deliver.
+// After this the library never touches w again (fn and ctx are copied here).
+Delivery settle(surelock_sem *s, Waiter *w, uint32_t state)
 {
     unlink_waiter(s, w);
-    Delivery &d = batch->items[batch->count++];
+    Delivery d;
     d.fn = w->fn;
     d.ctx = w->ctx;
     d.status = state == GRANTED ? 0 : ECANCELED;
     d.wake = w->fn == nullptr ? &w->state : nullptr;
     w->state.store(state, std::memory_order_release);
-}
-
-// Hands available permits to the head of the queue while its request fits. QUEUED is set, so
-// no lock-free path touches the word meanwhile. Returns true if it stopped for a full batch.
-bool grant_locked(surelock_sem *s, Batch *batch)
-{
-    while (s->head != nullptr && permits_of(s->word.load(std::memory_order_relaxed)) >= s->head->n) {
-        if (batch->full()) return true;
-        s->word.fetch_sub(as_permits(s->head->n), std::memory_order_acquire);
-        settle(s, s->head, GRANTED, batch);
-    }
-    return false;
+    return d;
 }
 
 // ---- Delivering outside the lock -----------------------------------------------------------
 
-// A thread's callbacks waiting for its outermost dispatch loop: a ring that grows as needed
+// A thread's deliveries waiting for its outermost dispatch loop: a ring that grows as needed
 // (one allocation, header and entries together, so thread exit frees it with one call).
 struct DispatchQueue {
     size_t capacity;
@@ -154,15 +136,11 @@ struct DispatchQueue {
     }
 };
 
-void run(const Delivery &d)
-{
-    d.fn(d.ctx, d.status);
-}
-
 // Appends d to the thread's queue, growing it (the thread record keeps the new one). False
-// only when out of memory.
+// when there is no record or no memory.
 bool push(ThreadRecord *me, const Delivery &d)
 {
+    if (me == nullptr) return false;
     auto *q = static_cast<DispatchQueue *>(me->dispatch_queue);
     if (q == nullptr || q->count == q->capacity) {
         DispatchQueue *grown = DispatchQueue::make(q == nullptr ? 64 : q->capacity * 2);
@@ -180,49 +158,76 @@ bool push(ThreadRecord *me, const Delivery &d)
     return true;
 }
 
-// Wakes blocking waiters at once and runs callbacks iteratively: callbacks join the thread's
-// queue in grant order, and only the outermost call on the thread runs the queue, so grants
-// made inside a callback run after it returns instead of nesting.
-void deliver(const Batch &batch)
+void deliver(const Delivery &d)
 {
-    bool callbacks = false;
-    for (size_t i = 0; i < batch.count; i++) {
-        if (batch.items[i].wake != nullptr) futex_wake(batch.items[i].wake, 1);
-        callbacks |= batch.items[i].fn != nullptr;
+    if (d.wake != nullptr) {
+        futex_wake(d.wake, 1); // the waiter may have seen its state and gone: a stray wake
+        return;
     }
-    if (!callbacks) return;
+    ErrmsgSnapshot keep_errmsg; // the releasing thread's errmsg survives the callback
+    d.fn(d.ctx, d.status);
+}
 
-    ErrmsgSnapshot keep_errmsg; // the releasing thread's errmsg survives the callbacks
-    ThreadRecord *me = current_thread();
-    for (size_t i = 0; i < batch.count; i++) {
-        if (batch.items[i].fn == nullptr) continue;
-        // Out of memory for the queue: run it here, which nests (the stack may grow).
-        if (me == nullptr || !push(me, batch.items[i])) run(batch.items[i]);
-    }
+// Runs the thread's queued deliveries in order, unless an outer call on this thread is
+// already doing so (then it runs them once the current callback returns).
+void drain(ThreadRecord *me)
+{
     auto *q = me != nullptr ? static_cast<DispatchQueue *>(me->dispatch_queue) : nullptr;
-    if (q == nullptr || q->running) return; // an outer loop on this thread runs them
+    if (q == nullptr || q->running) return;
     q->running = true;
     while (q->count != 0) {
         Delivery d = q->ring[q->first];
         q->first = (q->first + 1) % q->capacity;
         q->count--;
-        run(d);
+        deliver(d);
         q = static_cast<DispatchQueue *>(me->dispatch_queue); // a callback may have grown it
     }
     q->running = false;
 }
 
-// Grants what can be granted now, in batches, delivering each outside the lock.
-void dispatch_and_unlock(surelock_sem *s, Batch *batch)
+// With the queue lock held: settles waiters from the head while `take` says so, queueing their
+// deliveries on this thread; drops the lock and runs them. When the queue cannot take one (no
+// thread record, or no memory to grow it), that delivery is made at once with the lock
+// dropped, and the lock retaken before the next is settled.
+template <class Take> void settle_and_unlock(surelock_sem *s, uint32_t state, Take take)
 {
+    ThreadRecord *me = nullptr;
+    bool looked_up = false; // the record is looked up (maybe created) only if something settles
     for (;;) {
-        bool more = grant_locked(s, batch);
+        bool spilled = false;
+        Delivery spill;
+        while (s->head != nullptr && take(s->head)) {
+            Delivery d = settle(s, s->head, state);
+            if (!looked_up) {
+                ErrmsgSnapshot keep_errmsg; // a failed lookup is no failure of this call
+                me = current_thread();
+                looked_up = true;
+            }
+            if (!push(me, d)) {
+                spill = d;
+                spilled = true;
+                break;
+            }
+        }
         s->queue_lock.unlock();
-        if (batch->count != 0) deliver(*batch);
-        if (!more) return;
-        batch->count = 0;
+        if (!spilled) break;
+        deliver(spill);
         s->queue_lock.lock();
     }
+    drain(me);
+}
+
+// Hands available permits to the head of the queue, in order, while its request fits (never
+// after shutdown: then the waiters are cancelled). QUEUED is set while anyone waits, so no
+// lock-free path touches the word meanwhile.
+void dispatch_and_unlock(surelock_sem *s)
+{
+    settle_and_unlock(s, GRANTED, [s](Waiter *head) {
+        uint64_t word = s->word.load(std::memory_order_relaxed);
+        if ((word & SHUT_DOWN) || permits_of(word) < head->n) return false;
+        s->word.fetch_sub(as_permits(head->n), std::memory_order_acquire);
+        return true;
+    });
 }
 
 // ---- Acquire -------------------------------------------------------------------------------
@@ -304,8 +309,7 @@ int acquire_blocking(surelock_sem *s, uint64_t n, uint64_t timeout_ns, const cha
         }
         // Leave the queue; if we were holding back the waiters behind us, serve them.
         unlink_waiter(s, &w);
-        Batch batch;
-        dispatch_and_unlock(s, &batch);
+        dispatch_and_unlock(s);
         return fail(ETIMEDOUT, "%s: %llu permit(s) not granted within %llu ns", fn,
                     (unsigned long long)n, (unsigned long long)timeout_ns);
     }
@@ -352,8 +356,7 @@ int cancel(surelock_sem *s, surelock_waiter *sw, const char *fn)
     }
     unlink_waiter(s, w);
     w->state.store(IDLE, std::memory_order_relaxed);
-    Batch batch; // the head may have been holding back smaller requests
-    dispatch_and_unlock(s, &batch);
+    dispatch_and_unlock(s); // the head may have been holding back smaller requests
     return 0;
 }
 
@@ -387,8 +390,7 @@ int release(surelock_sem *s, uint64_t n, const char *fn)
             continue;
         }
         s->word.fetch_add(as_permits(n), std::memory_order_release);
-        Batch batch;
-        dispatch_and_unlock(s, &batch);
+        dispatch_and_unlock(s);
         return 0;
     }
 }
@@ -472,15 +474,8 @@ SURELOCK_API int surelock_sem_shutdown(surelock_sem *s)
     if (s == nullptr) return fail(EINVAL, "surelock_sem_shutdown: the semaphore is NULL");
     s->queue_lock.lock();
     s->word.fetch_or(SHUT_DOWN, std::memory_order_relaxed);
-    for (;;) {
-        Batch batch;
-        while (s->head != nullptr && !batch.full()) settle(s, s->head, CANCELED, &batch);
-        bool more = s->head != nullptr;
-        s->queue_lock.unlock();
-        deliver(batch);
-        if (!more) return 0;
-        s->queue_lock.lock();
-    }
+    settle_and_unlock(s, CANCELED, [](Waiter *) { return true; });
+    return 0;
 }
 
 SURELOCK_API uint64_t surelock_sem_available(const surelock_sem *s)
