@@ -1,0 +1,248 @@
+// `surelock`: the command-line tool.
+//
+//   surelock --help | --version
+//   surelock bench [PRIMITIVE] [--runs N] [--quick] [--verbose] [--list]
+//   surelock run [--timeout SECONDS] [--on-owner-dead=warn|fail] LOCKFILE -- CMD [ARGS...]
+//   surelock status LOCKFILE                 (both in ipc_commands.cc)
+//
+// Exit status: 0 success, 1 failure, 2 usage error. Subcommands are rows of `commands` below;
+// a new one is a function `int cmd_<name>(int argc, char **argv)` (argv[0] is the command
+// name) plus its row. The tool links the shared libsurelock.so.1 like any user program.
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "commands.h"
+#include "surelock.h"
+#if SURELOCK_HAVE_BENCH
+#include "bench.h"
+#endif
+
+namespace {
+
+enum : int { exit_ok = 0, exit_failure = 1, exit_usage = 2 };
+
+constexpr const char *program = "surelock";
+
+struct Command {
+    const char *name;
+    const char *synopsis; // arguments, after "surelock NAME"
+    const char *summary;
+    int (*main)(int argc, char **argv); // nullptr: not in this version
+    const char *coming;                 // when main is nullptr: what brings it
+};
+
+int cmd_bench(int argc, char **argv);
+
+const Command commands[] = {
+    {"bench", "[PRIMITIVE] [--runs N] [--quick] [--verbose] [--list]",
+     "measure surelock's locks against their peers (pthreads, C++ std)", cmd_bench, nullptr},
+    {"run", "[--timeout SECONDS] [--on-owner-dead=warn|fail] LOCKFILE -- CMD [ARGS...]",
+     "run CMD while holding a cross-process lock (75: timed out, or the previous holder died "
+     "and --on-owner-dead=fail)",
+     cmd_run, nullptr},
+    {"status", "LOCKFILE", "describe a lock file: held or free, owner deaths, payload", cmd_status,
+     nullptr},
+};
+
+std::string bench_primitives()
+{
+#if SURELOCK_HAVE_BENCH
+    std::string names;
+    for (const auto &s : surelock::bench::suites()) {
+        if (!names.empty()) names += ", ";
+        names += s.name;
+    }
+    return names;
+#else
+    return "none: built with -Dbench=false";
+#endif
+}
+
+void print_usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: %s COMMAND [ARGS...]\n"
+            "       %s --help | --version\n"
+            "\n"
+            "Locks for when a plain mutex is not enough (libsurelock %s).\n"
+            "\n"
+            "Commands:\n",
+            program, program, surelock_version());
+    for (const Command &c : commands) {
+        fprintf(out, "  %s %s\n", c.name, c.synopsis);
+        fprintf(out, "      %s%s%s%s\n", c.summary, c.main ? "" : " (", c.main ? "" : c.coming,
+                c.main ? "" : ")");
+    }
+    fprintf(out,
+            "\n"
+            "Options:\n"
+            "  -h, --help      show this help and exit\n"
+            "  -V, --version   print the library's version and exit\n"
+            "\n"
+            "Benchmarked primitives: %s.\n"
+            "'%s COMMAND --help' describes a command.\n"
+            "Exit status: 0 success, 1 failure, 2 usage error.\n",
+            bench_primitives().c_str(), program);
+}
+
+// Prints "surelock: [COMMAND: ]message" and where to find help; returns the usage exit code.
+int usage_error(const char *command, const char *fmt, const char *arg)
+{
+    fprintf(stderr, "%s: ", program);
+    if (command) fprintf(stderr, "%s: ", command);
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nTry '%s%s%s --help'.\n", program, command ? " " : "",
+            command ? command : "");
+    return exit_usage;
+}
+
+// ---- surelock bench --------------------------------------------------------------------------
+
+void print_bench_usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: %s bench [PRIMITIVE] [--runs N] [--quick] [--verbose] [--list]\n"
+            "\n"
+            "Measures a surelock primitive against its peers and prints a table of absolute\n"
+            "numbers, ratios (surelock / peer) and the project's targets, marked met or missed.\n"
+            "Without PRIMITIVE, runs every benchmark. Primitives: %s.\n"
+            "\n"
+            "Options:\n"
+            "  --runs N     samples per cell, the cell shows their median (default 5)\n"
+            "  --quick      10x shorter samples: a smoke run with rough numbers\n"
+            "  --verbose    also print every sample\n"
+            "  --list       list the primitives and exit\n"
+            "  -h, --help   show this help and exit\n"
+            "\n"
+            "Exit status: 0 measured (met or missed targets alike), 1 a lock misbehaved\n"
+            "(or this build has no benchmarks), 2 usage error.\n",
+            program, bench_primitives().c_str());
+}
+
+bool parse_runs(const char *text, int *runs)
+{
+    if (text == nullptr || *text == '\0') return false;
+    char *end = nullptr;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno != 0 || *end != '\0' || v < 1 || v > 1000) return false;
+    *runs = int(v);
+    return true;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    const char *primitive = nullptr;
+    int runs = 5;
+    bool quick = false, verbose = false, list = false;
+    for (int i = 1; i < argc; i++) {
+        std::string_view a = argv[i];
+        if (a == "-h" || a == "--help") {
+            print_bench_usage(stdout);
+            return exit_ok;
+        } else if (a == "--quick") {
+            quick = true;
+        } else if (a == "--verbose" || a == "-v") {
+            verbose = true;
+        } else if (a == "--list") {
+            list = true;
+        } else if (a == "--runs" || a.starts_with("--runs=")) {
+            const char *value = a == "--runs" ? (i + 1 < argc ? argv[++i] : nullptr)
+                                              : argv[i] + strlen("--runs=");
+            if (!parse_runs(value, &runs))
+                return usage_error("bench", "--runs needs a whole number from 1 to 1000, not '%s'",
+                                   value ? value : "");
+        } else if (a.starts_with("-")) {
+            return usage_error("bench", "unknown option '%s'", argv[i]);
+        } else if (primitive != nullptr) {
+            return usage_error("bench", "one primitive at a time (extra argument '%s')", argv[i]);
+        } else {
+            primitive = argv[i];
+        }
+    }
+
+#if SURELOCK_HAVE_BENCH
+    namespace b = surelock::bench;
+    if (list) {
+        for (const b::Suite &s : b::suites()) printf("%-8s %s\n", s.name, s.summary);
+        return exit_ok;
+    }
+    std::vector<const b::Suite *> chosen;
+    if (primitive != nullptr) {
+        const b::Suite *s = b::find_suite(primitive);
+        if (s == nullptr) {
+            fprintf(stderr, "%s: bench: unknown primitive '%s' (available: %s)\n", program,
+                    primitive, bench_primitives().c_str());
+            return exit_usage;
+        }
+        chosen.push_back(s);
+    } else {
+        for (const b::Suite &s : b::suites()) chosen.push_back(&s);
+    }
+
+    b::Options options;
+    options.runs = runs;
+    options.quick = quick;
+    options.verbose = verbose;
+    // Line-buffered, so `surelock bench | tee` shows each table as soon as it is done.
+    setvbuf(stdout, nullptr, _IOLBF, 0);
+    int rc = exit_ok;
+    bool first = true;
+    for (const b::Suite *s : chosen) {
+        if (!first) printf("\n");
+        first = false;
+        if (isatty(STDERR_FILENO))
+            fprintf(stderr, "%s: measuring %s (%d run%s per cell)...\n", program, s->name, runs,
+                    runs == 1 ? "" : "s");
+        if (b::run_suite(*s, options) != b::bench_ok) rc = exit_failure;
+    }
+    return rc;
+#else
+    (void)primitive;
+    (void)runs;
+    (void)quick;
+    (void)verbose;
+    (void)list;
+    fprintf(stderr,
+            "%s: bench: this surelock was built without benchmarks "
+            "(reconfigure with -Dbench=true)\n",
+            program);
+    return exit_failure;
+#endif
+}
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        print_usage(stderr);
+        return exit_usage;
+    }
+    std::string_view first = argv[1];
+    if (first == "-h" || first == "--help" || first == "help") {
+        print_usage(stdout);
+        return exit_ok;
+    }
+    if (first == "-V" || first == "--version") {
+        printf("%s %s\n", program, surelock_version());
+        return exit_ok;
+    }
+    for (const Command &c : commands) {
+        if (first != c.name) continue;
+        if (c.main == nullptr) {
+            fprintf(stderr, "%s: '%s' is not in this version (%s)\n", program, c.name, c.coming);
+            return exit_usage;
+        }
+        return c.main(argc - 1, argv + 1);
+    }
+    if (first.starts_with("-")) return usage_error(nullptr, "unknown option '%s'", argv[1]);
+    return usage_error(nullptr, "unknown command '%s'", argv[1]);
+}

@@ -1,0 +1,224 @@
+// Peer benchmarks behind `surelock bench`: a small framework and the registry of suites.
+//
+// One suite per primitive (bench_<primitive>.cc). A suite measures surelock and its peers in a
+// few scenarios, each cell being the median of Options::runs samples, and prints one Table of
+// absolute numbers, ratios against every peer and the targets, marked met or missed.
+//
+// Adding a suite: write bench_<primitive>.cc with `int run_<primitive>(const Options &)`,
+// declare it below, add a line to the suite list in bench.cc and the file to meson.build.
+//
+// The benchmarks call surelock through the shared libsurelock.so.1, as users do. They are
+// test code: unlike the library they may use libstdc++, threads and exceptions.
+#pragma once
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+namespace surelock::bench {
+
+struct Options {
+    int runs = 5;         // samples per cell; the cell shows their median
+    bool quick = false;   // samples 10x shorter: a smoke run, numbers are rough
+    bool verbose = false; // print every sample, not only the medians
+
+    // How long one sample of a single-threaded loop / a multi-threaded run should last.
+    double loop_seconds() const { return quick ? 0.005 : 0.05; }
+    double threaded_seconds() const { return quick ? 0.02 : 0.2; }
+};
+
+// Exit codes of a suite: 0 = measured (whether or not targets were met; no benchmark fails on
+// speed), 1 = something misbehaved (a lock call failed, a protected counter came out wrong).
+enum : int { bench_ok = 0, bench_failed = 1 };
+
+struct Suite {
+    const char *name;    // the PRIMITIVE of `surelock bench PRIMITIVE`
+    const char *summary; // one line for the help text
+    int (*run)(const Options &);
+};
+
+// Every suite this build has, in the order `surelock bench` runs them.
+std::span<const Suite> suites();
+const Suite *find_suite(std::string_view name);
+
+// Runs a suite the way every suite must run: in a process that has already started a thread.
+// (glibc >= 2.35 replaces the atomic instructions of pthread mutexes with plain stores while a
+// process has only ever had one thread, which no real user of a lock is; measuring peers in
+// that state would compare surelock against a mutex that is not thread-safe yet.)
+int run_suite(const Suite &suite, const Options &options);
+
+// ---- Measuring -------------------------------------------------------------------------------
+
+using Clock = std::chrono::steady_clock; // CLOCK_MONOTONIC on Linux
+
+inline double seconds_between(Clock::time_point a, Clock::time_point b)
+{
+    return std::chrono::duration<double>(b - a).count();
+}
+
+// Makes `value` look used and possibly modified to the optimiser, so a loop computing it is
+// neither removed nor hoisted (Google Benchmark's DoNotOptimize).
+template <class T> inline void do_not_optimize(T &value)
+{
+    if constexpr (std::is_integral_v<T> || std::is_pointer_v<T>)
+        asm volatile("" : "+r"(value) : : "memory"); // stays in a register: no stack round trip
+    else
+        asm volatile("" : "+m"(value) : : "memory");
+}
+
+// Forces memory to be written and re-read: nothing is cached in registers across it.
+inline void clobber_memory()
+{
+    asm volatile("" : : : "memory");
+}
+
+// A few dozen cycles of register-only work the optimiser cannot remove: the "non-critical"
+// part of a contended loop, so threads do something between acquisitions, as real ones do.
+inline uint64_t local_work(uint64_t x, int steps)
+{
+    for (int i = 0; i < steps; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        asm volatile("" : "+r"(x));
+    }
+    return x;
+}
+
+// One measurement of a cell: the value in the row's metric and, for threaded runs, how many
+// CPUs the process used meanwhile (process CPU time / wall time; negative when not measured).
+// Fewer CPUs than threads means they were waiting in the kernel, or other processes competed.
+struct Sample {
+    double value;
+    double cpus = -1;
+    Sample(double v, double c = -1) : value(v), cpus(c) {}
+};
+using Sampler = std::function<Sample()>;
+
+// Times `body(n)`, which performs n operations, and returns nanoseconds per operation. The
+// first call calibrates n so that one sample lasts about `seconds`; later calls reuse it, so
+// every sample of a cell does the same work. The calibration runs double as warm-up.
+class LoopSampler {
+public:
+    LoopSampler(std::function<void(uint64_t)> body, double seconds)
+        : body_(std::move(body)), seconds_(seconds)
+    {
+    }
+    Sample operator()();
+
+private:
+    std::function<void(uint64_t)> body_;
+    double seconds_;
+    uint64_t n_ = 0;
+};
+
+// The start gate of a threaded run: every thread arrives and waits, the driver opens the gate
+// once all are there, lets them run for a while, then raises `stop`.
+struct StartGate {
+    std::atomic<int> ready{0};
+    std::atomic<bool> go{false};
+    alignas(64) std::atomic<bool> stop{false}; // read by every thread every iteration
+
+    void arrive_and_wait();
+    // Waits for `threads` arrivals, opens the gate, sleeps `seconds`, raises stop. Returns the
+    // seconds from opening to stop, and in *cpus the CPUs the process used meanwhile.
+    double open_and_run(int threads, double seconds, double *cpus);
+};
+
+// Runs `threads` threads behind a start gate for about `seconds`; thread t calls
+// `iteration(t)` until stopped. Returns the total number of calls and stores the elapsed
+// seconds (gate opened -> stop raised) in *elapsed and the CPUs used meanwhile in *cpus.
+template <class Iteration>
+uint64_t run_threads(int threads, double seconds, Iteration iteration, double *elapsed,
+                     double *cpus)
+{
+    StartGate gate;
+    std::vector<uint64_t> counts(threads, 0); // written once per thread, at its end
+    std::vector<std::thread> pool;
+    pool.reserve(threads);
+    for (int t = 0; t < threads; t++) {
+        pool.emplace_back([&gate, &counts, &iteration, t] {
+            gate.arrive_and_wait();
+            uint64_t n = 0;
+            while (!gate.stop.load(std::memory_order_relaxed)) {
+                iteration(t);
+                n++;
+            }
+            counts[t] = n;
+        });
+    }
+    *elapsed = gate.open_and_run(threads, seconds, cpus);
+    for (std::thread &th : pool) th.join();
+    uint64_t total = 0;
+    for (uint64_t c : counts) total += c;
+    return total;
+}
+
+// ---- Reporting -------------------------------------------------------------------------------
+
+struct Metric {
+    const char *unit;   // "ns", "Mops/s", "us"
+    bool lower_is_better;
+};
+inline constexpr Metric ns_per_op{"ns", true};
+inline constexpr Metric mops_per_s{"Mops/s", false};
+inline constexpr Metric microseconds{"us", true};
+
+// The target for a row: ratio = subject / column `peer` (in the row's metric) must be
+// <= bound when lower is better, >= bound when higher is better.
+struct Target {
+    int peer = -1; // column index; -1 = no target for this row
+    double bound = 1.0;
+};
+
+struct Cell {
+    bool applicable = true; // false: "n/a" (e.g. a non-recursive mutex cannot nest)
+    std::vector<double> samples;
+    std::vector<double> cpus; // per sample, threaded runs only
+    double median() const;
+    double median_cpus() const; // negative when not measured
+    double spread() const; // (max - min) / median; 0 with fewer than 2 samples
+};
+
+struct Row {
+    std::string scenario;
+    Metric metric;
+    Target target;
+    std::vector<Cell> cells; // one per column
+    int threads = 1;         // > 1: a contended row, checked for parallelism when printed
+};
+
+struct Table {
+    std::string title;
+    std::vector<std::string> columns; // columns[0] is the subject (surelock)
+    std::vector<Row> rows;
+
+    // Adds a row with one cell per column; mark inapplicable cells afterwards.
+    Row &add_row(std::string scenario, Metric metric, Target target = {});
+
+    // Runs every applicable cell's sampler `runs` times, interleaving the columns (run 1 of
+    // every column, then run 2, ...) so drift (frequency, noisy neighbours) hits all alike.
+    // samplers[i] may be empty for an inapplicable column.
+    static void measure(Row &row, const std::vector<Sampler> &samplers, int runs);
+
+    // Prints the table: medians, each peer's ratio, and the target marked met or missed.
+    void print(FILE *out, const Options &options) const;
+    int targets_missed() const;
+};
+
+// One line describing the machine (CPU model, online CPUs, load average) for the report
+// header, with a warning when other processes are busy: contended numbers need idle CPUs.
+std::string machine_summary();
+
+// ---- Suites ----------------------------------------------------------------------------------
+
+int run_rlock(const Options &options);
+
+} // namespace surelock::bench
