@@ -24,7 +24,7 @@ struct OwnedLock {
     // Written by an exiting owner before its releasing store, read and cleared by the next
     // acquirer after its acquiring one, so the word's ordering covers it.
     bool previous_owner_died = false;
-    HeldLink held{};
+    HeldLink held{nullptr, nullptr, owner_exited};
 
     // Only the holder ever stores its own serial here, so a thread that reads its own serial
     // holds the lock (relaxed is enough: a thread always sees its own latest store).
@@ -40,7 +40,6 @@ struct OwnedLock {
     int become_owner(ThreadRecord *me)
     {
         owner.store(me->serial, std::memory_order_relaxed);
-        held.owner_exited = owner_exited;
         me->link_held(&held);
         if (__builtin_expect(previous_owner_died, 0)) {
             previous_owner_died = false;
