@@ -3,7 +3,9 @@
 // One 32-bit state word holds the reader count (or "write locked") and two waiting bits.
 // Readers may enter only while no writer holds or waits, so writers are not starved; an
 // unlock that leaves the lock free wakes one writer if any wait, otherwise all readers.
-// Writers sleep on a separate notification word, readers on the state word.
+// Everyone sleeps on the state word itself (tagged reader or writer, so a wake can pick one
+// class), which keeps the wake-ups race-free and means an unlock touches nothing after the
+// store that frees the lock but futex wakes by address.
 //
 // Holds are tracked per thread for error checking and owner death: the writer is recorded as
 // its thread serial plus a link in its held list; each reader has a small hold record in its
@@ -35,6 +37,8 @@ constexpr uint32_t WRITE_LOCKED = READERS_MASK;
 constexpr uint32_t READERS_WAITING = 1u << 30;
 constexpr uint32_t WRITERS_WAITING = 1u << 31;
 constexpr int spin_rounds = 100;
+constexpr uint32_t READER_SLEEPER = 1; // futex tags
+constexpr uint32_t WRITER_SLEEPER = 2;
 
 bool is_unlocked(uint32_t s) { return (s & READERS_MASK) == 0; }
 bool is_write_locked(uint32_t s) { return (s & READERS_MASK) == WRITE_LOCKED; }
@@ -47,9 +51,9 @@ bool is_read_lockable(uint32_t s)
 
 struct alignas(64) surelock_rwlock {
     std::atomic<uint32_t> state{0};
-    std::atomic<uint32_t> writer_notify{0};
-    // Writers inside write_contended's waiting protocol. WRITERS_WAITING is one bit, so a
-    // writer that times out needs this count to know whether it may clear it.
+    // Writers inside write_contended's waiting protocol. WRITERS_WAITING is one bit; the count
+    // tells whether it still stands for anyone (a writer that took the lock or timed out may
+    // leave it set).
     std::atomic<uint32_t> writers_waiting{0};
     std::atomic<uint64_t> writer{0}; // write holder's thread serial; 0 when not write-held
     // Set by a writer that exits holding; taken (exchanged) by the next acquirer of any mode.
@@ -147,56 +151,55 @@ int read_contended(surelock_rwlock *l, const Deadline &deadline)
         if (!(s & READERS_WAITING) &&
             !l->state.compare_exchange_weak(s, s | READERS_WAITING, std::memory_order_relaxed))
             continue;
-        if (futex_wait(&l->state, s | READERS_WAITING, deadline) == ETIMEDOUT) return ETIMEDOUT;
+        if (futex_wait(&l->state, s | READERS_WAITING, deadline, false, READER_SLEEPER) ==
+            ETIMEDOUT)
+            return ETIMEDOUT;
         s = spin(l, true);
     }
 }
 
 // A waiting writer timed out. If it was the last writer waiting, WRITERS_WAITING is now a lie
-// that keeps new readers out while readers still hold the lock: clear it, let readers that
-// queued behind it in, and nudge any writer that is just starting to wait so it sets the bit
-// again (it re-checks the bit after reading writer_notify).
+// that keeps new readers out while readers still hold the lock: clear it, let in the readers
+// that queued behind it, and nudge any writer just starting to wait (it sets the bit again).
 void writer_gave_up(surelock_rwlock *l)
 {
     if (l->writers_waiting.fetch_sub(1) != 1) return;
     uint32_t s = l->state.load(std::memory_order_relaxed);
     uint32_t cleared;
     do {
-        if (!(s & WRITERS_WAITING)) return;
         cleared = s & ~WRITERS_WAITING;
         if (!is_write_locked(s)) cleared &= ~READERS_WAITING; // a writer's unlock would wake them
+        if (cleared == s) return;
     } while (!l->state.compare_exchange_weak(s, cleared, std::memory_order_relaxed));
-    l->writer_notify.fetch_add(1, std::memory_order_release);
-    futex_wake(&l->writer_notify, INT_MAX);
-    if ((s & READERS_WAITING) && !(cleared & READERS_WAITING)) futex_wake(&l->state, INT_MAX);
+    futex_wake(&l->state, INT_MAX, false, WRITER_SLEEPER);
+    if ((s & READERS_WAITING) && !(cleared & READERS_WAITING))
+        futex_wake(&l->state, INT_MAX, false, READER_SLEEPER);
 }
 
 int write_contended(surelock_rwlock *l, const Deadline &deadline)
 {
     uint32_t s = spin(l, false);
-    uint32_t other_writers_waiting = 0;
+    bool counted = false; // in writers_waiting; then we also keep WRITERS_WAITING when we win
     for (;;) {
         if (is_unlocked(s)) {
-            // Keep the waiting bit if we ever slept: other writers may still wait.
-            if (l->state.compare_exchange_weak(s, s | WRITE_LOCKED | other_writers_waiting,
-                                               std::memory_order_acquire,
+            uint32_t taken = s | WRITE_LOCKED | (counted ? WRITERS_WAITING : 0);
+            if (l->state.compare_exchange_weak(s, taken, std::memory_order_acquire,
                                                std::memory_order_relaxed)) {
-                if (other_writers_waiting) l->writers_waiting.fetch_sub(1);
+                if (counted) l->writers_waiting.fetch_sub(1);
                 return 0;
             }
             continue;
         }
-        if (!other_writers_waiting) {
+        if (!counted) {
             l->writers_waiting.fetch_add(1);
-            other_writers_waiting = WRITERS_WAITING;
+            counted = true;
         }
-        if (!(s & WRITERS_WAITING) &&
-            !l->state.compare_exchange_weak(s, s | WRITERS_WAITING, std::memory_order_relaxed))
-            continue;
-        uint32_t seq = l->writer_notify.load(std::memory_order_acquire);
-        s = l->state.load(std::memory_order_relaxed);
-        if (is_unlocked(s) || !(s & WRITERS_WAITING)) continue;
-        if (futex_wait(&l->writer_notify, seq, deadline) == ETIMEDOUT) {
+        if (!(s & WRITERS_WAITING)) {
+            if (!l->state.compare_exchange_weak(s, s | WRITERS_WAITING, std::memory_order_relaxed))
+                continue;
+            s |= WRITERS_WAITING;
+        }
+        if (futex_wait(&l->state, s, deadline, false, WRITER_SLEEPER) == ETIMEDOUT) {
             writer_gave_up(l);
             return ETIMEDOUT;
         }
@@ -204,38 +207,37 @@ int write_contended(surelock_rwlock *l, const Deadline &deadline)
     }
 }
 
-// Returns whether a sleeping writer was woken.
-bool wake_writer(surelock_rwlock *l)
-{
-    l->writer_notify.fetch_add(1, std::memory_order_release);
-    return futex_wake(&l->writer_notify, 1) > 0;
-}
-
-// The lock just became free with waiters flagged: hand it to one writer if any, else to all
-// readers. If someone locks it meanwhile, their unlock takes over this duty.
+// The lock just became free (s, as left by the unlock) with waiters flagged: hand it to one
+// writer if any waits, otherwise to all readers. Each step is one compare-and-swap followed
+// only by futex wakes by address: once the state can read 0, another thread may take the lock
+// and free it. If someone locks it meanwhile, their unlock takes over this duty.
 void wake_writer_or_readers(surelock_rwlock *l, uint32_t s)
 {
-    if (s == WRITERS_WAITING) {
-        if (l->state.compare_exchange_strong(s, 0, std::memory_order_relaxed)) {
-            wake_writer(l);
+    for (;;) {
+        if (!is_unlocked(s)) return;
+        if ((s & WRITERS_WAITING) && l->writers_waiting.load() != 0) {
+            // Readers stay flagged: the writer's unlock (or its giving up) lets them in.
+            if (!l->state.compare_exchange_weak(s, s & ~WRITERS_WAITING,
+                                                std::memory_order_relaxed))
+                continue;
+            futex_wake(&l->state, 1, false, WRITER_SLEEPER); // one not yet asleep will see 0
             return;
         }
+        // No writer waits (the bit, if set, was left by a writer that took the lock or gave
+        // up): let the readers in, and wake one writer in case it raced in behind that bit.
+        uint32_t cleared = s & ~(WRITERS_WAITING | READERS_WAITING);
+        if (cleared == s) return;
+        if (!l->state.compare_exchange_weak(s, cleared, std::memory_order_relaxed)) continue;
+        if (s & WRITERS_WAITING) futex_wake(&l->state, 1, false, WRITER_SLEEPER);
+        if (s & READERS_WAITING) futex_wake(&l->state, INT_MAX, false, READER_SLEEPER);
+        return;
     }
-    if (s == (READERS_WAITING | WRITERS_WAITING)) {
-        if (!l->state.compare_exchange_strong(s, READERS_WAITING, std::memory_order_relaxed))
-            return;
-        if (wake_writer(l)) return;
-        // Nobody was asleep (a writer timed out): let the readers in instead.
-        s = READERS_WAITING;
-    }
-    if (s == READERS_WAITING && l->state.compare_exchange_strong(s, 0, std::memory_order_relaxed))
-        futex_wake(&l->state, INT_MAX);
 }
 
 void read_unlock_state(surelock_rwlock *l)
 {
     uint32_t s = l->state.fetch_sub(1, std::memory_order_release) - 1;
-    if (is_unlocked(s) && (s & WRITERS_WAITING)) wake_writer_or_readers(l, s);
+    if (is_unlocked(s) && (s & (READERS_WAITING | WRITERS_WAITING))) wake_writer_or_readers(l, s);
 }
 
 void write_unlock_state(surelock_rwlock *l)

@@ -47,22 +47,22 @@ uint64_t Deadline::remaining_ns() const
 }
 
 int futex_wait(std::atomic<uint32_t> *word, uint32_t expected, const Deadline &deadline,
-               bool shared)
+               bool shared, uint32_t bits)
 {
     // FUTEX_WAIT_BITSET takes an absolute timeout, on CLOCK_MONOTONIC unless
     // FUTEX_CLOCK_REALTIME is given: retries after EINTR keep the original deadline.
     int op = FUTEX_WAIT_BITSET | (shared ? 0 : FUTEX_PRIVATE_FLAG);
     long r = syscall(SYS_futex, reinterpret_cast<uint32_t *>(word), op, expected,
-                     deadline.forever ? nullptr : &deadline.at, nullptr, FUTEX_BITSET_MATCH_ANY);
+                     deadline.forever ? nullptr : &deadline.at, nullptr, bits);
     if (r == 0) return 0;
     return errno == EAGAIN || errno == EINTR || errno == ETIMEDOUT ? errno : 0;
 }
 
-int futex_wake(std::atomic<uint32_t> *word, int count, bool shared)
+int futex_wake(std::atomic<uint32_t> *word, int count, bool shared, uint32_t bits)
 {
-    int op = FUTEX_WAKE | (shared ? 0 : FUTEX_PRIVATE_FLAG);
+    int op = FUTEX_WAKE_BITSET | (shared ? 0 : FUTEX_PRIVATE_FLAG);
     long woken = syscall(SYS_futex, reinterpret_cast<uint32_t *>(word), op, count, nullptr,
-                         nullptr, 0);
+                         nullptr, bits);
     return woken > 0 ? (int)woken : 0;
 }
 

@@ -24,13 +24,16 @@ struct Deadline {
 // Sleeps while *word == expected, until woken or the deadline passes.
 // Returns 0 (woken, or spuriously), EAGAIN (*word != expected), EINTR, or ETIMEDOUT.
 // `shared` selects process-shared futexes (memory mapped in several processes).
+// `bits` tags the sleeper so futex_wake can pick a class of sleepers on one word (e.g. the
+// rwlock's readers and writers); all bits by default.
 int futex_wait(std::atomic<uint32_t> *word, uint32_t expected, const Deadline &deadline,
-               bool shared = false);
+               bool shared = false, uint32_t bits = ~0u);
 
 // Wakes up to `count` threads sleeping on word and returns how many it woke. Safe on memory
 // that has since been freed or reused: the kernel only looks the address up, and a stray
 // wake-up is a spurious one.
-int futex_wake(std::atomic<uint32_t> *word, int count, bool shared = false);
+// Only sleepers whose tag shares a bit with `bits` are woken.
+int futex_wake(std::atomic<uint32_t> *word, int count, bool shared = false, uint32_t bits = ~0u);
 
 // A short busy-wait step for spin loops before sleeping.
 inline void cpu_relax()
