@@ -34,9 +34,9 @@
 //
 // Strict mode (SURELOCK_FUZZ_STRICT=1) has 96 waiter slots and an op that queues many, and
 // expects the contract's order even under injected allocation failure. The library's one
-// known deviation: when a thread's record or dispatch queue cannot be allocated, a delivery
-// is made at once, nested, before the next waiter is settled; the default model predicts
-// exactly that.
+// known deviation: when a thread's record or dispatch queue cannot be allocated, settling
+// stops at that delivery, which is made directly after the queue is run (nested, if the
+// thread is already inside a callback); the default model predicts exactly that.
 //
 // Input encoding (a missing trailing byte reads as 0):
 //   bytes 0, 1: initial permits of semaphores 0 and 1 (code c%8: 0, 1, 2, 3, 5, MAX, MAX-1,
@@ -410,15 +410,16 @@ bool push(MThread &T, const Delivery &d)
 // One settling pass of the library (settle_and_unlock in src/sem.cc) on worker w's thread:
 // waiters are settled from the head of O's queue while `take` says so, and each delivery joins
 // the thread's dispatch queue in settling order; only the outermost dispatch on the thread
-// runs it. A delivery the queue cannot take (the thread's record or the queue's growth fails
-// to allocate; the record is looked up once, at the first delivery) is made at once, nested,
-// before the next waiter is settled: the default model predicts that, strict mode the
-// contract's order.
+// runs it. When the queue cannot take a delivery (the thread's record, looked up once at the
+// first delivery, or the queue's growth fails to allocate), settling stops there; the queue
+// is run, then that delivery directly: the default model predicts that degraded order,
+// strict mode the contract's.
 template <class Take> void settle(int w, int obj, int status, Take take)
 {
     MObj &O = S.objs[obj];
     MThread &T = S.threads[w];
-    bool looked_up = false;
+    bool looked_up = false, spilled = false;
+    Delivery spill{};
     while (!O.queue.empty() && take(S.waiters[O.queue.front()])) {
         int slot = O.queue.front();
         O.queue.pop_front();
@@ -431,17 +432,24 @@ template <class Take> void settle(int w, int obj, int status, Take take)
             if (!T.has_record && !model_allocation_fails()) T.has_record = true;
         }
         if (T.has_record && push(T, d)) continue;
-        if (S.strict) T.q.push_back(d); // the contract: queued all the same
-        else run_callback(w, d);        // the library's fallback
+        if (S.strict) {
+            T.q.push_back(d); // the contract: queued all the same
+            continue;
+        }
+        spill = d; // the library's fallback
+        spilled = true;
+        break;
     }
-    if (T.running || (!S.strict && (!T.has_record || !T.has_queue))) return;
-    T.running = true;
-    while (!T.q.empty()) {
-        Delivery d = T.q.front();
-        T.q.pop_front();
-        run_callback(w, d);
+    if (!T.running && (S.strict || (T.has_record && T.has_queue))) {
+        T.running = true;
+        while (!T.q.empty()) {
+            Delivery d = T.q.front();
+            T.q.pop_front();
+            run_callback(w, d);
+        }
+        T.running = false;
     }
-    T.running = false;
+    if (spilled) run_callback(w, spill);
 }
 
 // Hands permits to the head of O's queue while its request fits (never after shutdown).

@@ -56,12 +56,11 @@ struct Waiter {
 static_assert(sizeof(Waiter) <= SURELOCK_WAITER_SIZE, "a waiter must fit surelock_waiter");
 static_assert(alignof(Waiter) <= 16, "surelock_waiter is 16-byte aligned");
 
-// A grant or cancellation to deliver once the queue lock is dropped.
+// An async waiter's grant or cancellation, to deliver once the queue lock is dropped.
 struct Delivery {
-    surelock_wake_fn fn;           // async waiter's callback, or nullptr
+    surelock_wake_fn fn;
     void *ctx;
-    int status;                    // 0 or ECANCELED
-    std::atomic<uint32_t> *wake;   // blocking waiter's futex word, or nullptr
+    int status; // 0 or ECANCELED
 };
 
 } // namespace
@@ -102,18 +101,22 @@ void unlink_waiter(surelock_sem *s, Waiter *w)
     if (s->head == nullptr) s->word.fetch_and(~QUEUED, std::memory_order_relaxed);
 }
 
-// Moves w out of the queue with `state` (GRANTED or CANCELED) and returns what to deliver.
-// After this the library never touches w again (fn and ctx are copied here).
-Delivery settle(surelock_sem *s, Waiter *w, uint32_t state)
+// Moves w out of the queue with `state` (GRANTED or CANCELED). A blocking waiter is woken at
+// once (it needs nothing else, and must not wait behind callbacks that may block); for an
+// async one, *d gets what to deliver and the result is true. After this the library never
+// touches w again: fn and ctx are copied first, and a blocking waiter is woken by address
+// only (it may have seen its state and returned already: then the wake is a stray one).
+bool settle(surelock_sem *s, Waiter *w, uint32_t state, Delivery *d)
 {
     unlink_waiter(s, w);
-    Delivery d;
-    d.fn = w->fn;
-    d.ctx = w->ctx;
-    d.status = state == GRANTED ? 0 : ECANCELED;
-    d.wake = w->fn == nullptr ? &w->state : nullptr;
+    if (w->fn == nullptr) {
+        w->state.store(state, std::memory_order_release);
+        futex_wake(&w->state, 1);
+        return false;
+    }
+    *d = Delivery{w->fn, w->ctx, state == GRANTED ? 0 : ECANCELED};
     w->state.store(state, std::memory_order_release);
-    return d;
+    return true;
 }
 
 // ---- Delivering outside the lock -----------------------------------------------------------
@@ -160,10 +163,6 @@ bool push(ThreadRecord *me, const Delivery &d)
 
 void deliver(const Delivery &d)
 {
-    if (d.wake != nullptr) {
-        futex_wake(d.wake, 1); // the waiter may have seen its state and gone: a stray wake
-        return;
-    }
     ErrmsgSnapshot keep_errmsg; // the releasing thread's errmsg survives the callback
     d.fn(d.ctx, d.status);
 }
@@ -185,36 +184,34 @@ void drain(ThreadRecord *me)
     q->running = false;
 }
 
-// With the queue lock held: settles waiters from the head while `take` says so, queueing their
+// With the queue lock held: settles waiters from the head while `take` says so, queueing async
 // deliveries on this thread; drops the lock and runs them. When the queue cannot take one (no
-// thread record, or no memory to grow it), that delivery is made at once with the lock
-// dropped, and the lock retaken before the next is settled.
+// thread record, or no memory to grow it), settling stops there and that delivery is made
+// directly after the others: the semaphore is not touched again after a callback (it may
+// free it), so waiters that could also be served wait for the next release, cancel or
+// timeout. That degraded order happens only when memory runs out.
 template <class Take> void settle_and_unlock(surelock_sem *s, uint32_t state, Take take)
 {
     ThreadRecord *me = nullptr;
     bool looked_up = false; // the record is looked up (maybe created) only if something settles
-    for (;;) {
-        bool spilled = false;
-        Delivery spill;
-        while (s->head != nullptr && take(s->head)) {
-            Delivery d = settle(s, s->head, state);
-            if (!looked_up) {
-                ErrmsgSnapshot keep_errmsg; // a failed lookup is no failure of this call
-                me = current_thread();
-                looked_up = true;
-            }
-            if (!push(me, d)) {
-                spill = d;
-                spilled = true;
-                break;
-            }
+    bool spilled = false;
+    Delivery d, spill;
+    while (s->head != nullptr && take(s->head)) {
+        if (!settle(s, s->head, state, &d)) continue;
+        if (!looked_up) {
+            ErrmsgSnapshot keep_errmsg; // a failed lookup is no failure of this call
+            me = current_thread();
+            looked_up = true;
         }
-        s->queue_lock.unlock();
-        if (!spilled) break;
-        deliver(spill);
-        s->queue_lock.lock();
+        if (!push(me, d)) {
+            spill = d;
+            spilled = true;
+            break;
+        }
     }
+    s->queue_lock.unlock();
     drain(me);
+    if (spilled) deliver(spill);
 }
 
 // Hands available permits to the head of the queue, in order, while its request fits (never
@@ -496,8 +493,12 @@ SURELOCK_API int surelock_amutex_new(surelock_amutex **out)
 SURELOCK_API int surelock_amutex_free(surelock_amutex *m)
 {
     if (m == nullptr) return fail(EINVAL, "surelock_amutex_free: the mutex is NULL");
-    if (permits_of(m->sem.word.load(std::memory_order_acquire)) == 0)
-        return fail(EBUSY, "surelock_amutex_free: the mutex is locked; nothing freed");
+    // Under the queue lock, like sem_free: an unlock that handed the mutex over may still be
+    // finishing its hold of that lock when the new holder unlocks and frees.
+    m->sem.queue_lock.lock();
+    bool locked = permits_of(m->sem.word.load(std::memory_order_acquire)) == 0 || m->sem.queued;
+    m->sem.queue_lock.unlock();
+    if (locked) return fail(EBUSY, "surelock_amutex_free: the mutex is locked; nothing freed");
     destroy(m);
     return 0;
 }
