@@ -174,7 +174,7 @@ SURELOCK_API int surelock_rwlock_new(surelock_rwlock **out);
 /* Returns 0; EINVAL; EBUSY (held in either mode, waited on, or a member of a lock group). */
 SURELOCK_API int surelock_rwlock_free(surelock_rwlock *l);
 /* Shared acquire. Returns 0; EOWNERDEAD; EDEADLK (the caller holds it in either mode);
- * EAGAIN (too many readers, about 2^30); EINVAL; ENOMEM (the calling thread's hold record). */
+ * EINVAL; ENOMEM (the calling thread's hold record). */
 SURELOCK_API int surelock_rwlock_rdlock(surelock_rwlock *l);
 /* As rdlock without waiting: EBUSY while a writer holds it or waits for it. */
 SURELOCK_API int surelock_rwlock_tryrdlock(surelock_rwlock *l);
@@ -333,15 +333,17 @@ static inline void surelock_ipc_options_init(surelock_ipc_options *o)
 SURELOCK_API int surelock_ipc_open(const char *path, const surelock_ipc_options *o,
                                    surelock_ipc **out);
 
-/* Unmaps and frees the handle. Returns 0; EINVAL; EBUSY (a thread holds the lock through
- * this handle: a held robust mutex is never unmapped). */
+/* Unmaps and frees the handle. Returns 0; EINVAL; EBUSY (a thread of this process holds the
+ * lock, through this or another handle: a held robust mutex is never unmapped; or the handle
+ * is a member of a lock group). After fork(), the child holds none of its parent's locks. */
 SURELOCK_API int surelock_ipc_close(surelock_ipc *m);
 
 /*
  * Takes the lock. Returns 0; EOWNERDEAD (held; the previous holder died: repair the shared
  * state and call surelock_ipc_consistent); ENOTRECOVERABLE (not held: a holder unlocked
  * after EOWNERDEAD without consistent); EDEADLK (the caller already holds it and the file is
- * not recursive); EAGAIN (recursion depth overflow); EINVAL.
+ * not recursive); EAGAIN (recursion depth overflow); EINVAL; ENOMEM (the calling thread's
+ * record).
  */
 SURELOCK_API int surelock_ipc_lock(surelock_ipc *m);
 

@@ -151,7 +151,7 @@ bool member_held_by(const Member &m, ThreadRecord *me)
     case Kind::rlock: return static_cast<surelock_rlock *>(m.lock)->lock.held_by(me);
     case Kind::mutex: return static_cast<surelock_mutex *>(m.lock)->lock.held_by(me);
     case Kind::rwlock: return rwlock_held_by(static_cast<surelock_rwlock *>(m.lock), me);
-    case Kind::ipc: return surelock::ipc::held_by_caller(static_cast<surelock_ipc *>(m.lock));
+    case Kind::ipc: return surelock::ipc::file_held_by_caller(static_cast<surelock_ipc *>(m.lock));
     }
     return false;
 }

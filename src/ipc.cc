@@ -42,6 +42,7 @@
 #include "sys/alloc.h"
 #include "sys/errmsg.h"
 #include "sys/futex.h"
+#include "sys/owned_lock.h" // sys::Wait
 #include "sys/thread.h"
 #ifdef SURELOCK_TESTING
 #include "sys/testing.h"
@@ -141,12 +142,16 @@ int init_mutex(pthread_mutex_t *mutex, bool recursive)
 
 // Resets what belongs to one boot and one lifetime of the mutex, keeping the lock's identity
 // and payload: used for a file from before a reboot and for a not-recoverable one.
+// The boot id goes last: an opener killed half-way leaves the old one, so the next opener
+// resets again instead of trusting a half-reset mutex.
 int reset_runtime_state(FileHeader *h, const Identity &id)
 {
-    memcpy(h->boot_id, id.boot_id, sizeof h->boot_id);
+    int rc = init_mutex(&h->mutex, (h->flags & SURELOCK_IPC_RECURSIVE) != 0);
+    if (rc != 0) return rc;
     h->recovery_state.store(CONSISTENT);
     h->holder_tid.store(0);
-    return init_mutex(&h->mutex, (h->flags & SURELOCK_IPC_RECURSIVE) != 0);
+    memcpy(h->boot_id, id.boot_id, sizeof h->boot_id);
+    return 0;
 }
 
 // The first bytes an initialiser writes, before anything else: magic, version and a
@@ -271,7 +276,6 @@ struct surelock_ipc {
     // holder writes them. A holder's exit is seen through its held list.
     std::atomic<uint64_t> holder{0};
     unsigned depth = 0;
-    pid_t dying_tid = 0; // set with holder == holder_exiting
     HeldLink held{};
     // For lock groups (API.md section 3): the order key and the identity of the file.
     uint8_t lock_id[16];
@@ -282,25 +286,30 @@ struct surelock_ipc {
 
 namespace {
 
-// holder value for "the holder thread is exiting while holding": the kernel has yet to mark
-// the mutex owner-dead through that thread's robust list, which points into this mapping.
-constexpr uint64_t holder_exiting = UINT64_MAX;
-
 surelock_ipc *from_link(HeldLink *link)
 {
     return reinterpret_cast<surelock_ipc *>(reinterpret_cast<char *>(link) -
                                             offsetof(surelock_ipc, held));
 }
 
-// The holder thread is exiting while holding. The pthread mutex stays held until the kernel
-// walks the thread's robust list and marks it owner-dead for the next acquirer; until that
-// thread is gone, close() must not unmap what the list points at.
+// The holder thread is exiting while holding: forget it here. The pthread mutex stays held
+// until the kernel walks the thread's robust list and marks it owner-dead for the next
+// acquirer; close() meanwhile sees the lock word still naming a thread of this process.
 void ipc_owner_exited(HeldLink *link)
 {
     surelock_ipc *m = from_link(link);
     m->depth = 0;
-    m->dying_tid = current_record->tid;
-    m->holder.store(holder_exiting, std::memory_order_release);
+    m->holder.store(0, std::memory_order_relaxed);
+}
+
+// Whether a thread of this process holds the file's mutex, through any handle: the kernel TID
+// in the robust lock word. glibc's robust list of that thread points into the mapping it
+// locked through, so no mapping of the file may go while this is true.
+bool held_in_this_process(const FileHeader *h)
+{
+    auto word = __atomic_load_n(&h->mutex.__data.__lock, __ATOMIC_ACQUIRE);
+    pid_t tid = (pid_t)((unsigned)word & FUTEX_TID_MASK);
+    return tid != 0 && tgkill(getpid(), tid, 0) == 0;
 }
 
 // Takes an exclusive flock, retrying after signals.
@@ -331,6 +340,7 @@ int open_existing(const char *path, int *fd_out)
         if (e == ELOOP) return fail(ELOOP, "%s: is a symlink; refusing to follow it", path);
         if (e == EISDIR) return fail(EPROTO, "%s: is a directory, not a lock file", path);
         if (e == ENXIO) return fail(EPROTO, "%s: is not a regular file", path);
+        if (e == ENOENT) return ENOENT; // not final: the caller may create it
         return fail(e, "%s: cannot open: %s", path, strerror(e));
     }
     *fd_out = fd;
@@ -413,7 +423,7 @@ int open_or_create(const char *path, const Options &opt, const Identity &id, int
         if (rc != 0 && rc != EEXIST) return rc;
         // Published by us or by a racing creator: open it (again, if it was unlinked).
     }
-    return fail(EAGAIN, "%s: keeps disappearing while being opened", path);
+    return fail(ENOENT, "%s: keeps disappearing while being opened", path);
 }
 
 int check_ownership(const char *path, const struct stat &st, const Options &opt)
@@ -524,7 +534,15 @@ int clocklock(pthread_mutex_t *mutex, const struct timespec *at)
     return rc;
 }
 
-enum class Wait { never, until_deadline };
+// The holder check also compares the kernel TID recorded in the file: after fork() the child's
+// copy of the holding thread keeps its serial but is not the mutex owner (robust futexes go by
+// TID), and must not release or repair the parent's lock.
+bool held_by_caller(const surelock_ipc *m)
+{
+    ThreadRecord *me = current_record;
+    return me != nullptr && m->holder.load(std::memory_order_relaxed) == me->serial &&
+           m->header->holder_tid.load(std::memory_order_relaxed) == me->tid;
+}
 
 int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
 {
@@ -580,14 +598,12 @@ int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
                                      "process has it open, or a reboot",
                     fn);
     }
-    if (m->holder.load(std::memory_order_relaxed) == me->serial) {
-        if (m->depth == UINT_MAX) {
-            pthread_mutex_unlock(&h->mutex);
-            return fail(EAGAIN, "%s: recursion depth would overflow", fn);
-        }
-        m->depth++;
+    if (held_by_caller(m)) { // re-entry of a recursive file through this handle
+        m->depth++;          // glibc's own count (checked above) overflows first
         return 0;
     }
+    if (m->holder.load(std::memory_order_relaxed) == me->serial)
+        m->held.unlink(); // a fork child's copy of its parent's hold: take it over afresh
     m->holder.store(me->serial, std::memory_order_relaxed);
     m->depth = 1;
     m->held.owner_exited = ipc_owner_exited;
@@ -595,16 +611,6 @@ int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
     if (thread_reentry) return 0;
     h->holder_tid.store((int32_t)me->tid);
     return owner_died || h->recovery_state.load() == NEEDS_RECOVERY ? EOWNERDEAD : 0;
-}
-
-// The holder check also compares the kernel TID recorded in the file: after fork() the child's
-// copy of the holding thread keeps its serial but is not the mutex owner (robust futexes go by
-// TID), and must not release or repair the parent's lock.
-bool held_by_caller(const surelock_ipc *m)
-{
-    ThreadRecord *me = current_record;
-    return me != nullptr && m->holder.load(std::memory_order_relaxed) == me->serial &&
-           m->header->holder_tid.load(std::memory_order_relaxed) == me->tid;
 }
 
 } // namespace
@@ -655,15 +661,30 @@ bool held_by_caller(const surelock_ipc *m)
     return ::held_by_caller(m);
 }
 
+bool file_held_by_caller(const surelock_ipc *m)
+{
+    ThreadRecord *me = current_record;
+    return me != nullptr && m->header->holder_tid.load(std::memory_order_relaxed) == me->tid;
+}
+
 } // namespace surelock::ipc
 
 // ---- C entry points -------------------------------------------------------------------------
 
 extern "C" {
 
+// Opening and unlinking run with thread cancellation disabled: a cancellation acted on at a
+// read or write while the flock is held would leak it and wedge the file for every process.
+struct NoCancel {
+    int old;
+    NoCancel() { pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old); }
+    ~NoCancel() { pthread_setcancelstate(old, nullptr); }
+};
+
 SURELOCK_API int surelock_ipc_open(const char *path, const surelock_ipc_options *o,
                                    surelock_ipc **out)
 {
+    NoCancel no_cancel;
     if (path == nullptr || out == nullptr)
         return fail(EINVAL, "surelock_ipc_open: %s is NULL", path ? "out" : "path");
     Options opt;
@@ -693,7 +714,13 @@ SURELOCK_API int surelock_ipc_open(const char *path, const surelock_ipc_options 
         return rc;
     }
     struct stat st;
-    fstat(fd, &st);
+    if (fstat(fd, &st) != 0) { // checked under the flock already; keep the group key honest
+        int e = errno;
+        munmap(m->header, m->map_size);
+        close(fd);
+        destroy(m);
+        return fail(e, "%s: fstat: %s", path, strerror(e));
+    }
     m->fd = fd;
     m->dev = st.st_dev;
     m->ino = st.st_ino;
@@ -705,12 +732,9 @@ SURELOCK_API int surelock_ipc_open(const char *path, const surelock_ipc_options 
 SURELOCK_API int surelock_ipc_close(surelock_ipc *m)
 {
     if (m == nullptr) return fail(EINVAL, "surelock_ipc_close: the handle is NULL");
-    uint64_t holder = m->holder.load(std::memory_order_acquire);
-    if (holder == holder_exiting && tgkill(getpid(), m->dying_tid, 0) != 0 && errno == ESRCH)
-        holder = 0; // that thread is gone, and the kernel released the mutex as owner-dead
-    if (holder != 0)
-        return fail(EBUSY, "surelock_ipc_close: a thread holds the lock through this handle; "
-                           "a held robust mutex is never unmapped");
+    if (held_in_this_process(m->header))
+        return fail(EBUSY, "surelock_ipc_close: a thread of this process holds the lock; a held "
+                           "robust mutex is never unmapped");
     if (m->member.groups.load() != 0)
         return fail(EBUSY, "surelock_ipc_close: the handle is a member of %u lock group(s)",
                     m->member.groups.load());
@@ -769,6 +793,7 @@ SURELOCK_API void *surelock_ipc_payload(surelock_ipc *m, size_t *size)
 
 SURELOCK_API int surelock_ipc_unlink(const char *path)
 {
+    NoCancel no_cancel;
     if (path == nullptr) return fail(EINVAL, "surelock_ipc_unlink: path is NULL");
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {

@@ -25,4 +25,8 @@ sys::Membership *membership(surelock_ipc *m);
 // Whether the calling thread holds the lock through this handle.
 bool held_by_caller(const surelock_ipc *m);
 
+// Whether the calling thread holds the lock file's mutex through any handle (lock groups:
+// every handle to one file is the same lock).
+bool file_held_by_caller(const surelock_ipc *m);
+
 } // namespace surelock::ipc

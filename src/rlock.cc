@@ -53,6 +53,13 @@ struct GlobalEntry {
 pthread_mutex_t registry_mutex = PTHREAD_MUTEX_INITIALIZER;
 GlobalEntry *registry[registry_buckets];
 
+// fork() while another thread is inside surelock_rlock_global would leave the child's copy of
+// the registry mutex locked for ever: hold it across fork, as glibc does for its own locks.
+pthread_once_t registry_atfork_once = PTHREAD_ONCE_INIT;
+void registry_lock() { pthread_mutex_lock(&registry_mutex); }
+void registry_unlock() { pthread_mutex_unlock(&registry_mutex); }
+void registry_register_atfork() { pthread_atfork(registry_lock, registry_unlock, registry_unlock); }
+
 size_t hash_name(const char *name, size_t length)
 {
     uint64_t h = 1469598103934665603ull; // FNV-1a
@@ -104,6 +111,7 @@ SURELOCK_API int surelock_rlock_global(const char *name, surelock_rlock **out)
 
     GlobalEntry **bucket = &registry[hash_name(name, length)];
     int rc = 0;
+    pthread_once(&registry_atfork_once, registry_register_atfork);
     pthread_mutex_lock(&registry_mutex);
     GlobalEntry *e = *bucket;
     while (e != nullptr && !(e->name_length == length && memcmp(e->name, name, length) == 0))

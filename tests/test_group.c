@@ -639,6 +639,32 @@ static void an_ipc_member_held_through_another_handle_makes_the_group_edeadlk_ta
  * The rlock prefix rule
  * ============================================================================================== */
 
+/* The same for a recursive file, where re-entering through the member handle would succeed:
+ * every handle to one lock file is the same lock, so the group is still EDEADLK. */
+static void a_recursive_ipc_file_held_through_another_handle_makes_the_group_edeadlk(void **state)
+{
+    (void)state;
+    char path[300];
+    ipc_path(path, "recursive.lock");
+    surelock_ipc_options o;
+    surelock_ipc_options_init(&o);
+    o.flags = SURELOCK_IPC_RECURSIVE;
+    surelock_ipc *a = NULL, *b = NULL;
+    EXPECT_RC(surelock_ipc_open(path, &o, &a), 0);
+    EXPECT_RC(surelock_ipc_open(path, &o, &b), 0);
+    surelock_group *g = new_group();
+    EXPECT_RC(surelock_group_add_ipc(g, b), 0);
+    EXPECT_RC(surelock_ipc_lock(a), 0);
+    EXPECT_RC(surelock_group_lock(g), EDEADLK);
+    EXPECT_ERRMSG("holds");
+    EXPECT_RC(surelock_ipc_unlock(a), 0);
+    EXPECT_RC(surelock_group_lock(g), 0);
+    EXPECT_RC(surelock_group_unlock(g), 0);
+    EXPECT_RC(surelock_group_free(g), 0);
+    EXPECT_RC(surelock_ipc_close(b), 0);
+    EXPECT_RC(surelock_ipc_close(a), 0);
+}
+
 static void a_held_rlock_that_comes_first_is_reentered_and_unlock_restores_its_depth(void **state)
 {
     (void)state;
@@ -1493,6 +1519,7 @@ int main(void)
         TEST(taking_a_group_the_caller_already_holds_is_edeadlk),
         TEST(a_member_mutex_rwlock_or_ipc_the_caller_holds_makes_the_group_edeadlk_taking_nothing),
         TEST(an_ipc_member_held_through_another_handle_makes_the_group_edeadlk_taking_nothing),
+        TEST(a_recursive_ipc_file_held_through_another_handle_makes_the_group_edeadlk),
         TEST(a_held_rlock_that_comes_first_is_reentered_and_unlock_restores_its_depth),
         TEST(a_held_rlock_after_an_unheld_member_is_edeadlk_and_nothing_is_taken),
         TEST(a_held_rlock_prefix_with_a_held_mutex_later_is_still_edeadlk),

@@ -1772,6 +1772,74 @@ static void close_while_held_is_ebusy_and_works_after_unlock(void **state)
     EXPECT_RC(surelock_ipc_close(m), 0);
 }
 
+/* glibc's robust list points into the mapping a mutex was locked through, so no handle of a
+ * file may be unmapped while a thread of this process holds it: closing another handle is
+ * EBUSY too (for a recursive file re-entered through a second handle, unmapping the first
+ * would leave the robust list pointing at nothing). */
+static void close_of_any_handle_is_ebusy_while_this_process_holds_the_lock(void **state)
+{
+    (void)state;
+    surelock_ipc *a = OPEN(P("lock"), SURELOCK_IPC_RECURSIVE, 0600, 0);
+    surelock_ipc *b = OPEN(P("lock"), SURELOCK_IPC_RECURSIVE, 0600, 0);
+    EXPECT_RC(surelock_ipc_lock(a), 0);
+    EXPECT_RC(surelock_ipc_lock(b), 0);
+    EXPECT_RC(surelock_ipc_unlock(a), 0); /* still held, through b */
+    EXPECT_RC(surelock_ipc_close(a), EBUSY);
+    EXPECT_ERRMSG("holds");
+    EXPECT_RC(surelock_ipc_unlock(b), 0);
+    EXPECT_RC(surelock_ipc_close(a), 0);
+    surelock_ipc *c = OPEN(P("lock"), SURELOCK_IPC_RECURSIVE, 0600, 0);
+    EXPECT_RC(surelock_ipc_lock(c), 0); /* the robust list is intact */
+    EXPECT_RC(surelock_ipc_unlock(c), 0);
+    EXPECT_RC(surelock_ipc_close(c), 0);
+    EXPECT_RC(surelock_ipc_close(b), 0);
+}
+
+/* A fork child inherits a handle its parent held; once the parent lets go, the child takes
+ * the lock as a fresh acquisition (not a re-entry of the parent's hold) and can release it. */
+static surelock_ipc *inherited_handle;
+static int child_waits_then_locks(void *arg)
+{
+    int go = (int)(intptr_t)arg;
+    CHILD_CHECK(recv_byte(go, (CHILD_ALARM_S - 5) * 1000u)); /* the parent has unlocked */
+    surelock_ipc *m = inherited_handle;
+    CHILD_EXPECT_RC(surelock_ipc_lock(m), 0);
+    CHILD_EXPECT_RC(surelock_ipc_unlock(m), 0);
+    CHILD_EXPECT_RC(surelock_ipc_close(m), 0);
+    return 0;
+}
+
+static void a_fork_child_takes_an_inherited_handle_afresh_once_the_parent_releases(void **state)
+{
+    (void)state;
+    surelock_ipc *m = OPEN(P("lock"), 0, 0600, 0);
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    int go[2];
+    make_pipe(go);
+    inherited_handle = m;
+    pid_t child = spawn(child_waits_then_locks, (void *)(intptr_t)go[0]);
+    close(go[0]);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    assert_true(send_byte(go[1]));
+    close(go[1]);
+    EXPECT_CHILD_OK(child);
+    EXPECT_RC(surelock_ipc_timedlock(m, 5000 * MS), 0); /* the child let it go */
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+/* Creating the file is a success like any other: errmsg is not touched. */
+static void a_successful_open_that_creates_the_file_leaves_errmsg_alone(void **state)
+{
+    (void)state;
+    EXPECT_RC(surelock_ipc_close(NULL), EINVAL);
+    char before[256];
+    snprintf(before, sizeof before, "%s", surelock_errmsg());
+    surelock_ipc *m = OPEN(P("fresh"), 0, 0600, 0);
+    assert_string_equal(surelock_errmsg(), before);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
 static void consistent_when_no_recovery_is_needed_is_einval(void **state)
 {
     (void)state;
@@ -2488,6 +2556,9 @@ int main(void)
         TEST(recursion_count_overflow_is_eagain_and_leaves_the_hold_intact),
         TEST(unlock_by_a_thread_or_process_that_does_not_hold_it_is_eperm),
         TEST(close_while_held_is_ebusy_and_works_after_unlock),
+        TEST(close_of_any_handle_is_ebusy_while_this_process_holds_the_lock),
+        TEST(a_fork_child_takes_an_inherited_handle_afresh_once_the_parent_releases),
+        TEST(a_successful_open_that_creates_the_file_leaves_errmsg_alone),
         TEST(consistent_when_no_recovery_is_needed_is_einval),
         TEST(lock_file_unlinked_while_open_keeps_working_for_its_handles),
         TEST(trylock_and_timedlock_zero_never_block_while_another_process_holds_it),

@@ -24,7 +24,8 @@ struct FutexLock {
                                             std::memory_order_relaxed);
     }
 
-    // Spins briefly, then sleeps until taken or the deadline passes. Returns true once taken.
+    // Sleeps until taken or the deadline passes (no spinning: see futex_lock.cc). Returns
+    // true once taken.
     bool lock_until(const Deadline &deadline);
 
     void lock()
