@@ -54,6 +54,10 @@ bool parse_seconds(const char *text, uint64_t *ns)
 
 pid_t running_child = -1;
 
+// The lock of `surelock run`. A file-scope root on purpose: when the tool exits still holding
+// it (to leave it in need of recovery), the handle cannot be closed and stays reachable.
+surelock_ipc *run_lock = nullptr;
+
 void forward_signal(int sig)
 {
     if (running_child > 0) kill(running_child, sig);
@@ -136,21 +140,23 @@ int cmd_run(int argc, char **argv)
     const char *path = argv[i];
     char **command = argv + i + 2;
 
-    surelock_ipc *lock = nullptr;
-    int rc = surelock_ipc_open(path, nullptr, &lock);
+    int rc = surelock_ipc_open(path, nullptr, &run_lock);
     if (rc != 0) {
         fprintf(stderr, "surelock run: %s\n", surelock_errmsg());
         return 1;
     }
+    surelock_ipc *lock = run_lock;
     rc = surelock_ipc_timedlock(lock, timeout_ns);
     if (rc == ETIMEDOUT) {
         fprintf(stderr, "surelock run: %s: not acquired within the timeout; not running %s\n",
                 path, command[0]);
+        surelock_ipc_close(lock);
         return exit_tempfail;
     }
     bool recovering = rc == EOWNERDEAD;
     if (rc != 0 && !recovering) {
         fprintf(stderr, "surelock run: %s\n", surelock_errmsg());
+        surelock_ipc_close(lock);
         return 1;
     }
     if (recovering) {
