@@ -1,8 +1,8 @@
 // State-machine fuzzer for the reentrant lock (API.md section 1).
 //
 // The input bytes decode into a sequence of surelock_rlock_* calls made by up to three worker
-// threads, which the fuzzer's own thread (the driver) runs in lockstep: it posts one call to a
-// worker and waits for its result, except for an acquire that the model says must wait for
+// threads, which the fuzzer's own thread (the driver) runs in lockstep (fuzz/lockstep.h): it
+// posts one call to a worker and waits for its result, except for an acquire that the model says must wait for
 // another worker, which leaves that worker "blocked" until the holder lets go. A small
 // reference model predicts every return code, every depth, the pointer surelock_rlock_global
 // returns for a name, and which calls allocate (so allocation failures injected through the
@@ -55,26 +55,21 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <algorithm>
-#include <chrono>
-#include <condition_variable>
 #include <map>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "lockstep.h"
 #include "surelock.h"
 #include "sys/testing.h"
-#include "sys/thread.h" // current_record, only to keep LeakSanitizer from a false report
 
 namespace {
 
@@ -82,7 +77,6 @@ constexpr int kWorkers = 3;
 constexpr int kNewSlots = 4;
 constexpr int kSlots = 8;
 constexpr size_t kMaxOps = 256;
-constexpr int kHangSeconds = 10;
 constexpr long kMaxFreshNames = 1000; // globals are never freed: bound what the fuzzer leaks
 constexpr uint64_t kLongTimeout = 30ull * 1000 * 1000 * 1000;
 
@@ -95,7 +89,7 @@ const char *const op_names[OP_COUNT] = {
     "badglobal", "nullcall", "exit", "failalloc", "setdepth"};
 
 enum CallKind { C_NEW, C_FREE, C_GLOBAL, C_LOCK, C_TRYLOCK, C_TIMED, C_UNLOCK, C_DEPTH,
-                C_SETDEPTH, C_EXIT };
+                C_SETDEPTH };
 
 struct Call {
     CallKind kind;
@@ -132,30 +126,16 @@ struct MLock {
 };
 
 struct Worker {
-    pthread_t thread{};
-    bool running = false;
-    std::condition_variable cv;
-    bool has_call = false; // guarded by g_mu
-    bool done = false;     // guarded by g_mu
-    Call call{};
-    Result res{};
-    // model
+    Result res{}; // a blocked call's result, written by the worker before it reports done
     bool has_record = false; // the thread has made its first acquire (its record exists)
     MLock *blocked_on = nullptr;
     const char *blocked_op = nullptr;
-    int incarnation = 0;
-    // The thread's library record, copied here by the thread itself. LeakSanitizer (clang 14
-    // on glibc 2.36) does not scan other threads' static TLS, where the library keeps the only
-    // pointer to it, and would report a live thread's record as leaked. A record that outlives
-    // its thread is still reported: the copy is dropped when the thread exits.
-    void *record_root = nullptr;
 };
 
 struct State {
-    std::mutex mu; // guards the workers' mailboxes (has_call, done, call, res)
-    std::condition_variable driver_cv;
     bool initialised = false;
     bool trace = false;
+    lockstep::Pool *pool = nullptr;
     Worker workers[kWorkers];
     std::map<std::string, MLock *> globals;
     std::unordered_map<surelock_rlock *, MLock *> live; // every handle the model knows
@@ -170,11 +150,7 @@ struct State {
     std::vector<std::string> log;
 };
 
-// Never destroyed: at process exit the workers still wait on its condition variables, and
-// destroying a condition variable with waiters blocks.
-State &S = *new State;
-std::mutex &g_mu = S.mu;
-std::condition_variable &g_driver_cv = S.driver_cv;
+State &S = *new State; // never destroyed (see lockstep.h)
 
 // ---- diagnostics -------------------------------------------------------------------------
 
@@ -209,7 +185,8 @@ void dump_state()
     fprintf(stderr, "---- model ----\n");
     for (int w = 0; w < kWorkers; w++) {
         const Worker &W = S.workers[w];
-        fprintf(stderr, "  T%d (incarnation %d): %s, %s%s%s\n", w, W.incarnation,
+        fprintf(stderr, "  T%d (incarnation %d): %s, %s%s%s\n", w,
+                S.pool ? S.pool->incarnation(w) : 0,
                 W.has_record ? "has record" : "no record",
                 W.blocked_on ? "blocked in " : "not blocked", W.blocked_on ? W.blocked_op : "",
                 W.blocked_on ? (" on " + describe(W.blocked_on)).c_str() : "");
@@ -280,7 +257,6 @@ Result execute(const Call &c)
     case C_UNLOCK: r.rc = surelock_rlock_unlock(c.l); break;
     case C_DEPTH: r.depth = surelock_rlock_depth(c.l); break;
     case C_SETDEPTH: r.rc = surelock_testing_rlock_set_depth(c.l, c.value); break;
-    case C_EXIT: break;
     }
     r.out = out;
     const char *after = surelock_errmsg();
@@ -293,92 +269,30 @@ Result execute(const Call &c)
     return r;
 }
 
-void *worker_main(void *arg)
-{
-    Worker *W = static_cast<Worker *>(arg);
-    for (;;) {
-        Call c;
-        {
-            std::unique_lock<std::mutex> lk(g_mu);
-            W->cv.wait(lk, [W] { return W->has_call; });
-            W->has_call = false;
-            c = W->call;
-        }
-        if (c.kind == C_EXIT) {
-            W->record_root = nullptr;
-            return nullptr; // the library's thread-exit destructor runs now
-        }
-        Result r = execute(c);
-        W->record_root = surelock::sys::current_record;
-        {
-            std::lock_guard<std::mutex> lk(g_mu);
-            W->res = r;
-            W->done = true;
-        }
-        g_driver_cv.notify_all();
-    }
-}
-
-void start_worker(int w)
-{
-    Worker &W = S.workers[w];
-    W.has_call = W.done = false;
-    W.has_record = false;
-    W.blocked_on = nullptr;
-    W.incarnation++;
-    int rc = pthread_create(&W.thread, nullptr, worker_main, &W);
-    if (rc != 0) die("HARNESS", "pthread_create: %s", strerror(rc));
-    W.running = true;
-}
-
-void post(int w, const Call &c)
-{
-    Worker &W = S.workers[w];
-    {
-        std::lock_guard<std::mutex> lk(g_mu);
-        W.call = c;
-        W.done = false;
-        W.has_call = true;
-    }
-    W.cv.notify_one();
-}
-
-// Waits until one of `ws` has a result; returns it. Aborts after kHangSeconds.
-int wait_any(const std::vector<int> &ws, const char *what)
-{
-    std::unique_lock<std::mutex> lk(g_mu);
-    int found = -1;
-    auto pred = [&] {
-        for (int w : ws)
-            if (S.workers[w].done) {
-                found = w;
-                return true;
-            }
-        return false;
-    };
-    if (!g_driver_cv.wait_for(lk, std::chrono::seconds(kHangSeconds), pred)) {
-        lk.unlock();
-        die("HANG", "no result after %d s waiting for %s", kHangSeconds, what);
-    }
-    S.workers[found].done = false;
-    return found;
-}
+void on_hang(const char *what) { die("HANG", "%s", what); }
 
 Result run(int w, const Call &c, const char *what)
 {
-    post(w, c);
-    wait_any({w}, what);
-    return S.workers[w].res;
+    Result r;
+    S.pool->run(w, [&r, &c] { r = execute(c); }, what);
+    return r;
+}
+
+// Starts c on worker w without waiting (an acquire that blocks); its result lands in
+// S.workers[w].res once S.pool->done(w).
+void post(int w, const Call &c)
+{
+    Worker *W = &S.workers[w];
+    S.pool->post(w, [W, c] { W->res = execute(c); });
 }
 
 // Blocked workers must stay blocked while the model says their lock is held by another.
 void check_blocked_still_blocked()
 {
-    std::lock_guard<std::mutex> lk(g_mu);
     for (int w = 0; w < kWorkers; w++) {
         const Worker &W = S.workers[w];
         // A lock without owner is being handed to one of its waiters (on_released).
-        if (W.blocked_on != nullptr && W.blocked_on->owner >= 0 && W.done)
+        if (W.blocked_on != nullptr && W.blocked_on->owner >= 0 && S.pool->done(w))
             die("MODEL MISMATCH",
                 "T%d's %s on %s returned %s while T%d holds the lock at depth %u", w,
                 W.blocked_op, describe(W.blocked_on).c_str(), errname(W.res.rc),
@@ -444,7 +358,7 @@ void on_released(MLock *L)
 {
     if (L->waiters.empty()) return;
     std::string what = "one of the waiters of " + describe(L) + " to take it";
-    int w = wait_any(L->waiters, what.c_str());
+    int w = S.pool->wait_any(L->waiters, what.c_str());
     Worker &W = S.workers[w];
     char call[160];
     snprintf(call, sizeof call, "%s on %s (woken)", W.blocked_op, describe(L).c_str());
@@ -734,19 +648,9 @@ void do_exit(int w)
 {
     Worker &W = S.workers[w];
     note("T%d exits", w);
-    {
-        std::lock_guard<std::mutex> lk(g_mu);
-        W.call = Call{C_EXIT, nullptr, 0, 0, nullptr, false};
-        W.has_call = true;
-    }
-    W.cv.notify_one();
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += kHangSeconds;
-    int rc = pthread_timedjoin_np(W.thread, nullptr, &deadline);
-    if (rc == ETIMEDOUT) die("HANG", "T%d did not finish exiting within %d s", w, kHangSeconds);
-    if (rc != 0) die("HARNESS", "pthread_timedjoin_np: %s", strerror(rc));
-    W.running = false;
+    S.pool->exit_worker(w); // a fresh thread takes its place
+    W.has_record = false;
+    W.blocked_on = nullptr;
     std::vector<MLock *> released;
     for (MLock *L : S.in_play)
         if (L->owner == w) {
@@ -755,7 +659,6 @@ void do_exit(int w)
             L->died = true;
             released.push_back(L);
         }
-    start_worker(w);
     for (MLock *L : released) on_released(L);
 }
 
@@ -786,7 +689,7 @@ void initialise()
         S.same_bucket_name = "surelock-fuzz-" + std::to_string(i);
         if (registry_bucket(S.same_bucket_name) == bucket) break;
     }
-    for (int w = 0; w < kWorkers; w++) start_worker(w);
+    S.pool = new lockstep::Pool(kWorkers, on_hang);
 }
 
 // Releases every hold, frees every lock from new and consumes pending "owner died" on globals,

@@ -1,4 +1,5 @@
-// Lockstep worker threads for the state-machine fuzzers (fuzz_group.cc, fuzz_sem.cc).
+// Lockstep worker threads for the state-machine fuzzers (fuzz_rlock.cc, fuzz_group.cc,
+// fuzz_sem.cc).
 //
 // The fuzzer's own thread (the driver) owns the model; it hands one job at a time to one of
 // a few persistent worker threads and waits for it to finish, so every call the model
@@ -27,6 +28,7 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <vector>
 
 #include "sys/thread.h" // current_record, only to keep LeakSanitizer from a false report
 
@@ -93,6 +95,37 @@ public:
             on_hang_(buf);
         }
         S.job = nullptr;
+    }
+
+    // Waits until one of the workers in ws (each with a posted job) has finished and returns
+    // it, the first in ws order if several have; a hang after kHangSeconds. The others keep
+    // their jobs running, to be collected later by wait() or wait_any().
+    int wait_any(const std::vector<int> &ws, const char *what)
+    {
+        std::unique_lock<std::mutex> lk(mu_);
+        int found = -1;
+        auto pred = [&] {
+            for (int w : ws)
+                if (slots_[w].done) {
+                    found = w;
+                    return true;
+                }
+            return false;
+        };
+        if (!driver_cv_.wait_for(lk, std::chrono::seconds(kHangSeconds), pred)) {
+            lk.unlock();
+            char list[64] = "";
+            size_t len = 0;
+            for (int w : ws)
+                if (len < sizeof list)
+                    len += snprintf(list + len, sizeof list - len, "%sT%d", len ? " " : "", w);
+            char buf[320];
+            snprintf(buf, sizeof buf, "none of workers %s finished %s within %d s", list, what,
+                     kHangSeconds);
+            on_hang_(buf);
+        }
+        slots_[found].job = nullptr;
+        return found;
     }
 
     // Worker w's thread returns (its thread-exit destructors run) and a fresh thread takes its
