@@ -24,56 +24,18 @@
 #include <cmocka.h>
 
 #include "sys/testing.h"
+#include "support/bounded.h"
 
-#define WAIT_LIMIT_MS 20000 /* bound on waiting for a helper thread */
-#define WATCHDOG_MS 60000   /* bound on a whole test (see watchdog_main) */
-#define MS 1000000ull
-
-static uint64_t now_ns(void)
+/* Per-test teardown: disarms the watchdog, and turns allocation failure injection off
+ * whatever happened in the test. */
+static int test_teardown(void **state)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    surelock_testing_fail_allocation_after(-1);
+    return watchdog_disarm(state);
 }
 
-static struct timespec timespec_at(uint64_t ns)
-{
-    struct timespec ts = {(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
-    return ts;
-}
-
-static const char *errname(int rc)
-{
-    switch (rc) {
-    case 0: return "0";
-    case EINVAL: return "EINVAL";
-    case ENOMEM: return "ENOMEM";
-    case EBUSY: return "EBUSY";
-    case ETIMEDOUT: return "ETIMEDOUT";
-    case EPERM: return "EPERM";
-    case EOWNERDEAD: return "EOWNERDEAD";
-    case EAGAIN: return "EAGAIN";
-    default: return "an unexpected code";
-    }
-}
-
-#define EXPECT_RC(call, want) expect_rc_at((call), (want), #call, #want, __LINE__)
-static void expect_rc_at(int got, int want, const char *call, const char *want_name, int line)
-{
-    if (got != want)
-        fail_msg("line %d: %s returned %s (%d), expected %s; errmsg: \"%s\"", line, call,
-                 errname(got), got, want_name, surelock_errmsg());
-}
-
-/* errmsg (of the calling thread, or a saved copy) is non-empty and mentions `word`. */
-#define EXPECT_TEXT_MENTIONS(text, word) expect_mentions_at((text), (word), __LINE__)
-#define EXPECT_ERRMSG(word) EXPECT_TEXT_MENTIONS(surelock_errmsg(), (word))
-static void expect_mentions_at(const char *text, const char *word, int line)
-{
-    if (text == NULL) fail_msg("line %d: errmsg is NULL", line);
-    if (strcasestr(text, word) == NULL)
-        fail_msg("line %d: errmsg \"%s\" does not mention \"%s\"", line, text, word);
-}
+#undef TEST
+#define TEST(f) TEST_WITH_TEARDOWN(f, test_teardown)
 
 /* A call that must fail with `want` and set an errmsg of its own mentioning `word`: errmsg is
  * first primed with an unrelated failure, so a call that leaves an older text is caught. */
@@ -95,151 +57,6 @@ static void prime_errmsg(void)
 
 static char sentinel_storage;
 #define SENTINEL ((surelock_rlock *)(void *)&sentinel_storage)
-
-/* ---- bounded thread runs ------------------------------------------------------------------ */
-
-typedef struct helper {
-    pthread_t thread;
-    void (*body)(void *);
-    void *arg;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-} helper;
-
-static void *helper_main(void *p)
-{
-    helper *h = p;
-    h->body(h->arg);
-    pthread_mutex_lock(&h->mu);
-    h->done = true;
-    pthread_cond_broadcast(&h->cv);
-    pthread_mutex_unlock(&h->mu);
-    return NULL;
-}
-
-/* Runs body(arg) on a brand-new thread and joins it; fails the test (never hangs) if it does
- * not finish within WAIT_LIMIT_MS on CLOCK_MONOTONIC. `h` is static in the caller, so a
- * stuck thread never writes into a later test's stack. */
-#define RUN_IN_NEW_THREAD(h, body, arg) run_in_new_thread((h), (body), (arg), __LINE__)
-static void run_in_new_thread(helper *h, void (*body)(void *), void *arg, int line)
-{
-    memset(h, 0, sizeof *h);
-    h->body = body;
-    h->arg = arg;
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&h->cv, &attr);
-    pthread_condattr_destroy(&attr);
-    pthread_mutex_init(&h->mu, NULL);
-    int rc = pthread_create(&h->thread, NULL, helper_main, h);
-    if (rc != 0) fail_msg("line %d: pthread_create: %s", line, strerror(rc));
-
-    /* wait for the body to return, then for the thread to exit: thread-exit work (the
-     * library's per-thread cleanup) runs after the body, so the join is bounded too (by
-     * polling pthread_tryjoin_np, which ThreadSanitizer understands) */
-    uint64_t deadline_ns = now_ns() + (uint64_t)WAIT_LIMIT_MS * MS;
-    struct timespec deadline = timespec_at(deadline_ns);
-    pthread_mutex_lock(&h->mu);
-    int wrc = 0;
-    while (!h->done && wrc != ETIMEDOUT) wrc = pthread_cond_timedwait(&h->cv, &h->mu, &deadline);
-    bool done = h->done;
-    pthread_mutex_unlock(&h->mu);
-    if (!done) fail_msg("line %d: thread did not finish within %d ms", line, WAIT_LIMIT_MS);
-    struct timespec pause = {0, 1000000L};
-    while ((rc = pthread_tryjoin_np(h->thread, NULL)) == EBUSY && now_ns() < deadline_ns)
-        nanosleep(&pause, NULL);
-    if (rc == EBUSY)
-        fail_msg("line %d: thread did not exit within %d ms: thread-exit cleanup hangs", line,
-                 WAIT_LIMIT_MS);
-    if (rc != 0) fail_msg("line %d: pthread_join: %s", line, strerror(rc));
-    pthread_cond_destroy(&h->cv);
-    pthread_mutex_destroy(&h->mu);
-}
-
-/* ---- watchdog: a whole test is bounded too -------------------------------------------------
- * The test's own thread makes lock calls a broken library could block forever; CMocka cannot
- * abandon one test from another thread, so when a test runs past WATCHDOG_MS the watchdog
- * names it and ends the run (a TAP "Bail out!"; meson reports the failure). */
-
-static struct watchdog {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    pthread_t thread;
-    const char *test; /* the running test, NULL between tests */
-    uint64_t deadline_ns;
-    bool stop;
-} watchdog = {.mu = PTHREAD_MUTEX_INITIALIZER};
-
-static void *watchdog_main(void *arg)
-{
-    (void)arg;
-    pthread_mutex_lock(&watchdog.mu);
-    while (!watchdog.stop) {
-        uint64_t now = now_ns();
-        if (watchdog.test != NULL && now >= watchdog.deadline_ns) {
-            fprintf(stderr, "watchdog: %s did not finish within %d ms: a lock call hangs\n",
-                    watchdog.test, WATCHDOG_MS);
-            printf("Bail out! %s did not finish within %d ms\n", watchdog.test, WATCHDOG_MS);
-            fflush(stdout);
-            _exit(1);
-        }
-        struct timespec until =
-            timespec_at(watchdog.test != NULL ? watchdog.deadline_ns : now + 1000 * MS);
-        pthread_cond_timedwait(&watchdog.cv, &watchdog.mu, &until);
-    }
-    pthread_mutex_unlock(&watchdog.mu);
-    return NULL;
-}
-
-static int watchdog_start(void **state)
-{
-    (void)state;
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&watchdog.cv, &attr);
-    pthread_condattr_destroy(&attr);
-    return pthread_create(&watchdog.thread, NULL, watchdog_main, NULL) == 0 ? 0 : -1;
-}
-
-static int watchdog_stop(void **state)
-{
-    (void)state;
-    pthread_mutex_lock(&watchdog.mu);
-    watchdog.stop = true;
-    pthread_cond_broadcast(&watchdog.cv);
-    pthread_mutex_unlock(&watchdog.mu);
-    pthread_join(watchdog.thread, NULL);
-    pthread_cond_destroy(&watchdog.cv);
-    return 0;
-}
-
-/* Per-test setup: *state is the test's name (its CMUnitTest initial_state, see TEST). */
-static int watchdog_arm(void **state)
-{
-    pthread_mutex_lock(&watchdog.mu);
-    watchdog.test = *state;
-    watchdog.deadline_ns = now_ns() + (uint64_t)WATCHDOG_MS * MS;
-    pthread_cond_broadcast(&watchdog.cv);
-    pthread_mutex_unlock(&watchdog.mu);
-    return 0;
-}
-
-/* Per-test teardown: disarms the watchdog, and turns allocation failure injection off
- * whatever happened in the test. */
-static int test_teardown(void **state)
-{
-    (void)state;
-    surelock_testing_fail_allocation_after(-1);
-    pthread_mutex_lock(&watchdog.mu);
-    watchdog.test = NULL;
-    pthread_mutex_unlock(&watchdog.mu);
-    return 0;
-}
-
-#define TEST(f) {#f, f, watchdog_arm, test_teardown, (void *)#f}
 
 /* ================================================================================================
  * Depth overflow
@@ -442,7 +259,7 @@ static void first_lock_in_a_new_thread_out_of_memory_is_enomem_and_holds_nothing
         if (record_enomem.failed_rc != ENOMEM)
             fail_msg("form %zu: first acquire in a new thread returned %s (%d), expected ENOMEM",
                      i, errname(record_enomem.failed_rc), record_enomem.failed_rc);
-        EXPECT_TEXT_MENTIONS(record_enomem.errmsg, "memory");
+        EXPECT_TEXT(record_enomem.errmsg, "memory");
         assert_int_equal(record_enomem.depth_after_failure, 0);
         EXPECT_RC(record_enomem.unlock_after_failure_rc, EPERM);
         EXPECT_RC(record_enomem.retry_rc, 0); /* plain success, no "owner died" */

@@ -55,23 +55,18 @@
 
 #include <surelock.h>
 
+#include "support/bounded.h"
+
 /* ---- limits ------------------------------------------------------------------------------ */
 
-/* Bound on any wait for another thread or process: far beyond what a working library needs,
- * even under sanitizers on a loaded machine; short enough that a hang fails the test. */
-#define WAIT_LIMIT_MS 20000
+/* WAIT_LIMIT_MS, the watchdog (150 s per test here) and TIMED_WAIT_CEILING_NS (5 s here) come
+ * from support/bounded.h; tests/meson.build sets the two bounds this file tightens. */
 /* Bound on the 8-process races (16000 contended cross-process lock round trips). */
 #define RACE_LIMIT_MS 90000
-/* Bound on a whole test (see watchdog_main). */
-#define WATCHDOG_MS 150000
 /* Every child process dies of SIGALRM after this many seconds, whatever it is doing. */
 #define CHILD_ALARM_S 100
-/* Ceiling for "a timed wait returned at all" (never a speed check). */
-#define TIMED_WAIT_CEILING_NS (5ull * 1000000000ull)
 /* Ceiling for "a call that must not block returned" (never a speed check). */
 #define NONBLOCKING_CEILING_NS (1ull * 1000000000ull)
-
-#define MS (1000000ull) /* nanoseconds */
 
 /* ---- the file layout documented in surelock.h (format version 1) --------------------------- */
 
@@ -104,25 +99,6 @@
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-static pid_t current_tid(void)
-{
-    return (pid_t)syscall(SYS_gettid);
-}
-
 static size_t page_size(void)
 {
     return (size_t)sysconf(_SC_PAGESIZE);
@@ -134,39 +110,9 @@ static size_t file_size_for(size_t payload)
     return HEADER_SIZE + (payload + page - 1) / page * page;
 }
 
-static const char *errname(int rc)
-{
-    switch (rc) {
-    case 0: return "0";
-    case EINVAL: return "EINVAL";
-    case ENOMEM: return "ENOMEM";
-    case EBUSY: return "EBUSY";
-    case ETIMEDOUT: return "ETIMEDOUT";
-    case EDEADLK: return "EDEADLK";
-    case EPERM: return "EPERM";
-    case EOWNERDEAD: return "EOWNERDEAD";
-    case ENOTRECOVERABLE: return "ENOTRECOVERABLE";
-    case EAGAIN: return "EAGAIN";
-    case EPROTO: return "EPROTO";
-    case ELOOP: return "ELOOP";
-    case ENOENT: return "ENOENT";
-    case ENOTDIR: return "ENOTDIR";
-    case EACCES: return "EACCES";
-    case ENAMETOOLONG: return "ENAMETOOLONG";
-    default: return "an unexpected code";
-    }
-}
-
-/* Asserts a return code, printing both codes' names and the thread's errmsg on mismatch. */
-#define EXPECT_RC(call, want) expect_rc_at((call), (want), #call, #want, __LINE__)
-static void expect_rc_at(int got, int want, const char *call, const char *want_name, int line)
-{
-    if (got != want)
-        fail_msg("line %d: %s returned %s (%d), expected %s; errmsg: \"%s\"", line, call,
-                 errname(got), got, want_name, surelock_errmsg());
-}
-
-/* Asserts that errmsg mentions every one of the given words (any case). */
+/* Asserts that errmsg mentions every one of the given words (any case): stricter than the
+ * "at least one of them" of support/bounded.h, which this file replaces. */
+#undef EXPECT_ERRMSG
 #define EXPECT_ERRMSG(...) expect_errmsg_at(__LINE__, __VA_ARGS__, (const char *)NULL)
 static void expect_errmsg_va(int line, va_list ap)
 {
@@ -439,130 +385,22 @@ static void expect_refused_at(int line, bool names_path, const char *path,
     expect_unchanged_at(line, path, &before);
 }
 
-/* ---- pipes with bounded waits ------------------------------------------------------------- */
-
-static void make_pipe(int fds[2])
-{
-    if (pipe2(fds, O_CLOEXEC) != 0) fail_msg("pipe: %s", strerror(errno));
-}
-
-static bool send_byte(int fd)
-{
-    char c = 'x';
-    ssize_t n;
-    while ((n = write(fd, &c, 1)) < 0 && errno == EINTR) {
-    }
-    return n == 1;
-}
-
-/* Reads one byte within limit_ms; false on timeout, EOF or error. */
-static bool recv_byte(int fd, unsigned limit_ms)
-{
-    uint64_t end = now_ns() + (uint64_t)limit_ms * MS;
-    for (;;) {
-        uint64_t now = now_ns();
-        if (now >= end) return false;
-        struct pollfd p = {fd, POLLIN, 0};
-        int r = poll(&p, 1, (int)((end - now) / MS) + 1);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return false;
-        char c;
-        ssize_t n = read(fd, &c, 1);
-        if (n < 0 && errno == EINTR) continue;
-        return n == 1;
-    }
-}
-
 /* ---- child processes ------------------------------------------------------------------------ */
 
-/* In a child: print what went wrong and end it with a failing status. */
-#define CHILD_EXPECT_RC(call, want)                                                            \
-    do {                                                                                       \
-        int rc_ = (call);                                                                      \
-        if (rc_ != (want)) {                                                                   \
-            fprintf(stderr, "child %d, line %d: %s returned %s (%d), expected %s; errmsg "     \
-                            "\"%s\"\n",                                                        \
-                    (int)getpid(), __LINE__, #call, errname(rc_), rc_, #want,                 \
-                    surelock_errmsg());                                                        \
-            return 1;                                                                          \
-        }                                                                                      \
-    } while (0)
-
-#define CHILD_CHECK(cond)                                                                      \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "child %d, line %d: check failed: %s\n", (int)getpid(), __LINE__,  \
-                    #cond);                                                                    \
-            return 1;                                                                          \
-        }                                                                                      \
-    } while (0)
-
-static pid_t live_children[64];
-static int n_live_children;
-
-static void forget_child(pid_t pid)
-{
-    for (int i = 0; i < n_live_children; i++)
-        if (live_children[i] == pid) live_children[i] = live_children[--n_live_children];
-}
-
-/* Forks a child that runs fn(arg) and _exits with its return value; bounded by alarm(). */
+/* Forks a child that runs fn(arg) and _exits with its return value; bounded by alarm(). It is
+ * tracked until reaped (the teardown and the watchdog kill those left). */
 static pid_t spawn(int (*fn)(void *), void *arg)
 {
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) fail_msg("fork: %s", strerror(errno));
-    if (pid == 0) {
-        alarm(CHILD_ALARM_S);
-        int rc = fn(arg);
-        fflush(stderr);
-        _exit(rc);
-    }
-    if (n_live_children < 64) live_children[n_live_children++] = pid;
-    return pid;
+    return child_spawn_tracked(fn, arg, CHILD_ALARM_S);
 }
 
-/* Waits for the child within limit_ms and returns its wait status; SIGKILLs it and fails the
- * test if it does not end in time. */
-static int reap_at(int line, pid_t pid, unsigned limit_ms)
-{
-    uint64_t end = now_ns() + (uint64_t)limit_ms * MS;
-    int status;
-    for (;;) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) break;
-        if (r < 0 && errno != EINTR) fail_msg("line %d: waitpid: %s", line, strerror(errno));
-        if (now_ns() >= end) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            forget_child(pid);
-            fail_msg("line %d: child %d did not finish within %u ms: a lock call hangs", line,
-                     (int)pid, limit_ms);
-        }
-        sleep_ms(1);
-    }
-    forget_child(pid);
-    return status;
-}
-
-#define EXPECT_CHILD_OK(pid) expect_child_ok_at(__LINE__, (pid), WAIT_LIMIT_MS)
-static void expect_child_ok_at(int line, pid_t pid, unsigned limit_ms)
-{
-    int status = reap_at(line, pid, limit_ms);
-    if (WIFSIGNALED(status))
-        fail_msg("line %d: child %d died of signal %d (%s)", line, (int)pid, WTERMSIG(status),
-                 strsignal(WTERMSIG(status)));
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        fail_msg("line %d: child %d exited with status %d (see its message above)", line,
-                 (int)pid, WEXITSTATUS(status));
-}
+#define EXPECT_CHILD_OK(pid) child_expect_ok_at(__LINE__, (pid), WAIT_LIMIT_MS)
 
 #define KILL_CHILD(pid) kill_child_at(__LINE__, (pid))
 static void kill_child_at(int line, pid_t pid)
 {
     if (kill(pid, SIGKILL) != 0) fail_msg("line %d: kill: %s", line, strerror(errno));
-    int status = reap_at(line, pid, WAIT_LIMIT_MS);
+    int status = child_reap_at(line, pid, WAIT_LIMIT_MS);
     if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
         fail_msg("line %d: child %d ended with status 0x%x before it was killed", line,
                  (int)pid, status);
@@ -616,7 +454,7 @@ static void holder_start_at(int line, holder_proc *h, const char *path, uint32_t
     h->ready_r = ready[0];
     h->release_w = release[1];
     if (!recv_byte(h->ready_r, WAIT_LIMIT_MS)) {
-        int status = reap_at(line, h->pid, WAIT_LIMIT_MS);
+        int status = child_reap_at(line, h->pid, WAIT_LIMIT_MS);
         fail_msg("line %d: the holder process did not take the lock (status 0x%x)", line,
                  status);
     }
@@ -633,7 +471,7 @@ static void holder_close_fds(holder_proc *h)
 static void holder_release_at(int line, holder_proc *h)
 {
     if (!send_byte(h->release_w)) fail_msg("line %d: cannot signal the holder", line);
-    expect_child_ok_at(line, h->pid, WAIT_LIMIT_MS);
+    child_expect_ok_at(line, h->pid, WAIT_LIMIT_MS);
     holder_close_fds(h);
 }
 
@@ -645,180 +483,30 @@ static void holder_kill_at(int line, holder_proc *h)
     holder_close_fds(h);
 }
 
-/* ---- helper threads: started, and joined within WAIT_LIMIT_MS or the test fails ---------- */
-
-typedef struct helper {
-    pthread_t thread;
-    void (*body)(void *);
-    void *arg;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-} helper;
-
-static void *helper_main(void *p)
-{
-    helper *h = p;
-    h->body(h->arg);
-    pthread_mutex_lock(&h->mu);
-    h->done = true;
-    pthread_cond_broadcast(&h->cv);
-    pthread_mutex_unlock(&h->mu);
-    return NULL;
-}
-
-static void helper_start(helper *h, void (*body)(void *), void *arg)
-{
-    h->body = body;
-    h->arg = arg;
-    h->done = false;
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&h->cv, &attr);
-    pthread_condattr_destroy(&attr);
-    pthread_mutex_init(&h->mu, NULL);
-    int rc = pthread_create(&h->thread, NULL, helper_main, h);
-    if (rc != 0) fail_msg("pthread_create: %s", strerror(rc));
-}
-
-/* Joins the helper if it ends within WAIT_LIMIT_MS (its body, and then its thread-exit work,
- * which is where the library notices a holder thread's exit); fails the test otherwise. */
-#define JOIN(h) helper_join((h), #h, __LINE__)
-static void helper_join(helper *h, const char *name, int line)
-{
-    uint64_t deadline = now_ns() + (uint64_t)WAIT_LIMIT_MS * MS;
-    struct timespec until = {(time_t)(deadline / 1000000000ull), (long)(deadline % 1000000000ull)};
-    pthread_mutex_lock(&h->mu);
-    while (!h->done && pthread_cond_timedwait(&h->cv, &h->mu, &until) != ETIMEDOUT) {
-    }
-    bool done = h->done;
-    pthread_mutex_unlock(&h->mu);
-    if (!done)
-        fail_msg("line %d: thread %s did not finish within %d ms: a lock call hangs", line, name,
-                 WAIT_LIMIT_MS);
-    int rc;
-    while ((rc = pthread_tryjoin_np(h->thread, NULL)) == EBUSY && now_ns() < deadline)
-        sleep_ms(1);
-    if (rc == EBUSY)
-        fail_msg("line %d: thread %s did not exit within %d ms", line, name, WAIT_LIMIT_MS);
-    if (rc != 0) fail_msg("line %d: pthread_join(%s): %s", line, name, strerror(rc));
-    pthread_cond_destroy(&h->cv);
-    pthread_mutex_destroy(&h->mu);
-}
-
-#define RUN_IN_NEW_THREAD(t, body, arg)                                                        \
-    do {                                                                                       \
-        helper_start((t), (body), (arg));                                                      \
-        JOIN(t);                                                                               \
-    } while (0)
-
-/* The state letter of one of our threads from /proc ('R', 'S', ...), or 0 when unknown. */
-static char thread_state(pid_t tid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-    FILE *f = fopen(path, "re");
-    if (f == NULL) return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *paren = strrchr(buf, ')');
-    return paren != NULL && paren[1] == ' ' ? paren[2] : 0;
-}
-
-/* Waits until thread tid, which announced it is about to block in a lock call, is seen
- * asleep twice in a row; gives up quietly after limit_ms (it is inside the call by then). */
-static void wait_until_asleep(pid_t tid, unsigned limit_ms)
-{
-    uint64_t end = now_ns() + (uint64_t)limit_ms * MS;
-    int seen = 0;
-    while (now_ns() < end && seen < 2) {
-        char s = thread_state(tid);
-        if (s == 0) {
-            sleep_ms(200);
-            return;
-        }
-        seen = s == 'S' ? seen + 1 : 0;
-        sleep_ms(1);
-    }
-}
-
 /* ---- watchdog and fixtures ----------------------------------------------------------------- */
 
-/*
- * Helper threads and children are bounded, but the test's own thread also calls lock
- * functions that a broken library could block forever. The watchdog ends the whole run,
- * naming the test, when one runs past WATCHDOG_MS (a TAP "Bail out!"; meson reports it).
- */
-static struct watchdog {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    pthread_t thread;
-    const char *test;
-    uint64_t deadline_ns;
-    bool stop;
-} watchdog = {.mu = PTHREAD_MUTEX_INITIALIZER};
-
-static void *watchdog_main(void *arg)
+/* When the watchdog ends the run no teardown will run: it kills the children and removes the
+ * test's directory itself. */
+static void bail_cleanup(void)
 {
-    (void)arg;
-    pthread_mutex_lock(&watchdog.mu);
-    while (!watchdog.stop) {
-        uint64_t now = now_ns();
-        if (watchdog.test != NULL && now >= watchdog.deadline_ns) {
-            fprintf(stderr, "watchdog: %s did not finish within %d ms: a lock call hangs\n",
-                    watchdog.test, WATCHDOG_MS);
-            printf("Bail out! %s did not finish within %d ms\n", watchdog.test, WATCHDOG_MS);
-            fflush(stdout);
-            for (int i = 0; i < n_live_children; i++) kill(live_children[i], SIGKILL);
-            nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS); /* no teardown will run */
-            _exit(1);
-        }
-        uint64_t at = watchdog.test != NULL ? watchdog.deadline_ns : now + 1000 * MS;
-        struct timespec until = {(time_t)(at / 1000000000ull), (long)(at % 1000000000ull)};
-        pthread_cond_timedwait(&watchdog.cv, &watchdog.mu, &until);
-    }
-    pthread_mutex_unlock(&watchdog.mu);
-    return NULL;
+    children_kill_tracked(false);
+    nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static int group_setup(void **state)
 {
-    (void)state;
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&watchdog.cv, &attr);
-    pthread_condattr_destroy(&attr);
-    return pthread_create(&watchdog.thread, NULL, watchdog_main, NULL) == 0 ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    pthread_mutex_lock(&watchdog.mu);
-    watchdog.stop = true;
-    pthread_cond_broadcast(&watchdog.cv);
-    pthread_mutex_unlock(&watchdog.mu);
-    pthread_join(watchdog.thread, NULL);
-    pthread_cond_destroy(&watchdog.cv);
-    return 0;
+    watchdog_on_bail(bail_cleanup);
+    return watchdog_start(state);
 }
 
 /* Per test: arm the watchdog (*state is the test's name), make the directory, keep the umask. */
 static int test_setup(void **state)
 {
-    pthread_mutex_lock(&watchdog.mu);
-    watchdog.test = *state;
-    watchdog.deadline_ns = now_ns() + (uint64_t)WATCHDOG_MS * MS;
-    pthread_cond_broadcast(&watchdog.cv);
-    pthread_mutex_unlock(&watchdog.mu);
+    watchdog_arm(state);
     snprintf(tmpdir, sizeof tmpdir, "/tmp/surelock-test-ipc-XXXXXX");
     if (mkdtemp(tmpdir) == NULL) return -1;
     saved_umask = umask(022);
     umask(saved_umask);
-    n_live_children = 0;
     return 0;
 }
 
@@ -826,21 +514,15 @@ static int test_setup(void **state)
 static int test_teardown(void **state)
 {
     (void)state;
-    for (int i = 0; i < n_live_children; i++) {
-        kill(live_children[i], SIGKILL);
-        waitpid(live_children[i], NULL, 0);
-    }
-    n_live_children = 0;
+    children_kill_tracked(true);
     umask(saved_umask);
     nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     for (int i = 0; i < n_test_paths; i++) free(test_paths[i]);
     n_test_paths = 0;
-    pthread_mutex_lock(&watchdog.mu);
-    watchdog.test = NULL;
-    pthread_mutex_unlock(&watchdog.mu);
-    return 0;
+    return watchdog_disarm(state);
 }
 
+#undef TEST
 #define TEST(f) {#f, f, test_setup, test_teardown, (void *)#f}
 
 /* =========================================================================================
@@ -1572,7 +1254,7 @@ static void system_errors_from_open_are_passed_through(void **state)
         free(make_lock_file(path, 0, 0).data);
         access_child.path = path;
         pid_t pid = spawn(access_child_main, &access_child);
-        int status = reap_at(__LINE__, pid, WAIT_LIMIT_MS);
+        int status = child_reap_at(__LINE__, pid, WAIT_LIMIT_MS);
         if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
             fprintf(stderr, "cannot switch to uid %d: EACCES not checked\n", OTHER_UID);
         else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
@@ -1945,7 +1627,7 @@ static void timedlock_gets_the_lock_when_the_holder_process_releases_it_in_time(
         assert_true(now_ns() - t0 < TIMED_WAIT_CEILING_NS);
         assert_int_equal(surelock_ipc_needs_recovery(m), 0);
         EXPECT_RC(surelock_ipc_unlock(m), 0);
-        expect_child_ok_at(__LINE__, h.pid, WAIT_LIMIT_MS);
+        child_expect_ok_at(__LINE__, h.pid, WAIT_LIMIT_MS);
         holder_close_fds(&h);
     }
     EXPECT_RC(surelock_ipc_close(m), 0);
@@ -2221,7 +1903,7 @@ static void unlock_without_consistent_makes_it_not_recoverable_for_every_process
     /* While another process has it open, closing ours and reopening does not reset it. */
     if (!send_byte(go[1])) fail_msg("cannot signal the keeper");
     if (!recv_byte(ready[0], WAIT_LIMIT_MS)) {
-        expect_child_ok_at(__LINE__, keeper, WAIT_LIMIT_MS);
+        child_expect_ok_at(__LINE__, keeper, WAIT_LIMIT_MS);
         fail_msg("the keeper process did not open the lock");
     }
     EXPECT_RC(surelock_ipc_close(second), 0);
@@ -2389,7 +2071,7 @@ static void run_race(const char *path)
     close(gate[1]); /* everyone goes at once */
     close(ready[0]);
     if (at_gate < RACERS) fail_msg("only %d of %d racers reached the gate", at_gate, RACERS);
-    for (int i = 0; i < RACERS; i++) expect_child_ok_at(__LINE__, pids[i], RACE_LIMIT_MS);
+    for (int i = 0; i < RACERS; i++) child_expect_ok_at(__LINE__, pids[i], RACE_LIMIT_MS);
 
     surelock_ipc *m = OPEN(path, SURELOCK_IPC_NOCREATE, 0600, 0);
     size_t size = 0;
@@ -2576,5 +2258,5 @@ int main(void)
         TEST(stale_boot_id_is_reinitialised_and_the_lock_is_usable),
         TEST(unlink_removes_a_lock_file_and_refuses_symlinks_and_other_files),
     };
-    return cmocka_run_group_tests_name("ipc", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("ipc", tests, group_setup, watchdog_stop);
 }

@@ -38,15 +38,13 @@
 #include <cmocka.h>
 
 #include "sys/testing.h"
+#include "support/bounded.h"
 
-#define WAIT_LIMIT_MS 20000 /* bound on waiting for a helper thread or child process */
-#define WATCHDOG_MS 90000   /* bound on a whole test (see watchdog_main) */
 #define CHILD_ALARM_S 60    /* every child dies of SIGALRM after this, whatever it does */
 /* How long an opener must stay blocked behind a creator stalled mid-initialisation before
  * the test believes it waits for it (a slow machine can only make the test pass wrongly,
  * never fail wrongly). */
 #define STILL_BLOCKED_MS 300
-#define MS 1000000ull
 
 /* From the file layout documented in surelock.h (format version 1). */
 #define OFF_FORMAT_VERSION 8
@@ -56,55 +54,6 @@
 #define STATE_READY 0x52454459u
 
 /* ---- helpers -------------------------------------------------------------------------------- */
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-static const char *errname(int rc)
-{
-    switch (rc) {
-    case 0: return "0";
-    case EINVAL: return "EINVAL";
-    case ENOMEM: return "ENOMEM";
-    case EBUSY: return "EBUSY";
-    case ETIMEDOUT: return "ETIMEDOUT";
-    case EPERM: return "EPERM";
-    case EOWNERDEAD: return "EOWNERDEAD";
-    case ENOTRECOVERABLE: return "ENOTRECOVERABLE";
-    case EPROTO: return "EPROTO";
-    case ENOENT: return "ENOENT";
-    default: return "an unexpected code";
-    }
-}
-
-#define EXPECT_RC(call, want) expect_rc_at((call), (want), #call, #want, __LINE__)
-static void expect_rc_at(int got, int want, const char *call, const char *want_name, int line)
-{
-    if (got != want)
-        fail_msg("line %d: %s returned %s (%d), expected %s; errmsg: \"%s\"", line, call,
-                 errname(got), got, want_name, surelock_errmsg());
-}
-
-#define EXPECT_ERRMSG(word) expect_errmsg_at((word), __LINE__)
-static void expect_errmsg_at(const char *word, int line)
-{
-    const char *msg = surelock_errmsg();
-    if (msg == NULL || msg[0] == '\0')
-        fail_msg("line %d: errmsg is empty after a failure", line);
-    if (strcasestr(msg, word) == NULL)
-        fail_msg("line %d: errmsg \"%s\" does not mention \"%s\"", line, msg, word);
-}
 
 static char sentinel_storage;
 #define SENTINEL ((surelock_ipc *)(void *)&sentinel_storage)
@@ -184,122 +133,21 @@ static uint32_t get32(const unsigned char *b, size_t off)
     return v;
 }
 
-static bool send_byte(int fd)
-{
-    char c = 'x';
-    ssize_t n;
-    while ((n = write(fd, &c, 1)) < 0 && errno == EINTR) {
-    }
-    return n == 1;
-}
-
-static bool recv_byte(int fd, unsigned limit_ms)
-{
-    uint64_t end = now_ns() + (uint64_t)limit_ms * MS;
-    for (;;) {
-        uint64_t now = now_ns();
-        if (now >= end) return false;
-        struct pollfd p = {fd, POLLIN, 0};
-        int r = poll(&p, 1, (int)((end - now) / MS) + 1);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return false;
-        char c;
-        ssize_t n = read(fd, &c, 1);
-        if (n < 0 && errno == EINTR) continue;
-        return n == 1;
-    }
-}
-
-static void make_pipe(int fds[2])
-{
-    if (pipe2(fds, O_CLOEXEC) != 0) fail_msg("pipe: %s", strerror(errno));
-}
-
 /* ---- child processes ------------------------------------------------------------------------ */
 
-#define CHILD_EXPECT_RC(call, want)                                                            \
-    do {                                                                                       \
-        int rc_ = (call);                                                                      \
-        if (rc_ != (want)) {                                                                   \
-            fprintf(stderr, "child %d, line %d: %s returned %s (%d), expected %s; errmsg "     \
-                            "\"%s\"\n",                                                        \
-                    (int)getpid(), __LINE__, #call, errname(rc_), rc_, #want,                 \
-                    surelock_errmsg());                                                        \
-            return 1;                                                                          \
-        }                                                                                      \
-    } while (0)
-
-#define CHILD_CHECK(cond)                                                                      \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "child %d, line %d: check failed: %s\n", (int)getpid(), __LINE__,  \
-                    #cond);                                                                    \
-            return 1;                                                                          \
-        }                                                                                      \
-    } while (0)
-
-static pid_t live_children[16];
-static int n_live_children;
-
-static void forget_child(pid_t pid)
-{
-    for (int i = 0; i < n_live_children; i++)
-        if (live_children[i] == pid) live_children[i] = live_children[--n_live_children];
-}
-
+/* A child that dies of SIGALRM after CHILD_ALARM_S whatever it does, tracked until it is
+ * reaped (the teardown and the watchdog kill those left). */
 static pid_t spawn(int (*fn)(void *), void *arg)
 {
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) fail_msg("fork: %s", strerror(errno));
-    if (pid == 0) {
-        alarm(CHILD_ALARM_S);
-        int rc = fn(arg);
-        fflush(stderr);
-        _exit(rc);
-    }
-    if (n_live_children < 16) live_children[n_live_children++] = pid;
-    return pid;
+    return child_spawn_tracked(fn, arg, CHILD_ALARM_S);
 }
 
-/* The child's wait status once it ends within limit_ms; SIGKILLs it and fails otherwise. */
-static int reap_at(int line, pid_t pid, unsigned limit_ms)
-{
-    uint64_t end = now_ns() + (uint64_t)limit_ms * MS;
-    int status;
-    for (;;) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) break;
-        if (r < 0 && errno != EINTR) fail_msg("line %d: waitpid: %s", line, strerror(errno));
-        if (now_ns() >= end) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            forget_child(pid);
-            fail_msg("line %d: child %d did not finish within %u ms", line, (int)pid, limit_ms);
-        }
-        sleep_ms(1);
-    }
-    forget_child(pid);
-    return status;
-}
-
-#define EXPECT_CHILD_OK(pid) expect_child_ok_at(__LINE__, (pid))
-static void expect_child_ok_at(int line, pid_t pid)
-{
-    int status = reap_at(line, pid, WAIT_LIMIT_MS);
-    if (WIFSIGNALED(status))
-        fail_msg("line %d: child %d died of signal %d (%s)", line, (int)pid, WTERMSIG(status),
-                 strsignal(WTERMSIG(status)));
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        fail_msg("line %d: child %d exited with status %d (see its message above)", line,
-                 (int)pid, WEXITSTATUS(status));
-}
+#define EXPECT_CHILD_OK(pid) child_expect_ok_at(__LINE__, (pid), WAIT_LIMIT_MS)
 
 #define EXPECT_CHILD_KILLED(pid) expect_child_killed_at(__LINE__, (pid))
 static void expect_child_killed_at(int line, pid_t pid)
 {
-    int status = reap_at(line, pid, WAIT_LIMIT_MS);
+    int status = child_reap_at(line, pid, WAIT_LIMIT_MS);
     if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
         fail_msg("line %d: child %d was expected to die of SIGKILL; wait status 0x%x", line,
                  (int)pid, status);
@@ -393,71 +241,25 @@ static void expect_usable(const char *path, size_t payload_size)
 
 /* ---- watchdog and fixtures ------------------------------------------------------------------ */
 
-static struct watchdog {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    pthread_t thread;
-    const char *test;
-    uint64_t deadline_ns;
-    bool stop;
-} watchdog = {.mu = PTHREAD_MUTEX_INITIALIZER};
-
-static void *watchdog_main(void *arg)
+/* When the watchdog ends the run no teardown will run: it kills the children and removes the
+ * test's directory itself. */
+static void bail_cleanup(void)
 {
-    (void)arg;
-    pthread_mutex_lock(&watchdog.mu);
-    while (!watchdog.stop) {
-        uint64_t now = now_ns();
-        if (watchdog.test != NULL && now >= watchdog.deadline_ns) {
-            fprintf(stderr, "watchdog: %s did not finish within %d ms\n", watchdog.test,
-                    WATCHDOG_MS);
-            printf("Bail out! %s did not finish within %d ms\n", watchdog.test, WATCHDOG_MS);
-            fflush(stdout);
-            for (int i = 0; i < n_live_children; i++) kill(live_children[i], SIGKILL);
-            nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS); /* no teardown will run */
-            _exit(1);
-        }
-        uint64_t at = watchdog.test != NULL ? watchdog.deadline_ns : now + 1000 * MS;
-        struct timespec until = {(time_t)(at / 1000000000ull), (long)(at % 1000000000ull)};
-        pthread_cond_timedwait(&watchdog.cv, &watchdog.mu, &until);
-    }
-    pthread_mutex_unlock(&watchdog.mu);
-    return NULL;
+    children_kill_tracked(false);
+    nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static int group_setup(void **state)
 {
-    (void)state;
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&watchdog.cv, &attr);
-    pthread_condattr_destroy(&attr);
-    return pthread_create(&watchdog.thread, NULL, watchdog_main, NULL) == 0 ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    pthread_mutex_lock(&watchdog.mu);
-    watchdog.stop = true;
-    pthread_cond_broadcast(&watchdog.cv);
-    pthread_mutex_unlock(&watchdog.mu);
-    pthread_join(watchdog.thread, NULL);
-    pthread_cond_destroy(&watchdog.cv);
-    return 0;
+    watchdog_on_bail(bail_cleanup);
+    return watchdog_start(state);
 }
 
 static int test_setup(void **state)
 {
-    pthread_mutex_lock(&watchdog.mu);
-    watchdog.test = *state;
-    watchdog.deadline_ns = now_ns() + (uint64_t)WATCHDOG_MS * MS;
-    pthread_cond_broadcast(&watchdog.cv);
-    pthread_mutex_unlock(&watchdog.mu);
+    watchdog_arm(state);
     snprintf(tmpdir, sizeof tmpdir, "/tmp/surelock-test-ipc-internal-XXXXXX");
     if (mkdtemp(tmpdir) == NULL) return -1;
-    n_live_children = 0;
     return 0;
 }
 
@@ -465,20 +267,14 @@ static int test_teardown(void **state)
 {
     (void)state;
     surelock_testing_fail_allocation_after(-1);
-    for (int i = 0; i < n_live_children; i++) {
-        kill(live_children[i], SIGKILL);
-        waitpid(live_children[i], NULL, 0);
-    }
-    n_live_children = 0;
+    children_kill_tracked(true);
     nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     for (int i = 0; i < n_test_paths; i++) free(test_paths[i]);
     n_test_paths = 0;
-    pthread_mutex_lock(&watchdog.mu);
-    watchdog.test = NULL;
-    pthread_mutex_unlock(&watchdog.mu);
-    return 0;
+    return watchdog_disarm(state);
 }
 
+#undef TEST
 #define TEST(f) {#f, f, test_setup, test_teardown, (void *)#f}
 
 /* ---- a creator killed mid-initialisation ---------------------------------------------------- */
@@ -653,8 +449,9 @@ static struct record_failure {
     int unlock_rc;
 } record_failure;
 
-static void record_failure_body(void)
+static void record_failure_body(void *arg)
 {
+    (void)arg;
     surelock_testing_fail_allocation_after(0);
     surelock_ipc *m = record_failure.m;
     switch (record_failure.form) {
@@ -668,27 +465,16 @@ static void record_failure_body(void)
     record_failure.unlock_rc = surelock_ipc_unlock(m);
 }
 
-static void *record_failure_thread(void *arg)
-{
-    (void)arg;
-    record_failure_body();
-    return NULL;
-}
-
 static void out_of_memory_for_a_new_threads_record_is_enomem_and_holds_nothing(void **state)
 {
     (void)state;
     const char *path = P("lock");
     surelock_ipc *m = SENTINEL;
     EXPECT_RC(surelock_ipc_open(path, NULL, &m), 0);
+    static helper t;
     for (int form = 0; form < 4; form++) {
         record_failure = (struct record_failure){.m = m, .form = form, .rc = -1};
-        pthread_t t;
-        assert_int_equal(pthread_create(&t, NULL, record_failure_thread, NULL), 0);
-        uint64_t deadline = now_ns() + (uint64_t)WAIT_LIMIT_MS * MS;
-        int rc;
-        while ((rc = pthread_tryjoin_np(t, NULL)) == EBUSY && now_ns() < deadline) sleep_ms(1);
-        if (rc != 0) fail_msg("the thread did not finish: %s", strerror(rc));
+        RUN_IN_NEW_THREAD(&t, record_failure_body, NULL);
         if (record_failure.rc != ENOMEM)
             fail_msg("acquire form %d in a new thread with no memory returned %s; errmsg \"%s\"",
                      form, errname(record_failure.rc), record_failure.errmsg);
@@ -711,5 +497,5 @@ int main(void)
         TEST(out_of_memory_in_open_is_enomem_and_touches_nothing),
         TEST(out_of_memory_for_a_new_threads_record_is_enomem_and_holds_nothing),
     };
-    return cmocka_run_group_tests_name("ipc_internal", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("ipc_internal", tests, group_setup, watchdog_stop);
 }

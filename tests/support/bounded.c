@@ -5,6 +5,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +63,15 @@ const char *errname(int rc)
     case ENOTRECOVERABLE: return "ENOTRECOVERABLE";
     case EAGAIN: return "EAGAIN";
     case EEXIST: return "EEXIST";
+    case EPROTO: return "EPROTO";
+    case ENOENT: return "ENOENT";
+    case EINPROGRESS: return "EINPROGRESS";
+    case EALREADY: return "EALREADY";
+    case ECANCELED: return "ECANCELED";
+    case ELOOP: return "ELOOP";
+    case ENOTDIR: return "ENOTDIR";
+    case EACCES: return "EACCES";
+    case ENAMETOOLONG: return "ENAMETOOLONG";
     default: return "an unexpected code";
     }
 }
@@ -179,28 +190,45 @@ static void *helper_main(void *p)
     return NULL;
 }
 
-void helper_start(helper *h, void (*body)(void *), void *arg)
+void helper_start_stack(helper *h, void (*body)(void *), void *arg, size_t stack_size)
 {
     h->body = body;
     h->arg = arg;
     h->started = false;
     flag_init(&h->done);
-    int rc = pthread_create(&h->thread, NULL, helper_main, h);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    if (stack_size != 0) {
+        int rc = pthread_attr_setstacksize(&attr, stack_size);
+        if (rc != 0) fail_msg("pthread_attr_setstacksize(%zu): %s", stack_size, strerror(rc));
+    }
+    int rc = pthread_create(&h->thread, &attr, helper_main, h);
+    pthread_attr_destroy(&attr);
     if (rc != 0) fail_msg("pthread_create: %s", strerror(rc));
     h->started = true;
+}
+
+void helper_start(helper *h, void (*body)(void *), void *arg)
+{
+    helper_start_stack(h, body, arg, 0);
 }
 
 void helper_join(helper *h, const char *name, int line)
 {
     if (!h->started) fail_msg("line %d: thread %s was never started", line, name);
+    uint64_t deadline_ns = now_ns() + (uint64_t)WAIT_LIMIT_MS * MS;
     if (!flag_wait(&h->done, 1, WAIT_LIMIT_MS))
         fail_msg("line %d: thread %s did not finish within %d ms: a lock call hangs", line, name,
                  WAIT_LIMIT_MS);
-    /* The exit tail is bounded on the realtime clock (pthread_timedjoin_np knows no other that
-     * ThreadSanitizer intercepts); the monotonic bound above already covered the body. */
+    /* The exit tail gets what is left of the same bound, on the realtime clock
+     * (pthread_timedjoin_np knows no other that ThreadSanitizer intercepts). */
+    uint64_t now = now_ns();
+    uint64_t left_ns = deadline_ns > now ? deadline_ns - now : 0;
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += WAIT_LIMIT_MS / 1000;
+    uint64_t until_ns = (uint64_t)until.tv_nsec + left_ns % 1000000000ull;
+    until.tv_sec += (time_t)(left_ns / 1000000000ull + until_ns / 1000000000ull);
+    until.tv_nsec = (long)(until_ns % 1000000000ull);
     int rc = pthread_timedjoin_np(h->thread, NULL, &until);
     if (rc == ETIMEDOUT)
         fail_msg("line %d: thread %s did not exit within %d ms: its thread-exit cleanup hangs",
@@ -358,6 +386,13 @@ static struct watchdog {
     bool stop;
 } watchdog = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
+static void (*watchdog_bail_cleanup)(void);
+
+void watchdog_on_bail(void (*cleanup)(void))
+{
+    watchdog_bail_cleanup = cleanup;
+}
+
 static void *watchdog_main(void *arg)
 {
     (void)arg;
@@ -369,6 +404,7 @@ static void *watchdog_main(void *arg)
                     watchdog.test, WATCHDOG_MS);
             printf("Bail out! %s did not finish within %d ms\n", watchdog.test, WATCHDOG_MS);
             fflush(stdout);
+            if (watchdog_bail_cleanup != NULL) watchdog_bail_cleanup();
             _exit(1);
         }
         struct timespec until =
@@ -495,6 +531,88 @@ void child_kill(pid_t pid)
 int child_exit_code(int status)
 {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* ---- tracked children ---------------------------------------------------------------------- */
+
+static pid_t tracked_children[TRACKED_CHILDREN_MAX];
+static int n_tracked_children;
+
+static void forget_child(pid_t pid)
+{
+    for (int i = 0; i < n_tracked_children; i++)
+        if (tracked_children[i] == pid) tracked_children[i] = tracked_children[--n_tracked_children];
+}
+
+pid_t child_spawn_tracked(int (*body)(void *), void *arg, unsigned alarm_s)
+{
+    pid_t pid = child_spawn(body, arg, alarm_s);
+    if (n_tracked_children < TRACKED_CHILDREN_MAX) tracked_children[n_tracked_children++] = pid;
+    return pid;
+}
+
+int child_reap_at(int line, pid_t pid, unsigned limit_ms)
+{
+    int status;
+    bool ended = child_wait(pid, limit_ms, &status);
+    forget_child(pid);
+    if (!ended)
+        fail_msg("line %d: child %d did not finish within %u ms: a lock call hangs", line,
+                 (int)pid, limit_ms);
+    return status;
+}
+
+void child_expect_ok_at(int line, pid_t pid, unsigned limit_ms)
+{
+    int status = child_reap_at(line, pid, limit_ms);
+    if (WIFSIGNALED(status))
+        fail_msg("line %d: child %d died of signal %d (%s)", line, (int)pid, WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("line %d: child %d exited with status %d (see its message above)", line,
+                 (int)pid, WEXITSTATUS(status));
+}
+
+void children_kill_tracked(bool reap)
+{
+    for (int i = 0; i < n_tracked_children; i++) {
+        kill(tracked_children[i], SIGKILL);
+        if (reap) waitpid(tracked_children[i], NULL, 0);
+    }
+    if (reap) n_tracked_children = 0;
+}
+
+/* ---- pipes --------------------------------------------------------------------------------- */
+
+void make_pipe(int fds[2])
+{
+    if (pipe2(fds, O_CLOEXEC) != 0) fail_msg("pipe: %s", strerror(errno));
+}
+
+bool send_byte(int fd)
+{
+    char c = 'x';
+    ssize_t n;
+    while ((n = write(fd, &c, 1)) < 0 && errno == EINTR) {
+    }
+    return n == 1;
+}
+
+bool recv_byte(int fd, unsigned limit_ms)
+{
+    uint64_t end = now_ns() + (uint64_t)limit_ms * MS;
+    for (;;) {
+        uint64_t now = now_ns();
+        if (now >= end) return false;
+        struct pollfd p = {fd, POLLIN, 0};
+        int r = poll(&p, 1, (int)((end - now) / MS) + 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        char c;
+        ssize_t n = read(fd, &c, 1);
+        if (n < 0 && errno == EINTR) continue;
+        return n == 1;
+    }
 }
 
 /* ---- temporary directories ----------------------------------------------------------------- */

@@ -1,8 +1,9 @@
 /*
- * bounded.h — small helpers shared by test_mutex.c, test_rwlock.c, test_cond.c and
- * test_group.c: return-code and errmsg assertions, a CLOCK_MONOTONIC clock, flags, a start
- * gate, helper threads joined with a bound, a per-test watchdog and forked children waited
- * for with a bound. Every wait here ends: a broken library fails a test, it never hangs it.
+ * bounded.h — small helpers shared by the CMocka tests (test_mutex.c, test_rwlock.c,
+ * test_cond.c, test_group.c, test_rlock.c, test_sem.c, test_ipc.c, test_internal.c and
+ * test_ipc_internal.c): return-code and errmsg assertions, a CLOCK_MONOTONIC clock, flags, a
+ * start gate, helper threads joined with a bound, a per-test watchdog, forked children waited
+ * for with a bound, and pipes read with a bound. Every wait here ends: a broken library fails a test, it never hangs it.
  *
  * Rules for the tests that use them:
  *  - CMocka assertions run on the test's own thread only (they longjmp). Helper threads and
@@ -31,12 +32,18 @@
  * even under sanitizers on a loaded 2-core machine; short enough to fail, not hang, CI. */
 #define WAIT_LIMIT_MS 20000
 /* Bound on one whole test (its own thread's blocking calls included): the watchdog then names
- * the test and ends the run with a TAP "Bail out!". */
+ * the test and ends the run with a TAP "Bail out!". A test binary may set a tighter bound with
+ * -DWATCHDOG_MS=... (tests/meson.build passes it to both the test and its bounded.c). */
+#ifndef WATCHDOG_MS
 #define WATCHDOG_MS 90000
+#endif
 /* How long to wait for a thread to be seen asleep inside a blocking lock call. */
 #define ASLEEP_LIMIT_MS 5000
-/* Ceiling for "a timed wait returned at all" (never a speed check). */
+/* Ceiling for "a timed wait returned at all" (never a speed check); a test binary may set a
+ * tighter one with -DTIMED_WAIT_CEILING_NS=... (like WATCHDOG_MS). */
+#ifndef TIMED_WAIT_CEILING_NS
 #define TIMED_WAIT_CEILING_NS (10ull * 1000000000ull)
+#endif
 
 #define MS (1000000ull) /* nanoseconds in a millisecond */
 
@@ -104,9 +111,11 @@ typedef struct helper {
 } helper;
 
 void helper_start(helper *h, void (*body)(void *), void *arg);
-/* Joins within WAIT_LIMIT_MS: first the body's end (monotonic), then the thread's exit
- * (thread-exit work runs after the body: the library's per-thread cleanup, which releases
- * what a dying owner held) with pthread_timedjoin_np. On timeout the test fails and the stuck
+/* The same on a thread with a stack of stack_size bytes (0: the default stack). */
+void helper_start_stack(helper *h, void (*body)(void *), void *arg, size_t stack_size);
+/* Joins within WAIT_LIMIT_MS in all: first the body's end (monotonic), then, in what is left
+ * of that bound, the thread's exit (thread-exit work runs after the body: the library's
+ * per-thread cleanup, which releases what a dying owner held) with pthread_timedjoin_np. On timeout the test fails and the stuck
  * thread is left alone. */
 #define JOIN(h) helper_join((h), #h, __LINE__)
 void helper_join(helper *h, const char *name, int line);
@@ -170,8 +179,14 @@ int watchdog_start(void **state);  /* group setup */
 int watchdog_stop(void **state);   /* group teardown */
 int watchdog_arm(void **state);    /* per-test setup; *state is the test's name */
 int watchdog_disarm(void **state); /* per-test teardown */
+/* Optional: a function the watchdog calls just before it ends the run (no teardown will run
+ * then), e.g. to kill child processes and remove a test directory. Set it before
+ * watchdog_start. */
+void watchdog_on_bail(void (*cleanup)(void));
 /* A test of a group: watched by the watchdog, named after its function (a sentence). */
 #define TEST(f) {#f, f, watchdog_arm, watchdog_disarm, (void *)#f}
+/* The same with a teardown of the test file's own, which must end by calling watchdog_disarm. */
+#define TEST_WITH_TEARDOWN(f, teardown) {#f, f, watchdog_arm, (teardown), (void *)#f}
 
 /* ---- is a thread asleep (blocked in the kernel)? ---------------------------------------- */
 
@@ -192,6 +207,50 @@ bool child_wait(pid_t pid, unsigned limit_ms, int *status);
 void child_kill(pid_t pid);
 /* Exit code of a child that exited normally, or -1 (killed, e.g. by its alarm). */
 int child_exit_code(int status);
+
+/* Tracked children: child_spawn, remembered (up to TRACKED_CHILDREN_MAX at a time) until
+ * child_reap_at reaps them, so that a test's teardown, or the watchdog's bail-out function
+ * (see watchdog_on_bail), can kill whatever a failed test left running. */
+#define TRACKED_CHILDREN_MAX 64
+pid_t child_spawn_tracked(int (*body)(void *), void *arg, unsigned alarm_s);
+/* Waits for the child within limit_ms and returns its wait status; on timeout SIGKILLs and
+ * reaps it and fails the test. Either way it is no longer tracked. */
+int child_reap_at(int line, pid_t pid, unsigned limit_ms);
+/* child_reap_at, then fails the test unless the child exited with status 0. */
+void child_expect_ok_at(int line, pid_t pid, unsigned limit_ms);
+/* SIGKILLs every tracked child and forgets it; with reap, also waits for each (a teardown;
+ * the watchdog, which _exit()s right after, passes false). */
+void children_kill_tracked(bool reap);
+
+/* In a child (which must not use CMocka): print what went wrong, with the child's pid and the
+ * line, and return 1 from the child's body. The test then fails when it reaps the child. */
+#define CHILD_EXPECT_RC(call, want)                                                            \
+    do {                                                                                       \
+        int rc_ = (call);                                                                      \
+        if (rc_ != (want)) {                                                                   \
+            fprintf(stderr, "child %d, line %d: %s returned %s (%d), expected %s; errmsg "     \
+                            "\"%s\"\n",                                                        \
+                    (int)getpid(), __LINE__, #call, errname(rc_), rc_, #want,                 \
+                    surelock_errmsg());                                                        \
+            return 1;                                                                          \
+        }                                                                                      \
+    } while (0)
+
+#define CHILD_CHECK(cond)                                                                      \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            fprintf(stderr, "child %d, line %d: check failed: %s\n", (int)getpid(), __LINE__,  \
+                    #cond);                                                                    \
+            return 1;                                                                          \
+        }                                                                                      \
+    } while (0)
+
+/* ---- pipes with bounded waits (between the test and its children) ------------------------- */
+
+void make_pipe(int fds[2]); /* O_CLOEXEC; the test fails if pipe2 does */
+bool send_byte(int fd);
+/* Reads one byte within limit_ms; false on timeout, EOF or error. */
+bool recv_byte(int fd, unsigned limit_ms);
 
 /* A fresh private directory for lock files (mkdtemp under $TMPDIR or /tmp), and its cleanup. */
 void temp_dir_make(char out[256]);
