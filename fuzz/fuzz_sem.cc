@@ -589,7 +589,11 @@ int model_call(int w, const Call &c, uint64_t *value, int *rc2)
         }
         if (O.shut) return ECANCELED;
         if (c.kind == K_TRY) return EBUSY;
-        return ETIMEDOUT; // K_ACQUIRE is only predicted when it does not wait
+        // K_ACQUIRE is only predicted when it does not wait. A timed acquire that waited and
+        // expired leaves the queue and serves whoever it may have held back: nobody, unless
+        // an out-of-memory spill left servable waiters queued (see settle).
+        if (c.kind == K_TIMED_SHORT) grant(w, c.obj);
+        return ETIMEDOUT;
     case K_ASYNC: {
         MWaiter &W = S.waiters[c.slot];
         if (!valid_n(n)) {
