@@ -591,7 +591,7 @@ int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
     // A recursive mutex this thread already held (through this or another handle of the file)
     // was only re-entered: recovery was reported to the outer acquisition.
     bool thread_reentry = (h->flags & SURELOCK_IPC_RECURSIVE) && pthread_depth(h) > 1;
-    if (!thread_reentry && h->recovery_state.load() == NOT_RECOVERABLE) {
+    if (!thread_reentry && h->recovery_state.load(std::memory_order_relaxed) == NOT_RECOVERABLE) {
         pthread_mutex_unlock(&h->mutex);
         return fail(ENOTRECOVERABLE, "%s: a holder released the lock after EOWNERDEAD without "
                                      "surelock_ipc_consistent; it stays unusable until no "
@@ -609,8 +609,12 @@ int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
     m->held.owner_exited = ipc_owner_exited;
     me->link_held(&m->held);
     if (thread_reentry) return 0;
-    h->holder_tid.store((int32_t)me->tid);
-    return owner_died || h->recovery_state.load() == NEEDS_RECOVERY ? EOWNERDEAD : 0;
+    // Fields under the mutex: its acquire/release orders them, so no fenced stores (x86 would
+    // turn a sequentially consistent store into a locked exchange on the fast path).
+    h->holder_tid.store((int32_t)me->tid, std::memory_order_relaxed);
+    return owner_died || h->recovery_state.load(std::memory_order_relaxed) == NEEDS_RECOVERY
+               ? EOWNERDEAD
+               : 0;
 }
 
 } // namespace
@@ -631,10 +635,10 @@ int release(surelock_ipc *m, bool keep_needs_recovery, const char *fn)
     // Only the release that frees the mutex itself ends recovery (or the holder's record): a
     // recursive file may still be held through another handle.
     if (!(h->flags & SURELOCK_IPC_RECURSIVE) || pthread_depth(h) == 1) {
-        uint32_t expected = NEEDS_RECOVERY;
-        if (!keep_needs_recovery)
-            h->recovery_state.compare_exchange_strong(expected, NOT_RECOVERABLE);
-        h->holder_tid.store(0);
+        if (!keep_needs_recovery &&
+            h->recovery_state.load(std::memory_order_relaxed) == NEEDS_RECOVERY)
+            h->recovery_state.store(NOT_RECOVERABLE, std::memory_order_relaxed);
+        h->holder_tid.store(0, std::memory_order_relaxed);
     }
     int rc = pthread_mutex_unlock(&h->mutex);
     return rc == 0 ? 0 : fail(rc, "%s: pthread_mutex_unlock: %s", fn, strerror(rc));
