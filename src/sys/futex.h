@@ -35,14 +35,4 @@ int futex_wait(std::atomic<uint32_t> *word, uint32_t expected, const Deadline &d
 // Only sleepers whose tag shares a bit with `bits` are woken.
 int futex_wake(std::atomic<uint32_t> *word, int count, bool shared = false, uint32_t bits = ~0u);
 
-// A short busy-wait step for spin loops before sleeping.
-inline void cpu_relax()
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield");
-#endif
-}
-
 } // namespace surelock::sys
