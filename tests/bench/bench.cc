@@ -3,6 +3,7 @@
 #include "bench.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,11 +19,16 @@ namespace surelock::bench {
 
 namespace {
 
-// Every suite of this build, in the order `surelock bench` runs them. Later primitives add
-// their line here (ipc, group, sem).
+// Every suite of this build, in the order `surelock bench` runs them.
 constexpr Suite all_suites[] = {
     {"rlock", "reentrant lock vs pthread recursive/normal mutex and std::recursive_mutex",
      run_rlock},
+    {"ipc", "robust cross-process mutex vs raw robust pthread mutex, flock, OFD locks, sem_t",
+     run_ipc},
+    {"group", "mutex, rwlock and lock groups vs pthread, std::scoped_lock and std::lock",
+     run_group},
+    {"sem", "async FIFO mutex and semaphore vs pthread mutex, a FIFO ticket lock and sem_t",
+     run_sem},
 };
 
 } // namespace
@@ -80,14 +86,37 @@ void StartGate::arrive_and_wait()
     while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
 }
 
-namespace {
 double process_cpu_seconds()
 {
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
 }
-} // namespace
+
+bool wait_until_blocked(int tid, double timeout_seconds)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", tid);
+    auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                       std::chrono::duration<double>(timeout_seconds));
+    do {
+        // "TID (comm) STATE ...": comm may hold spaces and parentheses, the state follows the
+        // last ')'.
+        char buf[512];
+        FILE *f = fopen(path, "re");
+        if (f == nullptr) return false;
+        size_t got = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[got] = '\0';
+        const char *close = strrchr(buf, ')');
+        if (close != nullptr && close[1] == ' ' && (close[2] == 'S' || close[2] == 'D'))
+            return true;
+        if (close != nullptr && close[1] == ' ' && (close[2] == 'Z' || close[2] == 'X'))
+            return false;
+        std::this_thread::yield();
+    } while (Clock::now() < deadline);
+    return false;
+}
 
 double StartGate::open_and_run(int threads, double seconds, double *cpus)
 {

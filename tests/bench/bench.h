@@ -75,6 +75,14 @@ template <class T> inline void do_not_optimize(T &value)
         asm volatile("" : "+m"(value) : : "memory");
 }
 
+// CPU time the calling process has used so far, all its threads together, in seconds.
+double process_cpu_seconds();
+
+// Waits until thread or process `tid` sleeps in the kernel (state S or D in /proc/TID/stat),
+// for at most timeout_seconds. Latency scenarios use it to know a waiter is really blocked
+// before they release the lock it waits for. False on timeout, or when the task is gone.
+bool wait_until_blocked(int tid, double timeout_seconds);
+
 // Forces memory to be written and re-read: nothing is cached in registers across it.
 inline void clobber_memory()
 {
@@ -220,5 +228,8 @@ std::string machine_summary();
 // ---- Suites ----------------------------------------------------------------------------------
 
 int run_rlock(const Options &options);
+int run_ipc(const Options &options);
+int run_group(const Options &options);
+int run_sem(const Options &options);
 
 } // namespace surelock::bench

@@ -1,0 +1,634 @@
+// `surelock bench group`: the error-checking mutex, the writer-preferring rwlock and lock-all
+// groups against pthreads and the C++ standard library.
+//
+// Two tables (issue 4, item 7).
+// Mutex and rwlock: surelock vs pthread (normal mutex, default pthread_rwlock) and std
+// (std::mutex, std::shared_mutex):
+//   mutex uncontended lock+unlock            ns per pair        target <= 1.0x pthread
+//   mutex contended, 2 / 4 threads           Mops/s             target >= 1.0x pthread
+//   rwlock uncontended read lock+unlock      ns per pair        (context)
+//   rwlock read-mostly, 4 threads            Mops/s             target >= 1.0x pthread
+//     (every 20th operation of each thread writes, the rest read: 95 % reads)
+// Groups: a surelock_group of N surelock_mutex vs std::scoped_lock and std::lock over N
+// std::mutex, and N pthread mutexes locked in a fixed order by hand (no deadlock avoidance
+// beyond the order: the floor of what any all-or-nothing lock can cost):
+//   group of 2 / 4 / 8, uncontended           ns per group lock+unlock; target at 8:
+//                                             <= 0.5x std::scoped_lock
+//   dining philosophers, 5 threads            meals per second (Mops/s); each meal takes
+//                                             its two forks as one acquisition; target
+//                                             >= 1.0x std::lock
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <utility>
+
+#include "bench.h"
+#include "surelock.h"
+
+namespace surelock::bench {
+
+namespace {
+
+std::atomic<uint64_t> failures{0};
+
+void complain(const char *what)
+{
+    fprintf(stderr, "surelock bench group: %s\n", what);
+    failures++;
+}
+
+// ---- Mutexes: lock() / unlock() return 0 or an errno ---------------------------------------
+
+struct alignas(64) SurelockMutex {
+    surelock_mutex *m = nullptr;
+    SurelockMutex()
+    {
+        if (surelock_mutex_new(&m) != 0) m = nullptr;
+    }
+    ~SurelockMutex()
+    {
+        if (m) surelock_mutex_free(m);
+    }
+    bool ok() const { return m != nullptr; }
+    int lock() { return surelock_mutex_lock(m); }
+    int unlock() { return surelock_mutex_unlock(m); }
+};
+
+struct alignas(64) PthreadNormal {
+    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+    ~PthreadNormal() { pthread_mutex_destroy(&m); }
+    bool ok() const { return true; }
+    int lock() { return pthread_mutex_lock(&m); }
+    int unlock() { return pthread_mutex_unlock(&m); }
+};
+
+struct alignas(64) StdMutex {
+    std::mutex m;
+    bool ok() const { return true; }
+    int lock()
+    {
+        m.lock();
+        return 0;
+    }
+    int unlock()
+    {
+        m.unlock();
+        return 0;
+    }
+};
+
+// ---- Reader-writer locks ----------------------------------------------------------------------
+
+struct alignas(64) SurelockRwlock {
+    surelock_rwlock *l = nullptr;
+    SurelockRwlock()
+    {
+        if (surelock_rwlock_new(&l) != 0) l = nullptr;
+    }
+    ~SurelockRwlock()
+    {
+        if (l) surelock_rwlock_free(l);
+    }
+    bool ok() const { return l != nullptr; }
+    int rdlock() { return surelock_rwlock_rdlock(l); }
+    int wrlock() { return surelock_rwlock_wrlock(l); }
+    int unlock() { return surelock_rwlock_unlock(l); }
+};
+
+struct alignas(64) PthreadRwlock {
+    pthread_rwlock_t l = PTHREAD_RWLOCK_INITIALIZER;
+    ~PthreadRwlock() { pthread_rwlock_destroy(&l); }
+    bool ok() const { return true; }
+    int rdlock() { return pthread_rwlock_rdlock(&l); }
+    int wrlock() { return pthread_rwlock_wrlock(&l); }
+    int unlock() { return pthread_rwlock_unlock(&l); }
+};
+
+struct alignas(64) StdSharedMutex {
+    std::shared_mutex m;
+    bool ok() const { return true; }
+    int rdlock()
+    {
+        m.lock_shared();
+        return 0;
+    }
+    int wrlock()
+    {
+        m.lock();
+        return 0;
+    }
+    // std::shared_mutex has two unlocks; callers of this wrapper use the matching one.
+    int unlock_shared()
+    {
+        m.unlock_shared();
+        return 0;
+    }
+    int unlock_exclusive()
+    {
+        m.unlock();
+        return 0;
+    }
+};
+
+template <class L> int read_unlock(L &l)
+{
+    if constexpr (std::is_same_v<L, StdSharedMutex>) return l.unlock_shared();
+    else return l.unlock();
+}
+template <class L> int write_unlock(L &l)
+{
+    if constexpr (std::is_same_v<L, StdSharedMutex>) return l.unlock_exclusive();
+    else return l.unlock();
+}
+
+enum LockColumn { l_surelock, l_pthread, l_std, lock_columns };
+
+// ---- Mutex and rwlock scenarios -------------------------------------------------------------
+
+template <class L> Sampler mutex_uncontended(const Options &o)
+{
+    return LoopSampler(
+        [](uint64_t n) {
+            auto lock = std::make_unique<L>();
+            if (!lock->ok()) {
+                complain("cannot create a mutex");
+                return;
+            }
+            uint64_t bad = 0;
+            for (uint64_t i = 0; i < n; i++) {
+                L *p = lock.get();
+                do_not_optimize(p);
+                if (__builtin_expect(p->lock() != 0, 0)) bad++;
+                if (__builtin_expect(p->unlock() != 0, 0)) bad++;
+            }
+            if (bad) complain("uncontended mutex lock/unlock failed");
+        },
+        o.loop_seconds());
+}
+
+template <class L> Sampler read_uncontended(const Options &o)
+{
+    return LoopSampler(
+        [](uint64_t n) {
+            auto lock = std::make_unique<L>();
+            if (!lock->ok()) {
+                complain("cannot create an rwlock");
+                return;
+            }
+            uint64_t bad = 0;
+            for (uint64_t i = 0; i < n; i++) {
+                L *p = lock.get();
+                do_not_optimize(p);
+                if (__builtin_expect(p->rdlock() != 0, 0)) bad++;
+                if (__builtin_expect(read_unlock(*p) != 0, 0)) bad++;
+            }
+            if (bad) complain("uncontended read lock/unlock failed");
+        },
+        o.loop_seconds());
+}
+
+constexpr int work_steps = 32; // local work between acquisitions, see local_work()
+
+struct alignas(64) Protected {
+    uint64_t counter = 0;
+};
+
+template <class L> Sampler mutex_contended(const Options &o, int threads)
+{
+    double seconds = o.threaded_seconds();
+    return [threads, seconds]() -> Sample {
+        auto lock = std::make_unique<L>();
+        auto data = std::make_unique<Protected>();
+        if (!lock->ok()) {
+            complain("cannot create a mutex");
+            return 0;
+        }
+        L *p = lock.get();
+        Protected *d = data.get();
+        std::atomic<uint64_t> bad{0};
+        double elapsed = 0, cpus = 0;
+        uint64_t total = run_threads(
+            threads, seconds,
+            [p, d, &bad](int t) {
+                if (__builtin_expect(p->lock() != 0, 0)) bad++;
+                d->counter++;
+                if (__builtin_expect(p->unlock() != 0, 0)) bad++;
+                uint64_t x = local_work(uint64_t(t) + 1, work_steps);
+                do_not_optimize(x);
+            },
+            &elapsed, &cpus);
+        if (bad) complain("contended mutex lock/unlock failed");
+        if (d->counter != total)
+            complain("mutex: protected counter is wrong: mutual exclusion failed");
+        return Sample(double(total) / elapsed / 1e6, cpus);
+    };
+}
+
+// Read-mostly: data whose two halves a writer keeps equal; readers check them.
+struct alignas(64) RwData {
+    uint64_t a = 0, b = 0;
+};
+struct alignas(64) PerThread {
+    uint64_t ops = 0, writes = 0;
+};
+
+constexpr int write_every = 20; // 1 operation in 20 writes: 95 % reads
+
+template <class L> Sampler read_mostly(const Options &o, int threads)
+{
+    double seconds = o.threaded_seconds();
+    return [threads, seconds]() -> Sample {
+        auto lock = std::make_unique<L>();
+        auto data = std::make_unique<RwData>();
+        std::vector<PerThread> per(threads);
+        if (!lock->ok()) {
+            complain("cannot create an rwlock");
+            return 0;
+        }
+        L *p = lock.get();
+        RwData *d = data.get();
+        PerThread *pt = per.data();
+        std::atomic<uint64_t> bad{0}, torn{0};
+        double elapsed = 0, cpus = 0;
+        uint64_t total = run_threads(
+            threads, seconds,
+            [p, d, pt, &bad, &torn](int t) {
+                PerThread &me = pt[t];
+                // Threads start their write phase at different points, so writes spread out.
+                if ((me.ops++ + uint64_t(t) * 5) % write_every == 0) {
+                    if (__builtin_expect(p->wrlock() != 0, 0)) bad++;
+                    d->a++;
+                    clobber_memory();
+                    d->b++;
+                    if (__builtin_expect(write_unlock(*p) != 0, 0)) bad++;
+                    me.writes++;
+                } else {
+                    if (__builtin_expect(p->rdlock() != 0, 0)) bad++;
+                    uint64_t a = d->a;
+                    clobber_memory();
+                    uint64_t b = d->b;
+                    if (__builtin_expect(read_unlock(*p) != 0, 0)) bad++;
+                    if (__builtin_expect(a != b, 0)) torn++;
+                }
+                uint64_t x = local_work(uint64_t(t) + 1, work_steps);
+                do_not_optimize(x);
+            },
+            &elapsed, &cpus);
+        uint64_t writes = 0;
+        for (const PerThread &q : per) writes += q.writes;
+        if (bad) complain("rwlock lock/unlock failed");
+        if (torn) complain("rwlock: a reader saw a half-done write: exclusion failed");
+        if (d->a != writes || d->b != writes) complain("rwlock: lost writes: exclusion failed");
+        return Sample(double(total) / elapsed / 1e6, cpus);
+    };
+}
+
+// ---- Groups -------------------------------------------------------------------------------------
+
+enum GroupColumn { g_surelock, g_scoped, g_std_lock, g_ordered, group_columns };
+
+// A group of n surelock mutexes, added in reverse creation order (the group sorts them).
+struct SurelockGroup {
+    std::vector<surelock_mutex *> mutexes;
+    surelock_group *g = nullptr;
+    explicit SurelockGroup(size_t n) : mutexes(n, nullptr)
+    {
+        for (auto &m : mutexes)
+            if (surelock_mutex_new(&m) != 0) m = nullptr;
+        if (surelock_group_new(&g) != 0) g = nullptr;
+        for (size_t i = n; g && i-- > 0;)
+            if (!mutexes[i] || surelock_group_add_mutex(g, mutexes[i]) != 0) {
+                surelock_group_free(g);
+                g = nullptr;
+            }
+    }
+    ~SurelockGroup()
+    {
+        if (g) surelock_group_free(g);
+        for (auto m : mutexes)
+            if (m) surelock_mutex_free(m);
+    }
+    bool ok() const { return g != nullptr; }
+};
+
+template <size_t N> struct alignas(64) StdMutexes {
+    std::array<std::mutex, N> m;
+};
+
+template <size_t N> struct alignas(64) PthreadMutexes {
+    std::array<pthread_mutex_t, N> m;
+    PthreadMutexes()
+    {
+        for (auto &x : m) pthread_mutex_init(&x, nullptr);
+    }
+    ~PthreadMutexes()
+    {
+        for (auto &x : m) pthread_mutex_destroy(&x);
+    }
+};
+
+template <size_t N> Sampler group_surelock(const Options &o)
+{
+    return LoopSampler(
+        [](uint64_t n) {
+            SurelockGroup group(N);
+            if (!group.ok()) {
+                complain("cannot build a group");
+                return;
+            }
+            uint64_t bad = 0;
+            for (uint64_t i = 0; i < n; i++) {
+                surelock_group *g = group.g;
+                do_not_optimize(g);
+                if (__builtin_expect(surelock_group_lock(g) != 0, 0)) bad++;
+                if (__builtin_expect(surelock_group_unlock(g) != 0, 0)) bad++;
+            }
+            if (bad) complain("group lock/unlock failed");
+        },
+        o.loop_seconds());
+}
+
+template <size_t N, size_t... I>
+void scoped_loop(StdMutexes<N> *s, uint64_t n, std::index_sequence<I...>)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        StdMutexes<N> *p = s;
+        do_not_optimize(p);
+        std::scoped_lock lock(p->m[I]...);
+        clobber_memory();
+    }
+}
+
+template <size_t N, size_t... I>
+void std_lock_loop(StdMutexes<N> *s, uint64_t n, std::index_sequence<I...>)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        StdMutexes<N> *p = s;
+        do_not_optimize(p);
+        if constexpr (N == 1) p->m[0].lock();
+        else std::lock(p->m[I]...);
+        clobber_memory();
+        (p->m[I].unlock(), ...);
+    }
+}
+
+template <size_t N> Sampler group_scoped(const Options &o)
+{
+    return LoopSampler(
+        [](uint64_t n) {
+            auto s = std::make_unique<StdMutexes<N>>();
+            scoped_loop(s.get(), n, std::make_index_sequence<N>());
+        },
+        o.loop_seconds());
+}
+
+template <size_t N> Sampler group_std_lock(const Options &o)
+{
+    return LoopSampler(
+        [](uint64_t n) {
+            auto s = std::make_unique<StdMutexes<N>>();
+            std_lock_loop(s.get(), n, std::make_index_sequence<N>());
+        },
+        o.loop_seconds());
+}
+
+template <size_t N> Sampler group_ordered(const Options &o)
+{
+    return LoopSampler(
+        [](uint64_t n) {
+            auto s = std::make_unique<PthreadMutexes<N>>();
+            uint64_t bad = 0;
+            for (uint64_t i = 0; i < n; i++) {
+                PthreadMutexes<N> *p = s.get();
+                do_not_optimize(p);
+                for (size_t k = 0; k < N; k++)
+                    if (__builtin_expect(pthread_mutex_lock(&p->m[k]) != 0, 0)) bad++;
+                clobber_memory();
+                for (size_t k = N; k-- > 0;)
+                    if (__builtin_expect(pthread_mutex_unlock(&p->m[k]) != 0, 0)) bad++;
+            }
+            if (bad) complain("pthread lock/unlock failed");
+        },
+        o.loop_seconds());
+}
+
+// Dining philosophers: philosopher t eats with forks t and t+1 (mod 5), both taken as one
+// acquisition; each meal counts on both forks (checked: every fork's count is the meals of
+// its two neighbours), then the philosopher thinks (local work).
+constexpr int philosophers = 5;
+
+struct alignas(64) Fork {
+    uint64_t meals = 0;
+};
+
+struct Table5 {
+    std::array<Fork, philosophers> forks;
+    std::array<PerThread, philosophers> meals;
+    bool check() const
+    {
+        for (int f = 0; f < philosophers; f++) {
+            uint64_t expected = meals[f].ops + meals[(f + philosophers - 1) % philosophers].ops;
+            if (forks[f].meals != expected) return false;
+        }
+        return true;
+    }
+};
+
+inline void eat(Table5 *t, int p)
+{
+    t->forks[p].meals++;
+    t->forks[(p + 1) % philosophers].meals++;
+    t->meals[p].ops++;
+}
+
+template <class Dine> Sample dine(double seconds, Dine &&meal)
+{
+    auto table = std::make_unique<Table5>();
+    Table5 *tp = table.get();
+    double elapsed = 0, cpus = 0;
+    uint64_t total = run_threads(
+        philosophers, seconds,
+        [tp, &meal](int p) {
+            meal(tp, p);
+            uint64_t x = local_work(uint64_t(p) + 1, work_steps);
+            do_not_optimize(x);
+        },
+        &elapsed, &cpus);
+    if (!table->check()) complain("dining philosophers: a fork's count is wrong: exclusion failed");
+    return Sample(double(total) / elapsed / 1e6, cpus);
+}
+
+Sampler philosophers_surelock(const Options &o)
+{
+    double seconds = o.threaded_seconds();
+    return [seconds]() -> Sample {
+        std::array<surelock_mutex *, philosophers> forks{};
+        std::array<surelock_group *, philosophers> groups{};
+        bool ok = true;
+        for (auto &f : forks) ok &= surelock_mutex_new(&f) == 0;
+        for (int p = 0; ok && p < philosophers; p++) {
+            ok &= surelock_group_new(&groups[p]) == 0;
+            // Mixed insertion orders: odd philosophers add the right fork first.
+            int first = p % 2 ? (p + 1) % philosophers : p;
+            int second = p % 2 ? p : (p + 1) % philosophers;
+            ok = ok && surelock_group_add_mutex(groups[p], forks[first]) == 0 &&
+                 surelock_group_add_mutex(groups[p], forks[second]) == 0;
+        }
+        Sample s(0);
+        if (!ok) {
+            complain("cannot build the philosophers' groups");
+        } else {
+            std::atomic<uint64_t> bad{0};
+            s = dine(seconds, [&groups, &bad](Table5 *t, int p) {
+                if (__builtin_expect(surelock_group_lock(groups[p]) != 0, 0)) bad++;
+                eat(t, p);
+                if (__builtin_expect(surelock_group_unlock(groups[p]) != 0, 0)) bad++;
+            });
+            if (bad) complain("philosophers: group lock/unlock failed");
+        }
+        for (auto g : groups)
+            if (g) surelock_group_free(g);
+        for (auto f : forks)
+            if (f) surelock_mutex_free(f);
+        return s;
+    };
+}
+
+Sampler philosophers_scoped(const Options &o)
+{
+    double seconds = o.threaded_seconds();
+    return [seconds]() -> Sample {
+        auto forks = std::make_unique<StdMutexes<philosophers>>();
+        auto *m = &forks->m;
+        return dine(seconds, [m](Table5 *t, int p) {
+            std::scoped_lock lock((*m)[p], (*m)[(p + 1) % philosophers]);
+            eat(t, p);
+        });
+    };
+}
+
+Sampler philosophers_std_lock(const Options &o)
+{
+    double seconds = o.threaded_seconds();
+    return [seconds]() -> Sample {
+        auto forks = std::make_unique<StdMutexes<philosophers>>();
+        auto *m = &forks->m;
+        return dine(seconds, [m](Table5 *t, int p) {
+            std::mutex &a = (*m)[p], &b = (*m)[(p + 1) % philosophers];
+            std::lock(a, b);
+            eat(t, p);
+            a.unlock();
+            b.unlock();
+        });
+    };
+}
+
+Sampler philosophers_ordered(const Options &o)
+{
+    double seconds = o.threaded_seconds();
+    return [seconds]() -> Sample {
+        auto forks = std::make_unique<PthreadMutexes<philosophers>>();
+        auto *m = &forks->m;
+        std::atomic<uint64_t> bad{0};
+        Sample s = dine(seconds, [m, &bad](Table5 *t, int p) {
+            int lo = std::min(p, (p + 1) % philosophers), hi = std::max(p, (p + 1) % philosophers);
+            if (pthread_mutex_lock(&(*m)[lo]) != 0 || pthread_mutex_lock(&(*m)[hi]) != 0) bad++;
+            eat(t, p);
+            if (pthread_mutex_unlock(&(*m)[hi]) != 0 || pthread_mutex_unlock(&(*m)[lo]) != 0) bad++;
+        });
+        if (bad) complain("philosophers: pthread lock/unlock failed");
+        return s;
+    };
+}
+
+} // namespace
+
+int run_group(const Options &o)
+{
+    Table locks;
+    locks.title = std::string("surelock bench group: mutex and rwlock (libsurelock ") +
+                  surelock_version() + ") vs peers\nmachine: " + machine_summary() +
+                  "\npthread = normal mutex / default pthread_rwlock; std = std::mutex / "
+                  "std::shared_mutex. Contended: lock; shared counter++; unlock; local work.\n"
+                  "read-mostly: each thread writes every 20th operation (95 % reads), short "
+                  "critical sections, then local work";
+    locks.columns = {"surelock", "pthread", "std"};
+
+    Row &mu = locks.add_row("mutex uncontended lock+unlock", ns_per_op, {l_pthread, 1.0});
+    Table::measure(mu,
+                   {mutex_uncontended<SurelockMutex>(o), mutex_uncontended<PthreadNormal>(o),
+                    mutex_uncontended<StdMutex>(o)},
+                   o.runs);
+    for (int threads : {2, 4}) {
+        Row &row = locks.add_row("mutex contended, " + std::to_string(threads) + " threads",
+                                 mops_per_s, {l_pthread, 1.0});
+        row.threads = threads;
+        Table::measure(row,
+                       {mutex_contended<SurelockMutex>(o, threads),
+                        mutex_contended<PthreadNormal>(o, threads),
+                        mutex_contended<StdMutex>(o, threads)},
+                       o.runs);
+    }
+    Row &ru = locks.add_row("rwlock uncontended read lock+unlock", ns_per_op);
+    Table::measure(ru,
+                   {read_uncontended<SurelockRwlock>(o), read_uncontended<PthreadRwlock>(o),
+                    read_uncontended<StdSharedMutex>(o)},
+                   o.runs);
+    Row &rm = locks.add_row("rwlock read-mostly (95% reads), 4 threads", mops_per_s,
+                            {l_pthread, 1.0});
+    rm.threads = 4;
+    Table::measure(rm,
+                   {read_mostly<SurelockRwlock>(o, 4), read_mostly<PthreadRwlock>(o, 4),
+                    read_mostly<StdSharedMutex>(o, 4)},
+                   o.runs);
+    locks.print(stdout, o);
+    printf("\n");
+    fflush(stdout);
+
+    Table groups;
+    groups.title = std::string("surelock bench group: lock-all groups (libsurelock ") +
+                   surelock_version() + ") vs peers\n" +
+                   "surelock group = surelock_group of N surelock_mutex; std::scoped_lock and "
+                   "std::lock over N std::mutex;\npthread ordered = N pthread normal mutexes "
+                   "locked in a fixed order by hand (the cost floor: one lock+unlock each).\n"
+                   "Dining philosophers: 5 threads, 5 forks, each meal takes its two forks as "
+                   "one acquisition, then local work";
+    groups.columns = {"surelock group", "std::scoped_lock", "std::lock", "pthread ordered"};
+
+    Row &g2 = groups.add_row("group of 2, uncontended lock+unlock", ns_per_op);
+    Table::measure(g2, {group_surelock<2>(o), group_scoped<2>(o), group_std_lock<2>(o),
+                        group_ordered<2>(o)},
+                   o.runs);
+    Row &g4 = groups.add_row("group of 4, uncontended lock+unlock", ns_per_op);
+    Table::measure(g4, {group_surelock<4>(o), group_scoped<4>(o), group_std_lock<4>(o),
+                        group_ordered<4>(o)},
+                   o.runs);
+    Row &g8 = groups.add_row("group of 8, uncontended lock+unlock", ns_per_op, {g_scoped, 0.5});
+    Table::measure(g8, {group_surelock<8>(o), group_scoped<8>(o), group_std_lock<8>(o),
+                        group_ordered<8>(o)},
+                   o.runs);
+    Row &dp = groups.add_row("dining philosophers, 5 threads", mops_per_s, {g_std_lock, 1.0});
+    dp.threads = philosophers;
+    Table::measure(dp,
+                   {philosophers_surelock(o), philosophers_scoped(o), philosophers_std_lock(o),
+                    philosophers_ordered(o)},
+                   o.runs);
+    groups.print(stdout, o);
+    fflush(stdout);
+
+    if (failures.load() != 0) {
+        fprintf(stderr, "surelock bench group: %llu failure(s) (see above)\n",
+                (unsigned long long)failures.load());
+        return bench_failed;
+    }
+    return bench_ok;
+}
+
+} // namespace surelock::bench
