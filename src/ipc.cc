@@ -5,8 +5,9 @@
 //  - Opening serialises on flock(LOCK_EX) of the file only while it validates or initialises
 //    the header, so concurrent openers never see a half-made file and nobody polls. A new file
 //    is built complete as an O_TMPFILE and published with linkat, so it appears with its exact
-//    mode and contents; an empty placeholder is initialised in place under the flock; a header
-//    left unfinished by a creator that died under the flock is redone.
+//    mode and contents; an empty placeholder is initialised in place under the flock, stamped
+//    first (magic, version, not ready), so a header left unfinished by an initialiser that
+//    died is recognised and redone, while any other incomplete file is refused untouched.
 //  - Every open handle holds an OFD read lock on byte 0 for its whole life. An opener that can
 //    take a write lock there knows no other handle is open: only then is a not-recoverable
 //    lock re-initialised.
@@ -15,9 +16,11 @@
 //    out of a member it took with EOWNERDEAD and leave it needing recovery for the next
 //    acquirer, and it makes "unlocked without consistent" a file state (not recoverable)
 //    that every process sees.
-//  - The handle remembers which thread holds the lock through it (a thread serial plus the
-//    per-thread held list), so close() refuses while held and a holder thread's exit is
-//    noticed; the kernel's robust list then releases the mutex as owner-dead.
+//  - The handle remembers which thread holds the lock through it (a thread serial, the kernel
+//    TID in the file, and the per-thread held list), so a holder thread's exit and a fork
+//    child's inherited copy are told apart; the kernel's robust list releases the mutex as
+//    owner-dead. close() refuses while any thread of this process holds the mutex, whose
+//    robust-list entry points into the mapping it was locked through.
 
 #include <errno.h>
 #include <fcntl.h>
