@@ -188,19 +188,15 @@ std::string describe_group(int g)
 void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void note(const char *fmt, ...)
 {
-    char buf[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    lockstep::log_line(S.log, S.trace, "fuzz_group", fmt, ap);
     va_end(ap);
-    S.log.emplace_back(buf);
-    if (S.trace) fprintf(stderr, "fuzz_group: %s\n", buf);
 }
 
 void dump_state()
 {
-    fprintf(stderr, "---- operations of this input (oldest first) ----\n");
-    for (const std::string &s : S.log) fprintf(stderr, "  %s\n", s.c_str());
+    lockstep::print_log(S.log);
     fprintf(stderr, "---- model ----\n");
     for (int w = 0; w < kWorkers; w++)
         fprintf(stderr, "  T%d: %s, %s\n", w,

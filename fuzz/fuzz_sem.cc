@@ -300,19 +300,15 @@ std::string describe(const Event &e)
 void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void note(const char *fmt, ...)
 {
-    char buf[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    lockstep::log_line(S.log, S.trace, "fuzz_sem", fmt, ap);
     va_end(ap);
-    S.log.emplace_back(buf);
-    if (S.trace) fprintf(stderr, "fuzz_sem: %s\n", buf);
 }
 
 void dump_state()
 {
-    fprintf(stderr, "---- operations of this input (oldest first) ----\n");
-    for (const std::string &s : S.log) fprintf(stderr, "  %s\n", s.c_str());
+    lockstep::print_log(S.log);
     if (S.in_call) {
         fprintf(stderr, "---- predicted trace of the current call, %s (> = next expected) ----\n",
                 S.current.c_str());

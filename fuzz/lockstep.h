@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -28,6 +29,7 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "sys/thread.h" // current_record, only to keep LeakSanitizer from a false report
@@ -233,5 +235,22 @@ struct ErrmsgCopy {
         }
     }
 };
+
+// The operations of the current input, kept for the report when the model and the library
+// disagree, and echoed as they happen when tracing (SURELOCK_FUZZ_TRACE).
+inline void log_line(std::vector<std::string> &log, bool trace, const char *harness,
+                     const char *fmt, va_list ap)
+{
+    char buf[512];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    log.emplace_back(buf);
+    if (trace) fprintf(stderr, "%s: %s\n", harness, buf);
+}
+
+inline void print_log(const std::vector<std::string> &log)
+{
+    fprintf(stderr, "---- operations of this input (oldest first) ----\n");
+    for (const std::string &line : log) fprintf(stderr, "  %s\n", line.c_str());
+}
 
 } // namespace lockstep
