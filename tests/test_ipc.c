@@ -26,7 +26,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -167,27 +166,10 @@ static surelock_ipc *open_at(int line, const char *path, uint32_t flags, uint32_
 static char tmpdir[64];
 static mode_t saved_umask;
 
-/* A path in the test's directory; valid until the test ends (freed by its teardown). */
-static char *test_paths[512];
-static int n_test_paths;
-
+/* A path in the test's directory; valid until the test ends (its teardown frees it). */
 static const char *P(const char *name)
 {
-    size_t len = strlen(tmpdir) + 1 + strlen(name) + 1;
-    char *b = malloc(len);
-    if (b == NULL) fail_msg("out of memory");
-    snprintf(b, len, "%s/%s", tmpdir, name);
-    if (n_test_paths < 512) test_paths[n_test_paths++] = b;
-    return b;
-}
-
-static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    (void)st;
-    (void)type;
-    (void)ftw;
-    remove(path);
-    return 0;
+    return temp_path(tmpdir, name);
 }
 
 /* ---- file bytes ---------------------------------------------------------------------------- */
@@ -490,7 +472,7 @@ static void holder_kill_at(int line, holder_proc *h)
 static void bail_cleanup(void)
 {
     children_kill_tracked(false);
-    nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    temp_dir_remove(tmpdir);
 }
 
 static int group_setup(void **state)
@@ -516,9 +498,8 @@ static int test_teardown(void **state)
     (void)state;
     children_kill_tracked(true);
     umask(saved_umask);
-    nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    for (int i = 0; i < n_test_paths; i++) free(test_paths[i]);
-    n_test_paths = 0;
+    temp_dir_remove(tmpdir);
+    temp_paths_free();
     return watchdog_disarm(state);
 }
 

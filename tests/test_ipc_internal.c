@@ -16,7 +16,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -68,27 +67,10 @@ static surelock_ipc_options options(uint32_t flags, size_t payload_size)
 }
 
 static char tmpdir[64];
-static char *test_paths[64];
-static int n_test_paths;
-
-/* A path in the test's directory; valid until the test ends. */
+/* A path in the test's directory; valid until the test ends (its teardown frees it). */
 static const char *P(const char *name)
 {
-    size_t len = strlen(tmpdir) + 1 + strlen(name) + 1;
-    char *b = malloc(len);
-    if (b == NULL) fail_msg("out of memory");
-    snprintf(b, len, "%s/%s", tmpdir, name);
-    if (n_test_paths < 64) test_paths[n_test_paths++] = b;
-    return b;
-}
-
-static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    (void)st;
-    (void)type;
-    (void)ftw;
-    remove(path);
-    return 0;
+    return temp_path(tmpdir, name);
 }
 
 static int entries_in_tmpdir(void)
@@ -246,7 +228,7 @@ static void expect_usable(const char *path, size_t payload_size)
 static void bail_cleanup(void)
 {
     children_kill_tracked(false);
-    nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    temp_dir_remove(tmpdir);
 }
 
 static int group_setup(void **state)
@@ -268,9 +250,8 @@ static int test_teardown(void **state)
     (void)state;
     surelock_testing_fail_allocation_after(-1);
     children_kill_tracked(true);
-    nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    for (int i = 0; i < n_test_paths; i++) free(test_paths[i]);
-    n_test_paths = 0;
+    temp_dir_remove(tmpdir);
+    temp_paths_free();
     return watchdog_disarm(state);
 }
 

@@ -4,6 +4,7 @@
 #include "bounded.h"
 
 #include <dirent.h>
+#include <ftw.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -625,18 +626,41 @@ void temp_dir_make(char out[256])
     if (mkdtemp(out) == NULL) fail_msg("mkdtemp(%s): %s", out, strerror(errno));
 }
 
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)type;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
 void temp_dir_remove(const char *dir)
 {
-    DIR *d = opendir(dir);
-    if (d != NULL) {
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-            char path[512];
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            unlink(path);
-        }
-        closedir(d);
+    if (dir[0] != '\0') nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static char **temp_paths;
+static size_t n_temp_paths, temp_paths_capacity;
+
+const char *temp_path(const char *dir, const char *name)
+{
+    size_t len = strlen(dir) + 1 + strlen(name) + 1;
+    char *path = malloc(len);
+    if (n_temp_paths == temp_paths_capacity) {
+        size_t capacity = temp_paths_capacity ? 2 * temp_paths_capacity : 64;
+        char **grown = realloc(temp_paths, capacity * sizeof *grown);
+        if (grown == NULL) free(path), path = NULL;
+        else temp_paths = grown, temp_paths_capacity = capacity;
     }
-    rmdir(dir);
+    if (path == NULL) fail_msg("out of memory for a test path");
+    snprintf(path, len, "%s/%s", dir, name);
+    temp_paths[n_temp_paths++] = path;
+    return path;
+}
+
+void temp_paths_free(void)
+{
+    for (size_t i = 0; i < n_temp_paths; i++) free(temp_paths[i]);
+    n_temp_paths = 0;
 }

@@ -254,6 +254,9 @@ bool recv_byte(int fd, unsigned limit_ms);
 
 /* A fresh private directory for lock files (mkdtemp under $TMPDIR or /tmp), and its cleanup. */
 void temp_dir_make(char out[256]);
-void temp_dir_remove(const char *dir);
+void temp_dir_remove(const char *dir); /* recursive; does nothing for "" */
+/* "dir/name", kept until temp_paths_free() (a test's teardown calls it). */
+const char *temp_path(const char *dir, const char *name);
+void temp_paths_free(void);
 
 #endif
