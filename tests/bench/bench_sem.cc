@@ -199,11 +199,9 @@ struct alignas(64) Protected {
     uint64_t counter = 0;
 };
 
-// length: times the framework's threaded sample length (FIFO hand-offs are slow: a longer
-// sample holds enough of them that a moment of one thread running alone does not dominate).
-template <class L> Sampler contended(const Options &o, int threads, double length = 1)
+template <class L> Sampler contended(const Options &o, int threads)
 {
-    double seconds = o.threaded_seconds() * length;
+    double seconds = o.threaded_seconds();
     return [threads, seconds]() -> Sample {
         auto lock = std::make_unique<L>();
         auto data = std::make_unique<Protected>();
@@ -398,11 +396,9 @@ int run_sem(const Options &o)
 
     Row &co = table.add_row("contended, 2 threads", mops_per_s, {c_ticket, 2.0});
     co.threads = 2;
-    constexpr double fifo_length = 3; // 0.6 s samples (0.06 s with --quick)
     Table::measure(co,
-                   {contended<SurelockAmutex>(o, 2, fifo_length),
-                    contended<PthreadNormal>(o, 2, fifo_length),
-                    contended<TicketLock>(o, 2, fifo_length), contended<PosixSem>(o, 2, fifo_length)},
+                   {contended<SurelockAmutex>(o, 2), contended<PthreadNormal>(o, 2),
+                    contended<TicketLock>(o, 2), contended<PosixSem>(o, 2)},
                    o.runs);
 
     Row &hb = table.add_row("hand-off: release -> blocked waiter returns", ns_per_op);
