@@ -353,6 +353,41 @@ static void a_new_thread_is_not_mistaken_for_the_dead_owner(void **state)
     }
 }
 
+/* Thread-exit order (issue 9): a user's pthread key destructor, registered after surelock's
+ * first use (so glibc runs it after surelock's own in each round), still finds the thread's
+ * locks held and may release them: its unlock succeeds and the next locker sees no owner
+ * death. surelock declares a thread's locks dead only in the last destructor round. */
+static pthread_key_t user_key;
+static _Atomic int destructor_unlock_rc = -1;
+static void user_key_destructor(void *m)
+{
+    atomic_store(&destructor_unlock_rc, surelock_mutex_unlock(m));
+}
+static void lock_then_exit_with_the_mutex_in_a_user_key(void *m)
+{
+    if (surelock_mutex_lock(m) == 0) pthread_setspecific(user_key, m);
+}
+
+static void a_user_key_destructor_may_release_locks_the_exiting_thread_holds(void **state)
+{
+    (void)state;
+    surelock_mutex *m = new_mutex(); /* surelock's own key exists before user_key */
+    EXPECT_RC(surelock_mutex_lock(m), 0);
+    EXPECT_RC(surelock_mutex_unlock(m), 0);
+    assert_int_equal(pthread_key_create(&user_key, user_key_destructor), 0);
+    for (int round = 0; round < 20; round++) {
+        atomic_store(&destructor_unlock_rc, -1);
+        helper h;
+        helper_start(&h, lock_then_exit_with_the_mutex_in_a_user_key, m);
+        helper_join(&h, "locker", __LINE__);
+        EXPECT_SAVED_RC(atomic_load(&destructor_unlock_rc), 0, "unlock from a key destructor");
+        EXPECT_RC(surelock_mutex_trylock(m), 0); /* released, not "owner died" */
+        EXPECT_RC(surelock_mutex_unlock(m), 0);
+    }
+    pthread_key_delete(user_key);
+    EXPECT_RC(surelock_mutex_free(m), 0);
+}
+
 static void owner_thread_exit_is_reported_to_a_waiter_already_blocked(void **state)
 {
     (void)state;
@@ -470,6 +505,7 @@ int main(void)
         TEST(owner_death_is_reported_by_trylock_and_timedlock_too),
         TEST(a_new_thread_is_not_mistaken_for_the_dead_owner),
         TEST(owner_thread_exit_is_reported_to_a_waiter_already_blocked),
+        TEST(a_user_key_destructor_may_release_locks_the_exiting_thread_holds),
         TEST(four_threads_mixing_every_acquire_form_keep_a_plain_counter_exact),
     };
     return cmocka_run_group_tests_name("mutex", tests, watchdog_start, watchdog_stop);

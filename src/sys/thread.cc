@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <string.h>
 #include <unistd.h>
@@ -25,10 +26,20 @@ int key_error; // set once by make_key, read after pthread_once
 // Runs on the exiting thread. Every lock it still holds is handed to its kind's handler, which
 // releases it marked "owner died". The library is linked -z nodelete, so this code is still
 // mapped even if a host dlclose()d the library before this thread ended.
+//
+// As late as possible: glibc calls thread-specific-data destructors in rounds (in key order
+// within a round) for as long as a destructor sets a value again, up to
+// PTHREAD_DESTRUCTOR_ITERATIONS rounds. A user's key created after ours runs after ours in
+// each round, and may still unlock what the thread holds. So the first rounds only re-arm
+// the key; the thread's locks are declared dead in the last round, after which no destructor
+// of any key runs again.
 void thread_exit_destructor(void *arg)
 {
-    ErrmsgSnapshot keep_errmsg; // a handler's failure must not leak into a dying thread's text
     auto *record = static_cast<ThreadRecord *>(arg);
+    if (++record->exit_rounds < PTHREAD_DESTRUCTOR_ITERATIONS &&
+        pthread_setspecific(record_key, record) == 0)
+        return;
+    ErrmsgSnapshot keep_errmsg; // a handler's failure must not leak into a dying thread's text
     while (record->held.next != &record->held) {
         HeldLink *link = record->held.next;
         link->unlink();
