@@ -1,6 +1,7 @@
 /*
- * test_internal.c — the reentrant lock's paths that the public API cannot reach on demand:
- * depth overflow and allocation failure. Links the internal static build (SURELOCK_TESTING),
+ * test_internal.c — paths that the public API cannot reach on demand: the reentrant lock's
+ * depth overflow and allocation failure, the condition variable's last access (a hook right
+ * after the waking step) and the semaphore's shutdown and release while allocation fails. Links the internal static build (SURELOCK_TESTING),
  * whose hooks are declared in src/sys/testing.h.
  *
  * After every failure checked here: the return code is the documented one, errmsg says what
@@ -14,6 +15,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -274,6 +276,57 @@ static void first_lock_in_a_new_thread_out_of_memory_is_enomem_and_holds_nothing
     EXPECT_RC(surelock_rlock_free(l), 0);
 }
 
+/* ---- cond: nothing of the cond is touched after the step that wakes ----------------------- */
+
+/* A waiter woken by a signal made outside the mutex may return at once and free the cond
+ * (pthreads allows destroying a cond nobody waits on). The hook right after signal's waking
+ * step lets exactly that happen before signal goes on: under ASan or valgrind any later read
+ * of the cond by signal is a use-after-free. */
+static surelock_cond *woken_cond;
+static surelock_mutex *woken_mutex;
+static _Atomic int woken_go, woken_free_rc;
+static flag woken_freed;
+
+static void wait_then_free_the_cond(void *arg)
+{
+    (void)arg;
+    surelock_mutex_lock(woken_mutex);
+    while (!atomic_load(&woken_go)) surelock_cond_timedwait(woken_cond, woken_mutex, 1 * MS);
+    surelock_mutex_unlock(woken_mutex);
+    atomic_store(&woken_free_rc, surelock_cond_free(woken_cond));
+    flag_raise(&woken_freed);
+}
+
+static void let_the_woken_waiter_free_the_cond(void)
+{
+    flag_wait(&woken_freed, 1, WAIT_LIMIT_MS);
+}
+
+static void cond_signal_and_broadcast_touch_nothing_after_waking(void **state)
+{
+    (void)state;
+    for (int form = 0; form < 2; form++) {
+        EXPECT_RC(surelock_cond_new(&woken_cond), 0);
+        EXPECT_RC(surelock_mutex_new(&woken_mutex), 0);
+        atomic_store(&woken_go, 0);
+        atomic_store(&woken_free_rc, -1);
+        flag_init(&woken_freed);
+        helper waiter;
+        helper_start(&waiter, wait_then_free_the_cond, NULL);
+        sleep_ms(20); /* let it wait (not needed for correctness: it polls) */
+        surelock_testing_cond_woken_hook = let_the_woken_waiter_free_the_cond;
+        atomic_store(&woken_go, 1);
+        if (form == 0) EXPECT_RC(surelock_cond_signal(woken_cond), 0);
+        else EXPECT_RC(surelock_cond_broadcast(woken_cond), 0);
+        surelock_testing_cond_woken_hook = NULL;
+        JOIN(&waiter);
+        assert_true(flag_value(&woken_freed) > 0);
+        EXPECT_SAVED_RC(atomic_load(&woken_free_rc), 0, "cond_free by the woken waiter");
+        EXPECT_RC(surelock_mutex_free(woken_mutex), 0);
+        flag_destroy(&woken_freed);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -281,6 +334,7 @@ int main(void)
         TEST(rlock_new_out_of_memory_is_enomem_and_writes_nothing),
         TEST(rlock_global_out_of_memory_is_enomem_and_a_retry_gets_one_lock),
         TEST(first_lock_in_a_new_thread_out_of_memory_is_enomem_and_holds_nothing),
+        TEST(cond_signal_and_broadcast_touch_nothing_after_waking),
     };
     return cmocka_run_group_tests_name("internal", tests, watchdog_start, watchdog_stop);
 }

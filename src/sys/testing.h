@@ -24,6 +24,12 @@ int surelock_testing_rlock_set_depth(surelock_rlock *l, unsigned depth);
 extern void (*surelock_testing_ipc_init_hook)(void);
 void surelock_testing_ipc_init_point(void);
 
+/* Called by surelock_cond_signal/broadcast right after the step that lets waiters go: a test
+ * sets the hook to let a woken waiter return and free the cond there (pthreads allows
+ * destroying a cond nobody waits on), proving nothing of the cond is touched afterwards. */
+extern void (*surelock_testing_cond_woken_hook)(void);
+void surelock_testing_cond_woken_point(void);
+
 #ifdef __cplusplus
 }
 #endif
