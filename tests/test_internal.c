@@ -327,6 +327,91 @@ static void cond_signal_and_broadcast_touch_nothing_after_waking(void **state)
     }
 }
 
+/* ---- sem: shutdown and release settle every waiter whatever allocation does ---------------- */
+
+static _Atomic int async_status[2];
+static void record_status(void *ctx, int status)
+{
+    atomic_store(&async_status[(intptr_t)ctx], status + 1000); /* +1000: "called" */
+}
+
+static surelock_sem *degraded_sem;
+static _Atomic int blocking_rc;
+static void blocking_acquire_one(void *arg)
+{
+    (void)arg;
+    atomic_store(&blocking_rc, surelock_sem_acquire(degraded_sem, 1));
+}
+
+/* Runs op(degraded_sem) on a brand-new thread (no thread record yet) whose every allocation
+ * fails: the settling pass can queue no delivery at all. */
+static int (*degraded_op)(surelock_sem *);
+static _Atomic int degraded_op_rc;
+static void run_degraded_op(void *arg)
+{
+    (void)arg;
+    surelock_testing_fail_allocation_after(0);
+    atomic_store(&degraded_op_rc, degraded_op(degraded_sem));
+    surelock_testing_fail_allocation_after(-1);
+}
+static int shutdown_op(surelock_sem *s) { return surelock_sem_shutdown(s); }
+static int release_three_op(surelock_sem *s) { return surelock_sem_release(s, 3); }
+
+/* Queues, in order: async waiter 0, a blocking waiter on its own thread, async waiter 1 (one
+ * permit each, none available). */
+static void queue_async_blocking_async(surelock_waiter w[2], helper *blocker)
+{
+    EXPECT_RC(surelock_sem_new(0, &degraded_sem), 0);
+    atomic_store(&async_status[0], 0);
+    atomic_store(&async_status[1], 0);
+    atomic_store(&blocking_rc, -1);
+    EXPECT_RC(surelock_sem_acquire_async(degraded_sem, 1, &w[0], record_status, (void *)0),
+              EINPROGRESS);
+    helper_start(blocker, blocking_acquire_one, NULL);
+    /* queued once the blocking waiter no longer runs; a fixed pause is enough to order it
+     * before waiter 1 here, and the outcome checked does not depend on that order */
+    sleep_ms(50);
+    EXPECT_RC(surelock_sem_acquire_async(degraded_sem, 1, &w[1], record_status, (void *)1),
+              EINPROGRESS);
+}
+
+static void shutdown_cancels_every_waiter_even_when_no_delivery_can_be_queued(void **state)
+{
+    (void)state;
+    surelock_waiter w[2];
+    helper blocker, shutter;
+    queue_async_blocking_async(w, &blocker);
+    degraded_op = shutdown_op;
+    helper_start(&shutter, run_degraded_op, NULL);
+    JOIN(&shutter);
+    EXPECT_SAVED_RC(atomic_load(&degraded_op_rc), 0, "sem_shutdown");
+    JOIN(&blocker); /* the FOREVER waiter is woken, not left queued */
+    EXPECT_SAVED_RC(atomic_load(&blocking_rc), ECANCELED, "blocking acquire");
+    EXPECT_SAVED_RC(atomic_load(&async_status[0]), 1000 + ECANCELED, "async waiter 0");
+    EXPECT_SAVED_RC(atomic_load(&async_status[1]), 1000 + ECANCELED, "async waiter 1");
+    EXPECT_RC(surelock_sem_cancel(degraded_sem, &w[1]), ECANCELED);
+    EXPECT_RC(surelock_sem_free(degraded_sem), 0);
+}
+
+static void release_hands_every_permit_out_even_when_no_delivery_can_be_queued(void **state)
+{
+    (void)state;
+    surelock_waiter w[2];
+    helper blocker, releaser;
+    queue_async_blocking_async(w, &blocker);
+    degraded_op = release_three_op;
+    helper_start(&releaser, run_degraded_op, NULL);
+    JOIN(&releaser);
+    EXPECT_SAVED_RC(atomic_load(&degraded_op_rc), 0, "sem_release(3)");
+    JOIN(&blocker); /* granted, not stranded behind the first delivery */
+    EXPECT_SAVED_RC(atomic_load(&blocking_rc), 0, "blocking acquire");
+    EXPECT_SAVED_RC(atomic_load(&async_status[0]), 1000, "async waiter 0");
+    EXPECT_SAVED_RC(atomic_load(&async_status[1]), 1000, "async waiter 1");
+    assert_int_equal(surelock_sem_available(degraded_sem), 0);
+    EXPECT_RC(surelock_sem_release(degraded_sem, 3), 0);
+    EXPECT_RC(surelock_sem_free(degraded_sem), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -335,6 +420,8 @@ int main(void)
         TEST(rlock_global_out_of_memory_is_enomem_and_a_retry_gets_one_lock),
         TEST(first_lock_in_a_new_thread_out_of_memory_is_enomem_and_holds_nothing),
         TEST(cond_signal_and_broadcast_touch_nothing_after_waking),
+        TEST(shutdown_cancels_every_waiter_even_when_no_delivery_can_be_queued),
+        TEST(release_hands_every_permit_out_even_when_no_delivery_can_be_queued),
     };
     return cmocka_run_group_tests_name("internal", tests, watchdog_start, watchdog_stop);
 }
