@@ -17,11 +17,10 @@
  *  - Thread identity for in-process locks is a process-unique 64-bit serial that is never
  *    reused (not a TID, not a TLS address).
  *  - A thread that exits holding in-process locks has them declared dead (the next acquirer
- *    gets EOWNERDEAD) as late as possible: in the last round of thread-specific-data
- *    destructors (PTHREAD_DESTRUCTOR_ITERATIONS). Until then the thread still holds them, so a
- *    pthread key destructor of the application (or a C++ thread_local destructor) may unlock
- *    them normally. A destructor that first runs in that last round (one that re-arms its key
- *    every round) finds them already released.
+ *    gets EOWNERDEAD) as late as it safely can: in round PTHREAD_DESTRUCTOR_ITERATIONS - 1 (3
+ *    with glibc) of the thread-specific-data destructors. Until then the thread still holds
+ *    them, so a pthread key destructor of the application (or a C++ thread_local destructor)
+ *    may unlock them normally in the first round, where it runs unless it re-arms its key.
  *  - Every *_new has a matching *_free. Freeing an object that is held returns EBUSY and frees
  *    nothing; calling *_free concurrently with any other call on the same object is
  *    undefined. An object may be freed as soon as its last unlock has returned.

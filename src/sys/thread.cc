@@ -31,12 +31,16 @@ int key_error; // set once by make_key, read after pthread_once
 // within a round) for as long as a destructor sets a value again, up to
 // PTHREAD_DESTRUCTOR_ITERATIONS rounds. A user's key created after ours runs after ours in
 // each round, and may still unlock what the thread holds. So the first rounds only re-arm
-// the key; the thread's locks are declared dead in the last round, after which no destructor
-// of any key runs again.
+// the key; the thread's locks are declared dead in the next-to-last round. Not the last:
+// the sanitizer runtimes (ASan, TSan) tear their per-thread state down in the last round,
+// after which no instrumented code may run on this thread.
+constexpr unsigned exit_round_of_cleanup = PTHREAD_DESTRUCTOR_ITERATIONS - 1;
+static_assert(PTHREAD_DESTRUCTOR_ITERATIONS >= 2, "at least one round to re-arm in");
+
 void thread_exit_destructor(void *arg)
 {
     auto *record = static_cast<ThreadRecord *>(arg);
-    if (++record->exit_rounds < PTHREAD_DESTRUCTOR_ITERATIONS &&
+    if (++record->exit_rounds < exit_round_of_cleanup &&
         pthread_setspecific(record_key, record) == 0)
         return;
     ErrmsgSnapshot keep_errmsg; // a handler's failure must not leak into a dying thread's text
