@@ -412,7 +412,9 @@ typedef struct surelock_amutex surelock_amutex;
 /* Creates a semaphore with `permits` available. Returns 0; EINVAL (out NULL, permits above
  * SURELOCK_SEM_MAX); ENOMEM. */
 SURELOCK_API int surelock_sem_new(uint64_t permits, surelock_sem **out);
-/* Returns 0; EINVAL; EBUSY (waiters are queued: nothing freed). */
+/* Returns 0; EINVAL; EBUSY (waiters are queued: nothing freed; also, only when memory ran out,
+ * while a release, cancel or shutdown on another thread, or the one this callback runs in,
+ * is still handing out permits or cancellations one callback at a time). */
 SURELOCK_API int surelock_sem_free(surelock_sem *s);
 /* Takes n permits, joining the FIFO and blocking the thread until served. Returns 0; EINVAL
  * (NULL, n of 0 or above SURELOCK_SEM_MAX); ECANCELED (shut down, before or while waiting). */
