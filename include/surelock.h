@@ -395,6 +395,9 @@ SURELOCK_API int surelock_ipc_unlink(const char *path);
  * function, including releasing the same semaphore; grants triggered from inside fn run one
  * after another in the outermost dispatch on that thread (the stack does not grow with the
  * queue). fn must not unwind. The releasing thread's errmsg is preserved across fn.
+ * Out of memory: the per-thread queue of callbacks to run grows on demand; when it cannot,
+ * the releasing call runs that callback directly (nested, if it is itself inside fn) before it
+ * settles the waiters behind it. Every waiter is still served or cancelled in order.
  */
 typedef void (*surelock_wake_fn)(void *ctx, int status); /* status 0 = granted, ECANCELED */
 
