@@ -17,10 +17,14 @@
  *  - Thread identity for in-process locks is a process-unique 64-bit serial that is never
  *    reused (not a TID, not a TLS address).
  *  - A thread that exits holding in-process locks has them declared dead (the next acquirer
- *    gets EOWNERDEAD) as late as it safely can: in round PTHREAD_DESTRUCTOR_ITERATIONS - 1 (3
- *    with glibc) of the thread-specific-data destructors. Until then the thread still holds
- *    them, so a pthread key destructor of the application (or a C++ thread_local destructor)
- *    may unlock them normally in the first round, where it runs unless it re-arms its key.
+ *    gets EOWNERDEAD) by surelock's pthread key destructor, the first time it runs. Never
+ *    later: a thread whose first lock is taken by another key's destructor is still reported,
+ *    unless that happens in the last round (PTHREAD_DESTRUCTOR_ITERATIONS) after surelock's
+ *    turn, when glibc calls no destructor again. glibc runs key destructors in key order, and
+ *    surelock creates its key at the process's first in-process lock. So C++ thread_local
+ *    destructors, and the destructors of keys created before that first lock, run first and
+ *    may unlock normally; a destructor of a key created later runs after surelock's: its
+ *    unlock gets EPERM, the next acquirer EOWNERDEAD.
  *  - Every *_new has a matching *_free. Freeing an object that is held returns EBUSY and frees
  *    nothing; calling *_free concurrently with any other call on the same object is
  *    undefined. An object may be freed as soon as its last unlock has returned.

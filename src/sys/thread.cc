@@ -2,7 +2,6 @@
 
 #include <atomic>
 #include <errno.h>
-#include <limits.h>
 #include <pthread.h>
 #include <string.h>
 #include <unistd.h>
@@ -27,23 +26,17 @@ int key_error; // set once by make_key, read after pthread_once
 // releases it marked "owner died". The library is linked -z nodelete, so this code is still
 // mapped even if a host dlclose()d the library before this thread ended.
 //
-// As late as possible: glibc calls thread-specific-data destructors in rounds (in key order
-// within a round) for as long as a destructor sets a value again, up to
-// PTHREAD_DESTRUCTOR_ITERATIONS rounds. A user's key created after ours runs after ours in
-// each round, and may still unlock what the thread holds. So the first rounds only re-arm
-// the key; the thread's locks are declared dead in the next-to-last round. Not the last:
-// the sanitizer runtimes (ASan, TSan) tear their per-thread state down in the last round,
-// after which no instrumented code may run on this thread.
-constexpr unsigned exit_round_of_cleanup = PTHREAD_DESTRUCTOR_ITERATIONS - 1;
-static_assert(PTHREAD_DESTRUCTOR_ITERATIONS >= 2, "at least one round to re-arm in");
-
+// At the first call, never later: glibc runs thread-specific-data destructors in at most
+// PTHREAD_DESTRUCTOR_ITERATIONS rounds, and a record created during that teardown (by another
+// key's destructor, possibly in a late round) cannot know which round it is in. Re-arming the
+// key to wait for later rounds would then lose the last call: the record leaks and its locks
+// stay held by a dead thread forever (and the sanitizers' per-thread state is gone by the last
+// round). So an application key destructor that runs after this one finds the locks already
+// declared dead (surelock.h says which ones run before).
 void thread_exit_destructor(void *arg)
 {
-    auto *record = static_cast<ThreadRecord *>(arg);
-    if (++record->exit_rounds < exit_round_of_cleanup &&
-        pthread_setspecific(record_key, record) == 0)
-        return;
     ErrmsgSnapshot keep_errmsg; // a handler's failure must not leak into a dying thread's text
+    auto *record = static_cast<ThreadRecord *>(arg);
     while (record->held.next != &record->held) {
         HeldLink *link = record->held.next;
         link->unlink();

@@ -36,8 +36,6 @@ struct ThreadRecord {
     void *spare_hold;
     // The semaphore's per-thread queue of callbacks to run (sem.cc), created on first use.
     void *dispatch_queue;
-    // Thread-specific-data destructor rounds seen so far at thread exit (thread.cc).
-    unsigned exit_rounds;
 
     void link_held(HeldLink *link)
     {
