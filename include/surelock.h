@@ -400,8 +400,10 @@ SURELOCK_API int surelock_ipc_unlink(const char *path);
  * after another in the outermost dispatch on that thread (the stack does not grow with the
  * queue). fn must not unwind. The releasing thread's errmsg is preserved across fn.
  * Out of memory: the per-thread queue of callbacks to run grows on demand; when it cannot,
- * the releasing call runs that callback directly (nested, if it is itself inside fn) before it
- * settles the waiters behind it. Every waiter is still served or cancelled in order.
+ * the releasing call runs that callback directly before it settles the waiters behind it.
+ * Inside fn that is nested: it then runs before the callbacks of earlier grants still queued
+ * on this thread, and a chain of callbacks that each release again nests one level per link.
+ * Permits and cancellations are still handed out in FIFO order.
  */
 typedef void (*surelock_wake_fn)(void *ctx, int status); /* status 0 = granted, ECANCELED */
 
@@ -420,8 +422,8 @@ typedef struct surelock_amutex surelock_amutex;
  * SURELOCK_SEM_MAX); ENOMEM. */
 SURELOCK_API int surelock_sem_new(uint64_t permits, surelock_sem **out);
 /* Returns 0; EINVAL; EBUSY (waiters are queued: nothing freed; also, only when memory ran out,
- * while a release, cancel or shutdown on another thread, or the one this callback runs in,
- * is still handing out permits or cancellations one callback at a time). */
+ * while a release, cancel or shutdown on another thread, or the one this callback runs in, has
+ * more waiters to serve after the callback it is running). */
 SURELOCK_API int surelock_sem_free(surelock_sem *s);
 /* Takes n permits, joining the FIFO and blocking the thread until served. Returns 0; EINVAL
  * (NULL, n of 0 or above SURELOCK_SEM_MAX); ECANCELED (shut down, before or while waiting). */

@@ -210,14 +210,18 @@ void drain(ThreadRecord *me)
 
 // With the queue lock held: settles waiters from the head while `take` says so, queueing async
 // deliveries on this thread; drops the lock, wakes the blocking waiters settled, and runs the
-// deliveries. When the queue cannot take one (no thread record, or no memory to grow it), the
-// pass goes on without memory: it marks the semaphore as still being settled (free is EBUSY
-// meanwhile, so a callback cannot free it under us), drops the lock, runs what is queued and
-// then that delivery directly, locks the queue again and carries on where it stopped. So
-// every waiter `take` accepts is settled, in order, whatever allocation does; only the
-// callbacks' timing differs (a callback may then run nested, and before later waiters are
-// settled). After the last callback the semaphore is not touched again: a callback may free it.
-template <class Take> void settle_and_unlock(surelock_sem *s, uint32_t state, Take take)
+// deliveries. When the queue cannot take one (no thread record, or no memory to grow it) and
+// `fits` says the waiter now at the head would be settled too, the pass goes on without
+// memory: it marks the semaphore as still being settled (free is EBUSY meanwhile, so a
+// callback cannot free it under us), drops the lock, runs what is queued and then that
+// delivery directly, locks the queue again and carries on where it stopped. So every waiter
+// `take` accepts is settled, in order, whatever allocation does; only the callbacks' timing
+// differs (a callback may then run nested, and before later waiters are settled). When
+// nothing more would be settled (the common case: an amutex hand-off, a last waiter), the
+// pass ends as usual, before that delivery: later changes are served by the calls that make
+// them. After the last callback the semaphore is not touched again: a callback may free it.
+template <class Take, class Fits>
+void settle_and_unlock(surelock_sem *s, uint32_t state, Take take, Fits fits)
 {
     ThreadRecord *me = nullptr;
     bool looked_up = false; // the record is looked up (maybe created) only if something settles
@@ -237,10 +241,12 @@ template <class Take> void settle_and_unlock(surelock_sem *s, uint32_t state, Ta
                 break;
             }
         }
-        if (!spilled) {
+        bool resume = spilled && s->head != nullptr && fits(s->head);
+        if (!resume) {
             s->queue_lock.unlock();
             wakes.run();
             drain(me);
+            if (spilled) deliver(d);
             return;
         }
         s->settling_after_callback++;
@@ -258,12 +264,18 @@ template <class Take> void settle_and_unlock(surelock_sem *s, uint32_t state, Ta
 // lock-free path touches the word meanwhile.
 void dispatch_and_unlock(surelock_sem *s)
 {
-    settle_and_unlock(s, GRANTED, [s](Waiter *head) {
+    auto fits = [s](Waiter *head) {
         uint64_t word = s->word.load(std::memory_order_relaxed);
-        if ((word & SHUT_DOWN) || permits_of(word) < head->n) return false;
-        s->word.fetch_sub(as_permits(head->n), std::memory_order_acquire);
-        return true;
-    });
+        return !(word & SHUT_DOWN) && permits_of(word) >= head->n;
+    };
+    settle_and_unlock(
+        s, GRANTED,
+        [s, fits](Waiter *head) {
+            if (!fits(head)) return false;
+            s->word.fetch_sub(as_permits(head->n), std::memory_order_acquire);
+            return true;
+        },
+        fits);
 }
 
 // ---- Acquire -------------------------------------------------------------------------------
@@ -514,7 +526,8 @@ SURELOCK_API int surelock_sem_shutdown(surelock_sem *s)
     if (s == nullptr) return fail(EINVAL, "surelock_sem_shutdown: the semaphore is NULL");
     s->queue_lock.lock();
     s->word.fetch_or(SHUT_DOWN, std::memory_order_relaxed);
-    settle_and_unlock(s, CANCELED, [](Waiter *) { return true; });
+    auto every = [](Waiter *) { return true; };
+    settle_and_unlock(s, CANCELED, every, every);
     return 0;
 }
 

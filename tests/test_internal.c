@@ -393,6 +393,59 @@ static void shutdown_cancels_every_waiter_even_when_no_delivery_can_be_queued(vo
     EXPECT_RC(surelock_sem_free(degraded_sem), 0);
 }
 
+/* API.md: "an object may be freed as soon as its last unlock has returned" -- also when that
+ * unlock is made from the callback of a grant delivered without memory for the dispatch
+ * queue. (Issue 9 review: the out-of-memory pass kept the semaphore pinned while it ran the
+ * callback, so free said EBUSY with nothing queued and nothing held; it now pins only when
+ * waiters behind could still be served.) */
+static _Atomic int free_in_callback_rc;
+static void release_then_free(void *ctx, int status)
+{
+    (void)status;
+    surelock_sem_release(ctx, 1);
+    atomic_store(&free_in_callback_rc, surelock_sem_free(ctx));
+}
+static surelock_amutex *degraded_amutex;
+static void unlock_then_free(void *ctx, int status)
+{
+    (void)status;
+    surelock_amutex_unlock(ctx);
+    atomic_store(&free_in_callback_rc, surelock_amutex_free(ctx));
+}
+static int release_one_op(surelock_sem *s) { return surelock_sem_release(s, 1); }
+static int amutex_unlock_op(surelock_sem *s)
+{
+    (void)s;
+    return surelock_amutex_unlock(degraded_amutex);
+}
+
+static void the_last_waiter_s_callback_may_free_when_no_delivery_can_be_queued(void **state)
+{
+    (void)state;
+    surelock_waiter w;
+    helper releaser;
+    EXPECT_RC(surelock_sem_new(0, &degraded_sem), 0);
+    atomic_store(&free_in_callback_rc, -1);
+    EXPECT_RC(surelock_sem_acquire_async(degraded_sem, 1, &w, release_then_free, degraded_sem),
+              EINPROGRESS);
+    degraded_op = release_one_op;
+    helper_start(&releaser, run_degraded_op, NULL);
+    JOIN(&releaser);
+    EXPECT_SAVED_RC(atomic_load(&degraded_op_rc), 0, "sem_release");
+    EXPECT_SAVED_RC(atomic_load(&free_in_callback_rc), 0, "sem_free in the callback");
+
+    EXPECT_RC(surelock_amutex_new(&degraded_amutex), 0);
+    EXPECT_RC(surelock_amutex_lock(degraded_amutex), 0);
+    atomic_store(&free_in_callback_rc, -1);
+    EXPECT_RC(surelock_amutex_lock_async(degraded_amutex, &w, unlock_then_free, degraded_amutex),
+              EINPROGRESS);
+    degraded_op = amutex_unlock_op;
+    helper_start(&releaser, run_degraded_op, NULL);
+    JOIN(&releaser);
+    EXPECT_SAVED_RC(atomic_load(&degraded_op_rc), 0, "amutex_unlock");
+    EXPECT_SAVED_RC(atomic_load(&free_in_callback_rc), 0, "amutex_free in the callback");
+}
+
 static void release_hands_every_permit_out_even_when_no_delivery_can_be_queued(void **state)
 {
     (void)state;
@@ -422,6 +475,7 @@ int main(void)
         TEST(cond_signal_and_broadcast_touch_nothing_after_waking),
         TEST(shutdown_cancels_every_waiter_even_when_no_delivery_can_be_queued),
         TEST(release_hands_every_permit_out_even_when_no_delivery_can_be_queued),
+        TEST(the_last_waiter_s_callback_may_free_when_no_delivery_can_be_queued),
     };
     return cmocka_run_group_tests_name("internal", tests, watchdog_start, watchdog_stop);
 }
