@@ -409,9 +409,10 @@ bool push(MThread &T, const Delivery &d)
 // the thread's dispatch queue in settling order; only the outermost dispatch on the thread
 // runs it. When the queue cannot take a delivery (the thread's record, looked up once at the
 // first delivery, or the queue's growth fails to allocate), settling pauses there: the queue
-// is run, then that delivery directly, and settling goes on from where it stopped (the default
-// model predicts that degraded timing; strict mode the contract's queued order).
-template <class Take> void settle(int w, int obj, int status, Take take)
+// is run, then that delivery directly, and settling goes on from where it stopped if the new
+// head would be settled too, else the pass ends (the default model predicts that degraded
+// timing; strict mode the contract's queued order).
+template <class Take, class Fits> void settle(int w, int obj, int status, Take take, Fits fits)
 {
     MObj &O = S.objs[obj];
     MThread &T = S.threads[w];
@@ -439,6 +440,8 @@ template <class Take> void settle(int w, int obj, int status, Take take)
             spilled = true;
             break;
         }
+        // Paused only while the new head would be settled too; otherwise the pass ends.
+        bool resume = spilled && !O.queue.empty() && fits(S.waiters[O.queue.front()]);
         if (!T.running && (S.strict || (T.has_record && T.has_queue))) {
             T.running = true;
             while (!T.q.empty()) {
@@ -448,8 +451,8 @@ template <class Take> void settle(int w, int obj, int status, Take take)
             }
             T.running = false;
         }
-        if (!spilled) return;
-        run_callback(w, spill);
+        if (spilled) run_callback(w, spill);
+        if (!resume) return;
     }
 }
 
@@ -457,11 +460,12 @@ template <class Take> void settle(int w, int obj, int status, Take take)
 void grant(int w, int obj)
 {
     MObj &O = S.objs[obj];
-    settle(w, obj, 0, [&O](MWaiter &W) {
-        if (O.shut || O.permits < W.n) return false;
+    auto fits = [&O](MWaiter &W) { return !O.shut && O.permits >= W.n; };
+    settle(w, obj, 0, [&O, fits](MWaiter &W) {
+        if (!fits(W)) return false;
         O.permits -= W.n;
         return true;
-    });
+    }, fits);
 }
 
 // What a callback knows about its own waiter (its slot may be reused by its own actions).
@@ -654,7 +658,7 @@ int model_call(int w, const Call &c, uint64_t *value, int *rc2)
         return 0;
     case K_SHUTDOWN:
         O.shut = true;
-        settle(w, c.obj, ECANCELED, [](MWaiter &) { return true; });
+        settle(w, c.obj, ECANCELED, [](MWaiter &) { return true; }, [](MWaiter &) { return true; });
         return 0;
     case K_AVAILABLE:
         *value = O.permits;
