@@ -37,6 +37,7 @@
 #define WAIT_SLICE_NS (20ull * 1000 * 1000) /* Ctrl-C answers within ~20 ms */
 
 static PyObject *OwnerDiedWarning;
+static double timeout_max = 9223372036.0; /* _thread.TIMEOUT_MAX, read at import */
 static unsigned long main_thread_ident;
 static PyObject *grant_callable; /* surelock._async._grant(fut, status), set at import */
 
@@ -131,9 +132,13 @@ static int parse_acquire_args(PyObject *const *args, Py_ssize_t nargs, PyObject 
         PyErr_SetString(PyExc_ValueError, "timeout value must be a non-negative number");
         return -1;
     }
+    if (timeout > timeout_max) { /* as threading: beyond TIMEOUT_MAX is an error, not forever */
+        PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
+        return -1;
+    }
     *blocking_out = blocking;
     if (!blocking) *timeout_ns = 0;
-    else if (timeout < 0 || timeout * 1e9 >= 1.8e19) *timeout_ns = SURELOCK_FOREVER;
+    else if (timeout < 0) *timeout_ns = SURELOCK_FOREVER;
     else *timeout_ns = (uint64_t)(timeout * 1e9);
     return 0;
 }
@@ -1612,6 +1617,8 @@ static PyGetSetDef Sem_getset[] = {
 };
 
 static PyMemberDef Sem_members[] = {
+    {"_blocked", T_INT, offsetof(SemObject, in_use), READONLY,
+     "threads queued in a blocking acquire now (they hold their FIFO place)"},
     {"__weaklistoffset__", T_PYSSIZET, offsetof(SemObject, weakreflist), READONLY},
     {NULL},
 };
@@ -1763,6 +1770,14 @@ PyMODINIT_FUNC PyInit__surelock(void)
     if (ident == NULL) goto fail;
     main_thread_ident = PyLong_AsUnsignedLong(ident);
     Py_DECREF(ident);
+    if (PyErr_Occurred()) goto fail;
+    PyObject *thread_mod = PyImport_ImportModule("_thread");
+    if (thread_mod == NULL) goto fail;
+    PyObject *tmax = PyObject_GetAttrString(thread_mod, "TIMEOUT_MAX");
+    Py_DECREF(thread_mod);
+    if (tmax == NULL) goto fail;
+    timeout_max = PyFloat_AsDouble(tmax);
+    Py_DECREF(tmax);
     if (PyErr_Occurred()) goto fail;
 
     OwnerDiedWarning = PyErr_NewExceptionWithDoc(
