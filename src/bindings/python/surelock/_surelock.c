@@ -1527,6 +1527,27 @@ static int interpreter_finalizing(void)
 #endif
 }
 
+/* True when the calling thread runs `loop` now (asyncio's BaseEventLoop keeps the running
+ * thread's ident in _thread_id; a loop without it is always treated as foreign). */
+static int on_loop_thread(PyObject *loop)
+{
+    PyObject *tid = PyObject_GetAttrString(loop, "_thread_id");
+    if (tid == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int same = PyLong_Check(tid) && PyLong_AsUnsignedLong(tid) == PyThread_get_thread_ident();
+    PyErr_Clear();
+    Py_DECREF(tid);
+    if (same) {
+        PyObject *closed = PyObject_CallMethod(loop, "is_closed", NULL);
+        same = closed == Py_False;
+        Py_XDECREF(closed);
+        PyErr_Clear();
+    }
+    return same;
+}
+
 static void async_wake(void *ctx, int status)
 {
     WaiterObject *w = ctx;
@@ -1539,9 +1560,16 @@ static void async_wake(void *ctx, int status)
     PyObject *r = NULL;
     if (!w->cancel_called) {
         PyObject *st = PyLong_FromLong(status);
-        if (st != NULL)
-            r = PyObject_CallMethod(w->loop, "call_soon_threadsafe", "OOO", grant_callable,
-                                    w->fut, st);
+        if (st != NULL) {
+            /* On the loop's own thread (a task released it), settle the future at once, as
+             * asyncio.Lock does: no self-pipe write, no extra loop iteration. From any other
+             * thread, hand it over with call_soon_threadsafe. */
+            if (on_loop_thread(w->loop))
+                r = PyObject_CallFunctionObjArgs(grant_callable, w->fut, st, NULL);
+            else
+                r = PyObject_CallMethod(w->loop, "call_soon_threadsafe", "OOO", grant_callable,
+                                        w->fut, st);
+        }
         Py_XDECREF(st);
     }
     if (r == NULL && status == 0 && !w->cancel_called) {
