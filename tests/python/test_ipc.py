@@ -282,3 +282,20 @@ def test_status_describes_the_file_without_taking_it(tmp_lock_path):
     with lock:
         st = lock.status()
         assert st.held and st.holder_tid == threading.get_native_id() and st.holder_alive
+
+
+def test_an_owner_death_warning_turned_into_an_error_keeps_the_ipc_lock_held(tmp_lock_path):
+    import warnings
+    pid = spawn_holder(tmp_lock_path)
+    os.kill(pid, signal.SIGKILL)
+    reap(pid)
+    lock = surelock.IpcLock(tmp_lock_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", surelock.OwnerDiedWarning)
+        with pytest.raises(surelock.OwnerDiedWarning):
+            lock.acquire()
+    # Still held and still in need of recovery: releasing now would make it unrecoverable.
+    assert lock.needs_recovery and lock.status().held
+    lock.consistent()
+    lock.release()
+    assert not lock.status().needs_recovery

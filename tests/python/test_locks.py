@@ -152,6 +152,20 @@ def test_a_thread_dying_holding_it_makes_the_next_acquire_succeed_with_owner_die
 
 
 @pytest.mark.parametrize("kind", IN_PROCESS)
+def test_an_owner_death_warning_turned_into_an_error_releases_the_lock_first(kind):
+    lock = kind()
+    die_holding(lock.acquire)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", surelock.OwnerDiedWarning)
+        with pytest.raises(surelock.OwnerDiedWarning):
+            with lock:
+                pytest.fail("the body must not run")
+    assert not lock.locked()  # not left held by a with-statement that never entered
+    assert lock.acquire(False) and lock.owner_died is False
+    lock.release()
+
+
+@pytest.mark.parametrize("kind", IN_PROCESS)
 def test_blocking_acquire_in_the_main_thread_lets_keyboardinterrupt_through_within_100ms(kind):
     assert threading.current_thread() is threading.main_thread()
     lock = kind()

@@ -13,6 +13,9 @@
  *    subclass (TimeoutError, PermissionError, FileExistsError, ...). EOWNERDEAD is never an
  *    exception: the lock is held, `owner_died` is set and an OwnerDiedWarning is issued.
  *  - Releasing a lock the caller does not hold is RuntimeError, as in `threading`.
+ *  - With warnings turned into errors, an OwnerDiedWarning raised from an acquire releases
+ *    an in-process lock first (the exception is the notice); an IpcLock stays held, so the
+ *    death is passed on rather than made unrecoverable.
  *  - A lock object dropped while it is held (or while C still references it) is leaked,
  *    never freed under a holder: *_free/close return EBUSY and we keep the memory.
  */
@@ -209,6 +212,7 @@ typedef struct {
 } LockObject;
 
 static int mutex_try(void *h) { return surelock_mutex_trylock(h); }
+static int mutex_unlock(void *h) { return surelock_mutex_unlock(h); }
 static int mutex_timed(void *h, uint64_t ns) { return surelock_mutex_timedlock(h, ns); }
 
 static PyObject *Lock_new(PyTypeObject *type, PyObject *args, PyObject *kw)
@@ -236,8 +240,16 @@ static void Lock_dealloc(LockObject *self)
     Py_DECREF(tp);
 }
 
-/* The result of an acquire: True, False, or an exception. */
-static PyObject *acquired_result(PyObject *self, int rc, char *owner_died, PyObject *filename)
+typedef int (*unlock_fn)(void *h);
+
+/*
+ * The result of an acquire: True, False, or an exception. When the OwnerDiedWarning is
+ * turned into an exception (-W error), an in-process lock is released before it propagates
+ * (the exception is the notice; a `with` would otherwise never release it); `unlock` NULL
+ * keeps the lock held (IpcLock: releasing would make it unrecoverable for every process).
+ */
+static PyObject *acquired_result(PyObject *self, int rc, char *owner_died, PyObject *filename,
+                                 unlock_fn unlock, void *h)
 {
     if (rc == 0) {
         *owner_died = 0;
@@ -245,7 +257,10 @@ static PyObject *acquired_result(PyObject *self, int rc, char *owner_died, PyObj
     }
     if (rc == EOWNERDEAD) {
         *owner_died = 1;
-        if (warn_owner_died(self) < 0) return NULL; /* warnings as errors: still held */
+        if (warn_owner_died(self) < 0) {
+            if (unlock != NULL) unlock(h);
+            return NULL;
+        }
         Py_RETURN_TRUE;
     }
     if (rc == EBUSY || rc == ETIMEDOUT) Py_RETURN_FALSE;
@@ -268,7 +283,7 @@ static PyObject *Lock_acquire(LockObject *self, PyObject *const *args, Py_ssize_
     }
     if (rc == EBUSY && timeout_ns != 0)
         rc = acquire_waiting(self->m, mutex_try, mutex_timed, timeout_ns, 1, &self->in_use);
-    return acquired_result((PyObject *)self, rc, &self->owner_died, NULL);
+    return acquired_result((PyObject *)self, rc, &self->owner_died, NULL, mutex_unlock, self->m);
 }
 
 static PyObject *Lock_enter(LockObject *self, PyObject *unused)
@@ -280,7 +295,7 @@ static PyObject *Lock_enter(LockObject *self, PyObject *unused)
     }
     if (rc == EBUSY)
         rc = acquire_waiting(self->m, mutex_try, mutex_timed, SURELOCK_FOREVER, 1, &self->in_use);
-    return acquired_result((PyObject *)self, rc, &self->owner_died, NULL);
+    return acquired_result((PyObject *)self, rc, &self->owner_died, NULL, mutex_unlock, self->m);
 }
 
 static PyObject *Lock_release(LockObject *self, PyObject *unused)
@@ -345,7 +360,8 @@ static PyObject *Lock_release_save(LockObject *self, PyObject *unused)
 static PyObject *Lock_acquire_restore(LockObject *self, PyObject *state)
 {
     int rc = acquire_waiting(self->m, mutex_try, mutex_timed, SURELOCK_FOREVER, 0, &self->in_use);
-    PyObject *r = acquired_result((PyObject *)self, rc, &self->owner_died, NULL);
+    /* Condition.wait's restore: held even if the warning raises (the with-block releases) */
+    PyObject *r = acquired_result((PyObject *)self, rc, &self->owner_died, NULL, NULL, NULL);
     if (r == NULL) return NULL;
     Py_DECREF(r);
     Py_RETURN_NONE;
@@ -407,6 +423,7 @@ typedef struct {
 } RLockObject;
 
 static int rlock_try(void *h) { return surelock_rlock_trylock(h); }
+static int rlock_unlock(void *h) { return surelock_rlock_unlock(h); }
 static int rlock_timed(void *h, uint64_t ns) { return surelock_rlock_timedlock(h, ns); }
 
 static PyObject *RLock_new(PyTypeObject *type, PyObject *args, PyObject *kw)
@@ -472,7 +489,7 @@ static PyObject *RLock_acquire(RLockObject *self, PyObject *const *args, Py_ssiz
     }
     if (rc == EBUSY && timeout_ns != 0)
         rc = acquire_waiting(self->l, rlock_try, rlock_timed, timeout_ns, 1, &self->in_use);
-    return acquired_result((PyObject *)self, rc, &self->owner_died, NULL);
+    return acquired_result((PyObject *)self, rc, &self->owner_died, NULL, rlock_unlock, self->l);
 }
 
 static PyObject *RLock_enter(RLockObject *self, PyObject *unused)
@@ -484,7 +501,7 @@ static PyObject *RLock_enter(RLockObject *self, PyObject *unused)
     }
     if (rc == EBUSY)
         rc = acquire_waiting(self->l, rlock_try, rlock_timed, SURELOCK_FOREVER, 1, &self->in_use);
-    return acquired_result((PyObject *)self, rc, &self->owner_died, NULL);
+    return acquired_result((PyObject *)self, rc, &self->owner_died, NULL, rlock_unlock, self->l);
 }
 
 static PyObject *RLock_release(RLockObject *self, PyObject *unused)
@@ -561,7 +578,7 @@ static PyObject *RLock_acquire_restore(RLockObject *self, PyObject *state)
         return NULL;
     }
     int rc = acquire_waiting(self->l, rlock_try, rlock_timed, SURELOCK_FOREVER, 0, &self->in_use);
-    PyObject *r = acquired_result((PyObject *)self, rc, &self->owner_died, NULL);
+    PyObject *r = acquired_result((PyObject *)self, rc, &self->owner_died, NULL, NULL, NULL);
     if (r == NULL) return NULL;
     Py_DECREF(r);
     for (unsigned long i = 1; i < depth; i++) {
@@ -637,6 +654,7 @@ typedef struct {
 } RWLockObject;
 
 static int rw_tryrd(void *h) { return surelock_rwlock_tryrdlock(h); }
+static int rwlock_unlock(void *h) { return surelock_rwlock_unlock(h); }
 static int rw_timedrd(void *h, uint64_t ns) { return surelock_rwlock_timedrdlock(h, ns); }
 static int rw_trywr(void *h) { return surelock_rwlock_trywrlock(h); }
 static int rw_timedwr(void *h, uint64_t ns) { return surelock_rwlock_timedwrlock(h, ns); }
@@ -678,7 +696,7 @@ static PyObject *RWLock_acquire_mode(RWLockObject *self, PyObject *const *args, 
         return NULL;
     int rc = acquire_waiting(self->l, write ? rw_trywr : rw_tryrd, write ? rw_timedwr : rw_timedrd,
                              timeout_ns, 1, &self->in_use);
-    return acquired_result((PyObject *)self, rc, &self->owner_died, NULL);
+    return acquired_result((PyObject *)self, rc, &self->owner_died, NULL, rwlock_unlock, self->l);
 }
 
 static PyObject *RWLock_acquire_read(RWLockObject *self, PyObject *const *args, Py_ssize_t n,
@@ -855,7 +873,7 @@ static PyObject *Ipc_acquired(IpcObject *self, int rc)
         Py_RETURN_TRUE;
     }
     char dummy;
-    return acquired_result((PyObject *)self, rc, &dummy, self->path);
+    return acquired_result((PyObject *)self, rc, &dummy, self->path, NULL, NULL);
 }
 
 static PyObject *Ipc_acquire(IpcObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -1193,7 +1211,19 @@ static PyObject *Group_do_acquire(GroupObject *self, uint64_t timeout_ns)
             if (PyObject_TypeCheck(m, IpcType) && surelock_ipc_needs_recovery(((IpcObject *)m)->m))
                 ((IpcObject *)m)->owner_died = 1;
         }
-        if (warn_owner_died((PyObject *)self) < 0) return NULL; /* still held */
+        if (warn_owner_died((PyObject *)self) < 0) {
+            /* -W error: as acquired_result, released unless an IPC member needs recovery */
+            int ipc_dead = 0;
+            for (Py_ssize_t i = 0; i < n; i++) {
+                PyObject *m = PyTuple_GET_ITEM(self->members, i);
+                ipc_dead |= PyObject_TypeCheck(m, IpcType) && ((IpcObject *)m)->owner_died;
+            }
+            if (!ipc_dead) {
+                surelock_group_unlock(self->g);
+                surelock_mutex_unlock(self->gate);
+            }
+            return NULL;
+        }
     }
     Py_RETURN_TRUE;
 }
@@ -1564,7 +1594,9 @@ static void async_wake(void *ctx, int status)
             /* On the loop's own thread (a task released it), settle the future at once, as
              * asyncio.Lock does: no self-pipe write, no extra loop iteration. From any other
              * thread, hand it over with call_soon_threadsafe. */
-            if (on_loop_thread(w->loop))
+            if (grant_callable == NULL) /* _surelock used without the package */
+                PyErr_SetString(PyExc_RuntimeError, "surelock: no grant hook");
+            else if (on_loop_thread(w->loop))
                 r = PyObject_CallFunctionObjArgs(grant_callable, w->fut, st, NULL);
             else
                 r = PyObject_CallMethod(w->loop, "call_soon_threadsafe", "OOO", grant_callable,
