@@ -3,7 +3,8 @@
 process: the median of repeated, interleaved runs of each measurement, and the ratio to the
 peer (below 1.00 = surelock is faster).
 
-    PYTHONPATH=build/src/bindings/python /usr/bin/python3 tests/bench/bench_python.py [--runs N] [--quick]
+    PYTHONPATH=build/src/bindings/python /usr/bin/python3 tests/bench/bench_python.py \
+        [--runs N] [--quick]
     meson compile -C build bench-python        # the same, through meson
 
 Rows:
@@ -184,7 +185,8 @@ def print_table(results):
         if target:
             peer, limit = target
             r = ratios[peer]
-            verdict = "<= %.2fx %s: %s (%.2fx)" % (limit, peer, "met" if r <= limit else "MISSED", r)
+            verdict = "<= %.2fx %s: %s (%.2fx)" % (limit, peer,
+                                                    "met" if r <= limit else "MISSED", r)
         print("| %s | %s | %s | %s |" % (label, fmt(ours, unit), "; ".join(peers), verdict))
 
 

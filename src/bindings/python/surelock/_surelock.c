@@ -954,7 +954,10 @@ static PyObject *Ipc_close(IpcObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static PyObject *Ipc_closed(IpcObject *self, void *unused) { return PyBool_FromLong(self->m == NULL); }
+static PyObject *Ipc_closed(IpcObject *self, void *unused)
+{
+    return PyBool_FromLong(self->m == NULL);
+}
 
 static int Ipc_getbuffer(IpcObject *self, Py_buffer *view, int flags)
 {
@@ -1180,8 +1183,8 @@ static PyObject *Group_do_acquire(GroupObject *self, uint64_t timeout_ns)
     int rc = acquire_waiting(self->gate, mutex_try, mutex_timed, timeout_ns, 1, &self->in_use);
     if (rc == EDEADLK) {
         errno = EDEADLK;
-        PyObject *exc = PyObject_CallFunction(PyExc_OSError, "is", EDEADLK,
-                                              "surelock.Group: this thread already holds the group");
+        PyObject *exc = PyObject_CallFunction(
+            PyExc_OSError, "is", EDEADLK, "surelock.Group: this thread already holds the group");
         if (exc) {
             PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
             Py_DECREF(exc);
@@ -1844,7 +1847,8 @@ PyMODINIT_FUNC PyInit__surelock(void)
         "surelock.OwnerDiedWarning",
         "The previous holder of a lock died while holding it; this acquire got the lock.",
         PyExc_RuntimeWarning, NULL);
-    if (OwnerDiedWarning == NULL || PyModule_AddObjectRef(m, "OwnerDiedWarning", OwnerDiedWarning) < 0)
+    if (OwnerDiedWarning == NULL ||
+        PyModule_AddObjectRef(m, "OwnerDiedWarning", OwnerDiedWarning) < 0)
         goto fail;
     if (!(LockType = add_type(m, &Lock_spec, "Lock")) ||
         !(RLockType = add_type(m, &RLock_spec, "RLock")) ||
