@@ -220,6 +220,17 @@ def test_close_is_refused_while_held_or_while_a_payload_view_lives(tmp_lock_path
         lock.payload
 
 
+def test_a_payload_view_keeps_its_mapping_alive_after_the_lock_object_is_dropped(tmp_lock_path):
+    view = surelock.IpcLock(tmp_lock_path, payload_size=32).payload
+    import gc
+    gc.collect()
+    view[0:4] = b"abcd"  # still mapped: the view holds the IpcLock
+    assert bytes(view[0:4]) == b"abcd"
+    view.release()
+    with surelock.IpcLock(tmp_lock_path) as again:
+        assert bytes(again.payload[0:4]) == b"abcd"
+
+
 def test_a_handle_dropped_while_held_is_kept_mapped(tmp_lock_path):
     lock = surelock.IpcLock(tmp_lock_path)
     lock.acquire()

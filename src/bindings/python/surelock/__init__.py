@@ -19,6 +19,25 @@ Errors are OSError subclasses from the library's errno (TimeoutError, Permission
 FileExistsError, ...) with surelock_errmsg()'s text. A holder that died holding an in-process
 lock is never an exception: the next acquire succeeds, sets `owner_died` and issues an
 OwnerDiedWarning.
+
+Decisions where the contract is silent:
+  - Blocking acquires try first with the GIL held and release it only to wait; in the main
+    thread they wait in 20 ms slices and run signal handlers between them (Ctrl-C).
+  - locked() on Lock/RLock probes with a try-lock; a probe that meets a dead owner takes its
+    notice (owner_died is set on that object).
+  - Condition uses threading.Condition's algorithm over the surelock lock (exact notify(n),
+    FIFO), not surelock_cond, whose signal wakes "at least one".
+  - AsyncLock is a one-permit surelock_sem (the library's amutex is the same thing), so
+    locked() and release-when-unlocked (RuntimeError) are exact.
+  - Semaphore waits join the library's FIFO through the async call and sleep on a futex, so
+    a timeout or Ctrl-C leaves the queue without losing anyone's place or a permit.
+  - One Group object may be used from several threads: a per-group gate serialises them (the
+    C group is used by one thread at a time). A group keeps its members alive.
+  - A lock object dropped while held is leaked, never freed under its holder; an IpcLock is
+    never unmapped while held or while a payload memoryview lives (close() says why).
+  - With warnings turned into errors, an OwnerDiedWarning from an acquire releases an
+    in-process lock before it propagates; an IpcLock stays held (releasing it would make it
+    unrecoverable for every process).
 """
 
 from __future__ import annotations
