@@ -189,6 +189,36 @@ def test_blocking_acquire_in_the_main_thread_lets_keyboardinterrupt_through_with
     lock.release()
 
 
+@pytest.mark.parametrize("which", ["group", "rwlock"])
+def test_blocking_group_and_rwlock_acquires_answer_keyboardinterrupt_within_100ms(which):
+    member = surelock.Lock()
+    if which == "group":
+        lock = surelock.Group(surelock.RLock(), member)
+        done, w = hold_in_thread(member.acquire, member.release)
+        acquire = lock.acquire
+    else:
+        lock = surelock.RWLock()
+        done, w = hold_in_thread(lock.acquire_read, lock.release)
+        acquire = lock.acquire_write
+    sent = []
+
+    def interrupt():
+        time.sleep(0.2)
+        sent.append(time.monotonic())
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    killer = Worker(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        acquire()
+    latency = time.monotonic() - sent[0]
+    killer.join()
+    done.set()
+    w.join()
+    assert latency < 0.1, "KeyboardInterrupt took %.3f s" % latency
+    assert acquire(timeout=5)  # nothing was left half-taken
+    lock.release()
+
+
 @pytest.mark.parametrize("kind", IN_PROCESS)
 def test_a_waiting_acquire_releases_the_gil(kind):
     lock = kind()
