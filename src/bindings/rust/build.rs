@@ -81,7 +81,9 @@ fn main() {
         }
         link_dir(&build_dir, true);
         let test_lib_dir = build_dir.join("src/bindings/rust");
-        if test_lib_dir.join("libsurelock_test_unsafe.a").exists() {
+        let test_lib = test_lib_dir.join("libsurelock_test_unsafe.a");
+        println!("cargo:rerun-if-changed={}", test_lib.display());
+        if test_lib.exists() {
             // Only a search path: tests/rlock.rs names the library in its own #[link].
             println!("cargo:rustc-link-search=native={}", test_lib_dir.display());
             println!("cargo:rustc-cfg=surelock_test_unsafe_lib");

@@ -287,3 +287,10 @@ impl<'a, L: Lockable<'a>> Drop for LockCollectionGuard<'a, L> {
         self.collection.held.set(false);
     }
 }
+
+impl<'a, L: Lockable<'a>> fmt::Debug for LockCollectionGuard<'a, L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockCollectionGuard").field("owner_died", &self.owner_died)
+            .finish_non_exhaustive()
+    }
+}
