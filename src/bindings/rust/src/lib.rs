@@ -13,44 +13,44 @@
 //! an error: the lock was acquired and the guard's `owner_died()` is `true`.
 //!
 //! Guards of thread-owned locks cannot leave their thread:
-//! ```compile_fail
+//! ```compile_fail,E0277
 //! let m = surelock::Mutex::new(0);
 //! let g = m.lock().unwrap();
 //! std::thread::scope(|s| { s.spawn(move || drop(g)); }); // MutexGuard is !Send
 //! ```
-//! ```compile_fail
+//! ```compile_fail,E0277
 //! let m = surelock::ReentrantMutex::new(0);
 //! let g = m.lock().unwrap();
 //! std::thread::scope(|s| { s.spawn(move || drop(g)); }); // ReentrantMutexGuard is !Send
 //! ```
-//! ```compile_fail
+//! ```compile_fail,E0277
 //! let l = surelock::RwLock::new(0);
 //! let g = l.read().unwrap();
 //! std::thread::scope(|s| { s.spawn(move || drop(g)); }); // RwLockReadGuard is !Send
 //! ```
-//! ```compile_fail
+//! ```compile_fail,E0277
 //! let l = surelock::RwLock::new(0);
 //! let g = l.write().unwrap();
 //! std::thread::scope(|s| { s.spawn(move || drop(g)); }); // RwLockWriteGuard is !Send
 //! ```
-//! ```compile_fail
+//! ```compile_fail,E0277
 //! let ipc = surelock::IpcMutex::open("/tmp/x.lock", &surelock::IpcOptions::new()).unwrap();
 //! let g = ipc.lock().unwrap();
 //! std::thread::scope(|s| { s.spawn(move || drop(g)); }); // IpcGuard is !Send
 //! ```
-//! ```compile_fail
+//! ```compile_fail,E0277
 //! let (a, b) = (surelock::Mutex::new(0), surelock::Mutex::new(1));
 //! let c = surelock::LockCollection::try_new((&a, &b)).unwrap();
 //! let g = c.lock().unwrap();
 //! std::thread::scope(|s| { s.spawn(move || drop(g)); }); // LockCollectionGuard is !Send
 //! ```
-//! ```compile_fail
+//! ```compile_fail,E0277
 //! let (a, b) = (surelock::Mutex::new(0), surelock::Mutex::new(1));
 //! let c = surelock::LockCollection::try_new((&a, &b)).unwrap();
 //! std::thread::scope(|s| { s.spawn(|| c.lock().map(drop)); }); // a collection is !Sync
 //! ```
 //! A guard cannot outlive its lock:
-//! ```compile_fail
+//! ```compile_fail,E0597
 //! let g = { let m = surelock::Mutex::new(0); m.lock().unwrap() };
 //! ```
 //! while the async guards may cross threads and be held across `.await`:
