@@ -12,6 +12,24 @@
 //! Every fallible call returns [`Error`] (errno + the library's message). `EOWNERDEAD` is not
 //! an error: the lock was acquired and the guard's `owner_died()` is `true`.
 //!
+//! Decisions where the C contract leaves the binding a choice:
+//! - `new` constructors abort on out-of-memory like `Box::new`; `try_new` returns `Err(ENOMEM)`.
+//!   `Semaphore::new` panics beyond [`Semaphore::MAX_PERMITS`] as tokio's does (`try_new`:
+//!   `Err(EINVAL)`). Permit counts are `u64`; a request for 0 permits is `Err(EINVAL)` (the
+//!   contract's rule), while `add_permits(0)` does nothing (tokio's).
+//! - No poisoning: a panic while holding unlocks on unwind. A thread that exits holding a
+//!   thread-owned lock (a forgotten guard) is reported to the next holder by `owner_died()`.
+//! - A lock that cannot be freed when dropped (held through a forgotten guard, or still in a
+//!   collection whose guard was forgotten) is leaked, never freed while held.
+//! - `IpcMutex` guards never nest on one thread, even on a recursive file: a second guard
+//!   would alias the payload, so it is `Err(EDEADLK)`.
+//! - `LockCollection` is `Send` but not `Sync` (a C group is used by one thread at a time); it
+//!   takes `Mutex`, `RwLock` (exclusive, or shared through [`Read`]) and `ReentrantMutex`
+//!   members. `IpcMutex` members (which the C group supports) are not offered yet.
+//! - `AsyncMutex::lock().await` cannot fail (an amutex is never closed); a queued future
+//!   allocates one small shared block for the C callback (`Arc`), the fast path allocates
+//!   nothing.
+//!
 //! Guards of thread-owned locks cannot leave their thread:
 //! ```compile_fail,E0277
 //! let m = surelock::Mutex::new(0);

@@ -11,6 +11,7 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;
 use std::marker::{PhantomData, PhantomPinned};
+use std::mem::MaybeUninit;
 use std::ops::{Deref, DerefMut};
 use std::os::raw::{c_int, c_void};
 use std::pin::Pin;
@@ -102,7 +103,9 @@ enum State {
 struct Acquire {
     target: Target,
     state: State,
-    waiter: UnsafeCell<sys::surelock_waiter>,
+    /// Initialised by the library's *_async call (uninitialised until then: no memset on
+    /// the fast path).
+    waiter: UnsafeCell<MaybeUninit<sys::surelock_waiter>>,
     _pinned: PhantomPinned,
 }
 
@@ -115,7 +118,7 @@ impl Acquire {
         Acquire {
             target,
             state: State::Idle,
-            waiter: UnsafeCell::new(sys::surelock_waiter { opaque: [0; sys::SURELOCK_WAITER_SIZE] }),
+            waiter: UnsafeCell::new(MaybeUninit::uninit()),
             _pinned: PhantomPinned,
         }
     }
@@ -148,7 +151,7 @@ impl Acquire {
                 let ctx = Arc::into_raw(shared.clone()) as *mut c_void;
                 // Safety: a live target; the waiter is pinned inside this future and
                 // withdrawn by Drop before it can move or be freed.
-                match unsafe { this.target.start(this.waiter.get(), ctx) } {
+                match unsafe { this.target.start(this.waiter.get().cast(), ctx) } {
                     errno::EINPROGRESS => {
                         // The callback may have run already: then it woke our waker.
                         this.state = State::Queued(shared);
@@ -196,7 +199,7 @@ impl Drop for Acquire {
     fn drop(&mut self) {
         if let State::Queued(shared) = &self.state {
             // Safety: a live target and our queued waiter.
-            match unsafe { self.target.cancel(self.waiter.get()) } {
+            match unsafe { self.target.cancel(self.waiter.get().cast()) } {
                 // Withdrawn: the callback will never run, so its reference is ours to drop.
                 // Safety: the pointer given to the library is Arc::as_ptr of `shared`.
                 0 => drop(unsafe { Arc::from_raw(Arc::as_ptr(shared)) }),
