@@ -1,5 +1,7 @@
 //! ReentrantMutex: the per-thread guard of a thread-unsafe C library (per-thread-mutex's
 //! scenario) and backtrace's process-wide named guard.
+#![allow(unknown_lints)]
+#![allow(unexpected_cfgs)] // surelock_test_unsafe_lib, set by build.rs
 mod common;
 
 use common::{on_thread, unique, watchdog, LONG, SHORT};
