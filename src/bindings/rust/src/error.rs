@@ -68,6 +68,7 @@ impl Error {
     }
 }
 
+#[inline]
 pub(crate) fn check(rc: c_int) -> Result<(), Error> {
     if rc == 0 {
         Ok(())

@@ -113,11 +113,13 @@ pub fn version() -> &'static str {
 }
 
 /// Relative timeout in nanoseconds; anything beyond u64 is `SURELOCK_FOREVER`.
+#[inline]
 pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(sys::SURELOCK_FOREVER)
 }
 
 /// An acquire's result: `Ok(owner_died)`; `EOWNERDEAD` is success.
+#[inline]
 pub(crate) fn acquired(rc: c_int) -> Result<bool, Error> {
     match rc {
         0 => Ok(false),

@@ -61,6 +61,7 @@ enum Target {
 }
 
 impl Target {
+#[inline]
     unsafe fn try_take(self) -> c_int {
         // Safety (all calls here): live handles, guaranteed by the futures' borrows.
         match self {
@@ -68,6 +69,7 @@ impl Target {
             Target::AMutex(m) => unsafe { sys::surelock_amutex_trylock(m.as_ptr()) },
         }
     }
+#[inline]
     unsafe fn start(self, w: *mut sys::surelock_waiter, ctx: *mut c_void) -> c_int {
         match self {
             Target::Sem(s, n) => unsafe {
@@ -78,12 +80,14 @@ impl Target {
             },
         }
     }
+#[inline]
     unsafe fn cancel(self, w: *mut sys::surelock_waiter) -> c_int {
         match self {
             Target::Sem(s, _) => unsafe { sys::surelock_sem_cancel(s.as_ptr(), w) },
             Target::AMutex(m) => unsafe { sys::surelock_amutex_cancel(m.as_ptr(), w) },
         }
     }
+#[inline]
     unsafe fn give_back(self) -> c_int {
         match self {
             Target::Sem(s, n) => unsafe { sys::surelock_sem_release(s.as_ptr(), n) },
@@ -114,6 +118,7 @@ struct Acquire {
 unsafe impl Send for Acquire {}
 
 impl Acquire {
+#[inline]
     fn new(target: Target) -> Acquire {
         Acquire {
             target,
@@ -124,6 +129,7 @@ impl Acquire {
     }
 
     /// Ready(Ok) once this future holds the permits.
+#[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         // Safety: nothing is moved out; `waiter` stays where it is.
         let this = unsafe { self.get_unchecked_mut() };
@@ -196,6 +202,7 @@ impl Acquire {
 }
 
 impl Drop for Acquire {
+    #[inline]
     fn drop(&mut self) {
         if let State::Queued(shared) = &self.state {
             // Safety: a live target and our queued waiter.
@@ -267,22 +274,26 @@ impl Semaphore {
 
     /// Waits for one permit, in FIFO order. `Err(ECANCELED)` when closed, before or while
     /// waiting.
+#[inline]
     pub fn acquire(&self) -> SemaphoreAcquire<'_> {
         self.acquire_many(1)
     }
 
     /// Waits for `n` permits, in FIFO order: a large request at the head holds back smaller
     /// ones behind it. `Err`: `ECANCELED` (closed), `EINVAL` (n is 0 or above MAX_PERMITS).
+#[inline]
     pub fn acquire_many(&self, n: u64) -> SemaphoreAcquire<'_> {
         SemaphoreAcquire { sem: self, permits: n, inner: Acquire::new(Target::Sem(self.raw, n)) }
     }
 
     /// One permit if available now and nobody is queued: `Err(EBUSY)`; `Err(ECANCELED)`.
+#[inline]
     pub fn try_acquire(&self) -> Result<SemaphorePermit<'_>, Error> {
         self.try_acquire_many(1)
     }
 
     /// `n` permits if available now and nobody is queued: `Err(EBUSY)`, `ECANCELED`, `EINVAL`.
+#[inline]
     pub fn try_acquire_many(&self, n: u64) -> Result<SemaphorePermit<'_>, Error> {
         // Safety: a live handle.
         check(unsafe { sys::surelock_sem_tryacquire(self.raw.as_ptr(), n) })?;
@@ -351,6 +362,7 @@ impl fmt::Debug for Semaphore {
 
 impl<'a> Future for SemaphoreAcquire<'a> {
     type Output = Result<SemaphorePermit<'a>, Error>;
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Safety: `inner` is structurally pinned (never moved out of the pinned future).
         let this = unsafe { self.get_unchecked_mut() };
@@ -379,6 +391,7 @@ impl SemaphorePermit<'_> {
 }
 
 impl Drop for SemaphorePermit<'_> {
+    #[inline]
     fn drop(&mut self) {
         // Safety: a live handle and permits we hold. EAGAIN (add_permits filled it to the
         // maximum meanwhile) leaves the count at the maximum.
