@@ -7,7 +7,7 @@
 //! permits were handed to it meanwhile (granted, not yet observed), the drop gives them back,
 //! so the next waiter is served. The waiter lives inside the pinned future and is never moved
 //! while queued.
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::future::Future;
 use std::marker::{PhantomData, PhantomPinned};
@@ -106,6 +106,8 @@ enum State {
 /// the address of `waiter`.
 struct Acquire {
     target: Target,
+    /// The waited-on object's hint (see poll); valid while the future borrows the object.
+    queued_lately: *const AtomicBool,
     state: State,
     /// Initialised by the library's *_async call (uninitialised until then: no memset on
     /// the fast path).
@@ -119,9 +121,10 @@ unsafe impl Send for Acquire {}
 
 impl Acquire {
 #[inline]
-    fn new(target: Target) -> Acquire {
+    fn new(target: Target, queued_lately: &AtomicBool) -> Acquire {
         Acquire {
             target,
+            queued_lately,
             state: State::Idle,
             waiter: UnsafeCell::new(MaybeUninit::uninit()),
             _pinned: PhantomPinned,
@@ -135,39 +138,52 @@ impl Acquire {
         let this = unsafe { self.get_unchecked_mut() };
         match &this.state {
             State::Idle => {
-                // The fast path allocates nothing: try never jumps the queue, so it succeeds
-                // exactly when *_async would have returned 0.
-                // Safety: a live target.
-                match unsafe { this.target.try_take() } {
-                    0 => {
-                        this.state = State::Done;
-                        return Poll::Ready(Ok(()));
-                    }
-                    errno::EBUSY => {}
-                    rc => {
-                        this.state = State::Done;
-                        return Poll::Ready(Err(Error::last(rc)));
+                // Uncontended, a try is the cheapest acquire (try never jumps the queue, so
+                // it succeeds exactly when *_async would return 0). Contended, a failing try
+                // only costs (a formatted errmsg, another RMW on the contended word): the
+                // object's `queued_lately` hint skips it until an acquire succeeds at once.
+                // Safety: the hint lives in the object this future borrows.
+                let hint = unsafe { &*this.queued_lately };
+                if !hint.load(Ordering::Relaxed) {
+                    // Safety: a live target.
+                    match unsafe { this.target.try_take() } {
+                        0 => {
+                            this.state = State::Done;
+                            return Poll::Ready(Ok(()));
+                        }
+                        errno::EBUSY => hint.store(true, Ordering::Relaxed),
+                        rc => {
+                            this.state = State::Done;
+                            return Poll::Ready(Err(Error::last(rc)));
+                        }
                     }
                 }
-                let shared = Arc::new(Shared {
-                    done: AtomicBool::new(false),
-                    status: AtomicI32::new(0),
-                    waker: StdMutex::new(Some(cx.waker().clone())),
-                });
+                let shared = spare_shared();
                 let ctx = Arc::into_raw(shared.clone()) as *mut c_void;
                 // Safety: a live target; the waiter is pinned inside this future and
                 // withdrawn by Drop before it can move or be freed.
                 match unsafe { this.target.start(this.waiter.get().cast(), ctx) } {
                     errno::EINPROGRESS => {
-                        // The callback may have run already: then it woke our waker.
+                        // The waker goes in after queueing; a callback that ran meanwhile set
+                        // `done` before looking for it, so look at `done` after storing it.
+                        *shared.waker.lock().unwrap_or_else(PoisonError::into_inner) =
+                            Some(cx.waker().clone());
+                        let done = shared.done.load(Ordering::Acquire);
                         this.state = State::Queued(shared);
+                        if done {
+                            return this.finish();
+                        }
                         Poll::Pending
                     }
                     rc => {
                         // Acquired at once or refused: the callback never runs.
                         // Safety: the reference made above for the library.
                         drop(unsafe { Arc::from_raw(ctx as *const Shared) });
+                        recycle_shared(shared);
                         this.state = State::Done;
+                        if rc == 0 {
+                            hint.store(false, Ordering::Relaxed);
+                        }
                         Poll::Ready(if rc == 0 { Ok(()) } else { Err(Error::last(rc)) })
                     }
                 }
@@ -187,17 +203,56 @@ impl Acquire {
                         return Poll::Pending;
                     }
                 }
-                let status = shared.status.load(Ordering::Relaxed);
-                // Granted or cancelled: the library is done with the waiter.
-                this.state = State::Done;
-                Poll::Ready(if status == 0 {
-                    Ok(())
-                } else {
-                    Err(Error::new(status, "Semaphore: closed while this acquire waited".into()))
-                })
+                this.finish()
             }
             State::Done => panic!("surelock future polled after it completed"),
         }
+    }
+}
+
+impl Acquire {
+    /// The callback has run: the outcome, and the library is done with the waiter.
+    fn finish(&mut self) -> Poll<Result<(), Error>> {
+        let shared = match std::mem::replace(&mut self.state, State::Done) {
+            State::Queued(shared) => shared,
+            _ => unreachable!("finish without a queued waiter"),
+        };
+        let status = shared.status.load(Ordering::Relaxed);
+        recycle_shared(shared);
+        Poll::Ready(if status == 0 {
+            Ok(())
+        } else {
+            Err(Error::new(status, "Semaphore: closed while this acquire waited".into()))
+        })
+    }
+}
+
+thread_local! {
+    /// One spare shared block per thread: a lock that is granted at once, or a queued one
+    /// whose callback has let go of its reference, leaves its block here for the next.
+    static SPARE: Cell<Option<Arc<Shared>>> = const { Cell::new(None) };
+}
+
+#[inline]
+fn spare_shared() -> Arc<Shared> {
+    if let Ok(Some(shared)) = SPARE.try_with(Cell::take) {
+        return shared; // reset by recycle_shared
+    }
+    Arc::new(Shared {
+        done: AtomicBool::new(false),
+        status: AtomicI32::new(0),
+        waker: StdMutex::new(None),
+    })
+}
+
+#[inline]
+fn recycle_shared(mut shared: Arc<Shared>) {
+    // Only a block nobody else references (the callback may still hold one briefly).
+    if let Some(s) = Arc::get_mut(&mut shared) {
+        *s.done.get_mut() = false;
+        *s.status.get_mut() = 0;
+        *s.waker.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
+        let _ = SPARE.try_with(|spare| spare.set(Some(shared)));
     }
 }
 
@@ -229,6 +284,7 @@ impl Drop for Acquire {
 pub struct Semaphore {
     raw: NonNull<sys::surelock_sem>,
     closed: AtomicBool,
+    queued_lately: AtomicBool,
 }
 
 // Safety: the library's semaphore is used from any thread.
@@ -261,7 +317,8 @@ impl Semaphore {
     /// [`try_new`](Self::try_new) for an `Err`); out of memory aborts, like `Box::new`.
     pub fn new(permits: usize) -> Semaphore {
         assert!(permits as u64 <= Self::MAX_PERMITS, "a semaphore holds at most 2^61-1 permits");
-        Semaphore { raw: create_or_abort_sem(permits as u64), closed: AtomicBool::new(false) }
+        Semaphore { raw: create_or_abort_sem(permits as u64), closed: AtomicBool::new(false),
+                    queued_lately: AtomicBool::new(false) }
     }
 
     /// A semaphore with `permits` available: `Err(EINVAL)` beyond `MAX_PERMITS`, `ENOMEM`.
@@ -269,7 +326,8 @@ impl Semaphore {
         let mut out = std::ptr::null_mut();
         // Safety: a valid out-pointer.
         check(unsafe { sys::surelock_sem_new(permits, &mut out) })?;
-        Ok(Semaphore { raw: NonNull::new(out).expect("NULL semaphore"), closed: AtomicBool::new(false) })
+        Ok(Semaphore { raw: NonNull::new(out).expect("NULL semaphore"), closed: AtomicBool::new(false),
+                    queued_lately: AtomicBool::new(false) })
     }
 
     /// Waits for one permit, in FIFO order. `Err(ECANCELED)` when closed, before or while
@@ -283,7 +341,7 @@ impl Semaphore {
     /// ones behind it. `Err`: `ECANCELED` (closed), `EINVAL` (n is 0 or above MAX_PERMITS).
 #[inline]
     pub fn acquire_many(&self, n: u64) -> SemaphoreAcquire<'_> {
-        SemaphoreAcquire { sem: self, permits: n, inner: Acquire::new(Target::Sem(self.raw, n)) }
+        SemaphoreAcquire { sem: self, permits: n, inner: Acquire::new(Target::Sem(self.raw, n), &self.queued_lately) }
     }
 
     /// One permit if available now and nobody is queued: `Err(EBUSY)`; `Err(ECANCELED)`.
@@ -410,6 +468,7 @@ impl fmt::Debug for SemaphorePermit<'_> {
 /// it waits behind itself (it is not owned by a thread), as with tokio's.
 pub struct AsyncMutex<T: ?Sized> {
     raw: NonNull<sys::surelock_amutex>,
+    queued_lately: AtomicBool,
     data: UnsafeCell<T>,
 }
 
@@ -435,12 +494,14 @@ pub struct AsyncMutexLockFuture<'a, T: ?Sized> {
 impl<T> AsyncMutex<T> {
     /// A new unlocked mutex. Out of memory aborts, like `Box::new`.
     pub fn new(value: T) -> Self {
-        AsyncMutex { raw: create_or_abort(sys::surelock_amutex_new), data: UnsafeCell::new(value) }
+        AsyncMutex { raw: create_or_abort(sys::surelock_amutex_new), queued_lately: AtomicBool::new(false),
+                     data: UnsafeCell::new(value) }
     }
 
     /// As [`new`](Self::new), with `Err(ENOMEM)` instead of aborting.
     pub fn try_new(value: T) -> Result<Self, Error> {
-        Ok(AsyncMutex { raw: create(sys::surelock_amutex_new)?, data: UnsafeCell::new(value) })
+        Ok(AsyncMutex { raw: create(sys::surelock_amutex_new)?, queued_lately: AtomicBool::new(false),
+                        data: UnsafeCell::new(value) })
     }
 
     /// The protected value (nobody can hold it: `self` is owned).
@@ -459,7 +520,8 @@ impl<T: ?Sized> AsyncMutex<T> {
     /// Waits for the lock, in strict FIFO order with every other locker (C, Python, other
     /// tasks). Dropping the future before it resolves withdraws it (see the module docs).
     pub fn lock(&self) -> AsyncMutexLockFuture<'_, T> {
-        AsyncMutexLockFuture { lock: self, inner: Acquire::new(Target::AMutex(self.raw)) }
+        AsyncMutexLockFuture { lock: self,
+                               inner: Acquire::new(Target::AMutex(self.raw), &self.queued_lately) }
     }
 
     /// The lock if it is free and nobody is queued: `Err(EBUSY)`.

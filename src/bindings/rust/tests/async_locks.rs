@@ -133,6 +133,11 @@ fn cancellation_by_drop_at_every_stage_leaves_the_mutex_usable() {
     drop(holder);
     assert!(new_flag.woken.load(Ordering::Acquire) && !old_flag.woken.load(Ordering::Acquire));
     assert!(poll_once(moved.as_mut(), &new_waker).is_ready());
+    // 6. After waits (the mutex now skips its first try), a free mutex is still granted at
+    //    once, without queueing.
+    let mut again = Box::pin(m.lock());
+    assert!(matches!(poll_once(again.as_mut(), &new_waker), Poll::Ready(_)));
+    drop(m.try_lock().unwrap());
 }
 
 #[test]
