@@ -26,9 +26,9 @@
 //! - `LockCollection` is `Send` but not `Sync` (a C group is used by one thread at a time); it
 //!   takes `Mutex`, `RwLock` (exclusive, or shared through [`Read`]) and `ReentrantMutex`
 //!   members. `IpcMutex` members (which the C group supports) are not offered yet.
-//! - `AsyncMutex::lock().await` cannot fail (an amutex is never closed); a queued future
-//!   allocates one small shared block for the C callback (`Arc`), the fast path allocates
-//!   nothing.
+//! - `AsyncMutex::lock().await` cannot fail (an amutex is never closed). A queued future
+//!   shares a small block with the C callback (`Arc`, reused through a one-slot per-thread
+//!   spare); the uncontended path allocates nothing.
 //!
 //! Guards of thread-owned locks cannot leave their thread:
 //! ```compile_fail,E0277
