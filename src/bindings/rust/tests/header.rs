@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 const SYS: &str = include_str!("../src/sys.rs");
 
 fn header_text() -> String {
-    let path = option_env!("SURELOCK_HEADER_PATH")
-        .expect("build.rs found no surelock.h (set SURELOCK_HEADER)");
+    let path = match option_env!("SURELOCK_HEADER_PATH") {
+        Some(path) => path,
+        None => panic!("build.rs found no surelock.h (set SURELOCK_HEADER)"),
+    };
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {}", path, e))
 }
 
