@@ -733,6 +733,9 @@ int prepare_locked(const char *path, int fd, const Options &opt, const Identity 
     // an initialiser that died before finishing; anything else must be complete and valid.
     FileHeader h;
     ssize_t got = st.st_size == 0 ? 0 : pread(fd, &h, sizeof h, 0);
+#ifdef SURELOCK_TESTING
+    surelock_testing_ipc_header_read_point();
+#endif
     Stamp stamp = unfinished_stamp();
     bool initialise = st.st_size == 0 ||
                       (got >= (ssize_t)sizeof stamp &&
@@ -1164,6 +1167,11 @@ int surelock_testing_ipc_boot_id_errno;
 const char *surelock_testing_ipc_boot_id;
 int surelock_testing_ipc_proc_errno;
 long surelock_testing_ipc_fs_magic;
+void (*surelock_testing_ipc_header_read_hook)(void);
+void surelock_testing_ipc_header_read_point(void)
+{
+    if (surelock_testing_ipc_header_read_hook != nullptr) surelock_testing_ipc_header_read_hook();
+}
 void (*surelock_testing_ipc_acquired_hook)(void);
 void surelock_testing_ipc_acquired_point(void)
 {

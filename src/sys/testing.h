@@ -36,6 +36,11 @@ extern const char *surelock_testing_ipc_boot_id;
 extern int surelock_testing_ipc_proc_errno;
 extern long surelock_testing_ipc_fs_magic;
 
+/* Called by ipc open, under its flock, right after it read the file's header: a test sets the
+ * hook to change the lock's state there (a holder releasing and exiting meanwhile). */
+extern void (*surelock_testing_ipc_header_read_hook)(void);
+void surelock_testing_ipc_header_read_point(void);
+
 /* Called by an ipc acquire right after it took the pthread mutex, before it checks the lock
  * is recoverable: a test sets the hook to kill the process there. */
 extern void (*surelock_testing_ipc_acquired_hook)(void);
