@@ -3,14 +3,20 @@
 // A robust, process-shared pthread mutex initialised in place in a MAP_SHARED file mapping,
 // behind a versioned header (layout in surelock.h). The pieces:
 //  - Opening serialises on flock(LOCK_EX) of the file only while it validates or initialises
-//    the header, so concurrent openers never see a half-made file and nobody polls. A new file
+//    the header, so concurrent openers never see a half-made file. flock has no timed form, so
+//    an opener retries it with a growing pause for at most 5 s: a flock held by another
+//    program, or by an opener stopped mid-open, ends in ETIMEDOUT naming the holder. A new file
 //    is built complete as an O_TMPFILE and published with linkat, so it appears with its exact
 //    mode and contents; an empty placeholder is initialised in place under the flock, stamped
 //    first (magic, version, not ready), so a header left unfinished by an initialiser that
 //    died is recognised and redone, while any other incomplete file is refused untouched.
 //  - Every open handle holds an OFD read lock on byte 0 for its whole life. An opener that can
-//    take a write lock there knows no other handle is open: only then is a not-recoverable
-//    lock re-initialised.
+//    take a write lock there knows no other handle is open: only then is anything reset (a
+//    file from another boot id, a not-recoverable lock, an empty or unfinished file). A boot
+//    id that cannot be read is an error, never "another boot".
+//  - The owner in the mutex's lock word (kernel-maintained) is checked live at open: free,
+//    marked dead, or a thread whose process maps the file. A corrupt word naming an unrelated
+//    live process would otherwise make every lock wait forever.
 //  - Recovery state lives in the file, not in the pthread mutex: on EOWNERDEAD the mutex is
 //    made consistent at once and the file records "needs recovery". That lets a lock group back
 //    out of a member it took with EOWNERDEAD and leave it needing recovery for the next
@@ -19,8 +25,9 @@
 //  - The handle remembers which thread holds the lock through it (a thread serial, the kernel
 //    TID in the file, and the per-thread held list), so a holder thread's exit and a fork
 //    child's inherited copy are told apart; the kernel's robust list releases the mutex as
-//    owner-dead. close() refuses while any thread of this process holds the mutex, whose
-//    robust-list entry points into the mapping it was locked through.
+//    owner-dead. close() refuses while a thread of this process holds the mutex through the
+//    handle, whose mapping its robust-list entry points into. At fork() the child drops its
+//    copies of the forking thread's holds (robust ownership is not inherited).
 
 #include <errno.h>
 #include <fcntl.h>
