@@ -2510,6 +2510,48 @@ static void close_is_not_a_cancellation_point_and_leaves_nothing_behind(void **s
     EXPECT_RC(surelock_ipc_close(m), 0);
 }
 
+/* A recursive file re-entered through a second handle: the thread's robust list keeps pointing
+ * into the first handle's mapping until its last release, so that handle is "held through"
+ * (EBUSY) even at depth 0, while the second one closes once its own depth is 0. */
+static surelock_ipc *anchor_a, *anchor_b;
+static int anchor_rc;
+static void lock_a_then_b_release_a_and_exit_body(void *arg)
+{
+    (void)arg;
+    anchor_rc = surelock_ipc_lock(anchor_a);
+    if (anchor_rc == 0) anchor_rc = surelock_ipc_lock(anchor_b);
+    if (anchor_rc == 0) anchor_rc = surelock_ipc_unlock(anchor_a);
+    /* exits holding the file through b; its robust list points into a's mapping */
+}
+
+static void a_reentry_handle_closes_at_depth_0_and_the_first_handle_outlives_its_holder(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *a = OPEN(path, SURELOCK_IPC_RECURSIVE, 0600, 0);
+    surelock_ipc *b = OPEN(path, SURELOCK_IPC_RECURSIVE, 0600, 0);
+    EXPECT_RC(surelock_ipc_lock(a), 0);
+    EXPECT_RC(surelock_ipc_lock(b), 0);
+    EXPECT_RC(surelock_ipc_close(b), EBUSY); /* held through b */
+    EXPECT_RC(surelock_ipc_unlock(b), 0);
+    EXPECT_RC(surelock_ipc_close(b), 0); /* nothing through b any more */
+    EXPECT_IN_ANOTHER_PROCESS_TRY(path, EBUSY);
+    EXPECT_RC(surelock_ipc_unlock(a), 0);
+    EXPECT_IN_ANOTHER_PROCESS_TRY(path, 0);
+
+    /* A thread that exits holding through b, its robust list pointing into a: a is kept
+     * until the kernel has marked the death, which the next acquirer then sees. */
+    anchor_a = a;
+    anchor_b = OPEN(path, SURELOCK_IPC_RECURSIVE, 0600, 0);
+    helper t;
+    anchor_rc = -1;
+    RUN_IN_NEW_THREAD(&t, lock_a_then_b_release_a_and_exit_body, NULL);
+    EXPECT_RC(anchor_rc, 0);
+    EXPECT_RC(surelock_ipc_close(a), 0);      /* its holder is gone and marked dead */
+    EXPECT_RC(surelock_ipc_close(anchor_b), 0);
+    EXPECT_IN_ANOTHER_PROCESS(path, EOWNERDEAD);
+}
+
 /* ---- fork ---- */
 
 static surelock_ipc *parents_held_handle;
@@ -2681,6 +2723,7 @@ int main(void)
         TEST(open_gives_up_within_its_bound_on_a_hostile_flock_holder_and_names_it),
         TEST(closing_another_handle_while_held_through_one_returns_0_and_keeps_the_hold),
         TEST(close_is_not_a_cancellation_point_and_leaves_nothing_behind),
+        TEST(a_reentry_handle_closes_at_depth_0_and_the_first_handle_outlives_its_holder),
         TEST(a_fork_child_closing_its_parents_held_handle_touches_no_freed_memory),
         TEST(a_group_is_not_edeadlk_when_a_dead_holders_recorded_tid_is_now_the_callers),
         TEST(messages_keep_their_reason_when_the_path_is_too_long_to_fit),
