@@ -113,15 +113,17 @@ int this_system(const char *path, Identity *id)
     *id = Identity{};
     int e = read_boot_id(id->boot_id);
     if (e != 0)
-        return fail_path(e, path, "cannot read this boot's id from "
-                                  "/proc/sys/kernel/random/boot_id (%s), needed to tell a lock "
-                                  "file from an earlier boot",
+        return fail_path(e, path,
+                         "cannot read this boot's id from "
+                         "/proc/sys/kernel/random/boot_id (%s), needed to tell a lock "
+                         "file from an earlier boot",
                          strerror(e));
     struct stat st;
     if (stat("/proc/self/ns/pid", &st) != 0) {
         e = errno;
-        return fail_path(e, path, "cannot read this process's PID namespace from "
-                                  "/proc/self/ns/pid (%s), needed to check the lock file",
+        return fail_path(e, path,
+                         "cannot read this process's PID namespace from "
+                         "/proc/self/ns/pid (%s), needed to check the lock file",
                          strerror(e));
     }
     id->pid_namespace = (uint64_t)st.st_ino;
@@ -236,7 +238,7 @@ int init_header(const char *path, FileHeader *h, const Options &opt, const Ident
     h->pid_namespace = id.pid_namespace;
     if (getrandom(h->lock_id, sizeof h->lock_id, 0) != (ssize_t)sizeof h->lock_id)
         return fail_path(errno ? errno : EIO, path, "cannot draw a random lock id: %s",
-                    strerror(errno));
+                         strerror(errno));
     h->creator_uid = geteuid();
     h->flags = opt.flags & file_flags;
     h->payload_size = opt.payload_size;
@@ -254,24 +256,29 @@ int check_header(const char *path, const FileHeader *h, off_t file_size, const I
         return fail_path(EPROTO, path, "not a surelock lock file (no \"SURELOCK\" magic)");
     if (h->format_version != format_version)
         return fail_path(EPROTO, path, "lock file format version %u; this build reads version %u",
-                    h->format_version, format_version);
+                         h->format_version, format_version);
     if (h->init_state.load(std::memory_order_acquire) != state_ready)
         return fail_path(EPROTO, path, "corrupt init state 0x%x", h->init_state.load());
     if (h->pointer_size != sizeof(void *))
-        return fail_path(EPROTO, path, "made by a process with %u-bit pointers; this one has %zu-bit", h->pointer_size * 8u, sizeof(void *) * 8);
+        return fail_path(EPROTO, path,
+                         "made by a process with %u-bit pointers; this one has %zu-bit",
+                         h->pointer_size * 8u, sizeof(void *) * 8);
     if (h->mutex_size != sizeof(pthread_mutex_t) || h->mutex_align != alignof(pthread_mutex_t))
-        return fail_path(EPROTO, path, "pthread_mutex_t there is %u bytes, %u-aligned; here %zu, %zu", h->mutex_size, h->mutex_align, sizeof(pthread_mutex_t),
-                    alignof(pthread_mutex_t));
+        return fail_path(
+            EPROTO, path, "pthread_mutex_t there is %u bytes, %u-aligned; here %zu, %zu",
+            h->mutex_size, h->mutex_align, sizeof(pthread_mutex_t), alignof(pthread_mutex_t));
     if (h->header_size != header_size)
         return fail_path(EPROTO, path, "header size %u; this build uses %zu", h->header_size,
-                    header_size);
+                         header_size);
     if (strncmp(h->libc, "glibc", sizeof h->libc) != 0)
         return fail_path(EPROTO, path, "made with libc \"%.16s\"; this process uses glibc",
-                    h->libc);
+                         h->libc);
     if (h->pid_namespace != id.pid_namespace)
-        return fail_path(EPROTO, path, "made in another PID namespace (%llu, this is %llu); robust "
-                            "mutex owner ids would not match", (unsigned long long)h->pid_namespace,
-                    (unsigned long long)id.pid_namespace);
+        return fail_path(EPROTO, path,
+                         "made in another PID namespace (%llu, this is %llu); robust "
+                         "mutex owner ids would not match",
+                         (unsigned long long)h->pid_namespace,
+                         (unsigned long long)id.pid_namespace);
     if (h->flags & ~file_flags)
         return fail_path(EPROTO, path, "unknown flags 0x%x in the header", h->flags);
     if (h->recovery_state.load() > NOT_RECOVERABLE)
@@ -289,7 +296,7 @@ int check_header(const char *path, const FileHeader *h, off_t file_size, const I
 // Sleeps a little between re-reads of state another process is changing (bounded loops).
 void pause_us(unsigned us)
 {
-    struct timespec ts{0, (long)us * 1000};
+    struct timespec ts = {0, (long)us * 1000};
     nanosleep(&ts, nullptr);
 }
 
@@ -326,7 +333,8 @@ int maps_file(pid_t tid, ino_t ino)
         while ((nl = strchr(line, '\n')) != nullptr || (n == 0 && *line != '\0')) {
             if (nl != nullptr) *nl = '\0';
             unsigned long long inode = 0;
-            if (sscanf(line, "%*s %*s %*s %*s %llu", &inode) == 1 && inode == (unsigned long long)ino)
+            if (sscanf(line, "%*s %*s %*s %*s %llu", &inode) == 1 &&
+                inode == (unsigned long long)ino)
                 found = true;
             line = nl != nullptr ? nl + 1 : line + strlen(line);
         }
@@ -567,11 +575,11 @@ int check_file_system(const char *path, int where, const char *dir)
 #ifdef SURELOCK_TESTING
     if (surelock_testing_ipc_fs_magic != 0) magic = surelock_testing_ipc_fs_magic;
 #endif
-    const char *name = magic == NFS_SUPER_MAGIC               ? "NFS"
-                       : magic == SMB_SUPER_MAGIC             ? "SMB"
-                       : magic == (long)0xFF534D42            ? "CIFS"
-                       : magic == (long)0xFE534D42            ? "SMB2"
-                                                              : nullptr;
+    const char *name = magic == NFS_SUPER_MAGIC    ? "NFS"
+                       : magic == SMB_SUPER_MAGIC  ? "SMB"
+                       : magic == (long)0xFF534D42 ? "CIFS"
+                       : magic == (long)0xFE534D42 ? "SMB2"
+                                                   : nullptr;
     if (name != nullptr)
         return fail_path(EOPNOTSUPP, path,
                          "is on %s, a network file system, whose emulated file locks cannot "
@@ -718,12 +726,14 @@ int check_ownership(const char *path, const struct stat &st, const Options &opt)
     if (!S_ISREG(st.st_mode)) return fail_path(EPROTO, path, "is not a regular file");
     if (st.st_uid != geteuid() && !(opt.flags & SURELOCK_IPC_ANY_OWNER))
         return fail_path(EPERM, path, "owned by uid %u, not by uid %u; refusing to use it",
-                    (unsigned)st.st_uid, (unsigned)geteuid());
+                         (unsigned)st.st_uid, (unsigned)geteuid());
     unsigned unwanted = (unsigned)st.st_mode & 022u & ~opt.mode;
     if (unwanted != 0)
-        return fail_path(EPERM, path, "mode 0%o lets %s write it, which mode 0%o does not ask for; "
-                           "refusing to use it", (unsigned)st.st_mode & 0777u,
-                    (unwanted & 002u) ? "everyone" : "the group", opt.mode);
+        return fail_path(EPERM, path,
+                         "mode 0%o lets %s write it, which mode 0%o does not ask for; "
+                         "refusing to use it",
+                         (unsigned)st.st_mode & 0777u, (unwanted & 002u) ? "everyone" : "the group",
+                         opt.mode);
     return 0;
 }
 
@@ -752,16 +762,17 @@ int prepare_locked(const char *path, int fd, const Options &opt, const Identity 
     if (!initialise) {
         if (st.st_size < (off_t)header_size || got != (ssize_t)sizeof h)
             return fail_path(EPROTO, path, "%lld bytes is too short for a lock file",
-                        (long long)st.st_size);
+                             (long long)st.st_size);
         rc = check_header(path, &h, st.st_size, id);
         if (rc != 0) return rc;
         stale_boot = strncmp(h.boot_id, id.boot_id, sizeof h.boot_id) != 0;
         if ((opt.flags & SURELOCK_IPC_RECURSIVE) && !(h.flags & SURELOCK_IPC_RECURSIVE))
-            return fail_path(EINVAL, path, "SURELOCK_IPC_RECURSIVE asked for, but the lock was "
-                                "created non-recursive (fixed at creation)");
+            return fail_path(EINVAL, path,
+                             "SURELOCK_IPC_RECURSIVE asked for, but the lock was "
+                             "created non-recursive (fixed at creation)");
         if (opt.payload_size != 0 && opt.payload_size != h.payload_size)
             return fail_path(EINVAL, path, "payload_size %zu asked for, but the file has %llu",
-                        opt.payload_size, (unsigned long long)h.payload_size);
+                             opt.payload_size, (unsigned long long)h.payload_size);
     }
     // No (re)initialisation of any kind while another handle of the file is open anywhere:
     // an empty or unfinished file that is open elsewhere was truncated or overwritten in use.
@@ -783,7 +794,7 @@ int prepare_locked(const char *path, int fd, const Options &opt, const Identity 
         if (pwrite(fd, &stamp, sizeof stamp, 0) != (ssize_t)sizeof stamp ||
             ftruncate(fd, (off_t)size) != 0)
             return fail_path(errno ? errno : EIO, path, "cannot size the lock file: %s",
-                        strerror(errno));
+                             strerror(errno));
     }
     void *map = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (map == MAP_FAILED) return fail_path(errno, path, "mmap: %s", strerror(errno));
@@ -1056,7 +1067,7 @@ SURELOCK_API int surelock_ipc_open(const char *path, const surelock_ipc_options 
             rc = prepare_locked(path, fd, opt, id, &m->header, &m->map_size);
             if (rc == 0 && !set_open_marker(fd, F_RDLCK))
                 rc = fail_path(errno, path, "cannot mark the file open (OFD lock): %s",
-                          strerror(errno));
+                               strerror(errno));
             flock(fd, LOCK_UN);
         }
     }
