@@ -100,8 +100,8 @@ static int stranger(int report, int orders)
     CHECK(write(fd, fake_boot_id, strlen(fake_boot_id)) == (ssize_t)strlen(fake_boot_id));
     CHECK(write(fd, "\n", 1) == 1);
     close(fd);
-    if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
-        mount(fake, "/proc/sys/kernel/random/boot_id", NULL, MS_BIND, NULL) != 0) {
+    if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount(fake, "/proc/sys/kernel/random/boot_id", "none", MS_BIND, NULL) != 0) {
         fprintf(stderr, "cannot make a mount namespace with another boot id: %s\n",
                 strerror(errno));
         send_byte(report, 'S');
