@@ -431,6 +431,7 @@ struct surelock_ipc {
     std::atomic<int> tid{0};
     std::atomic<bool> anchor{false};
     HeldLink held{};
+    bool linked = false; // `held` is in the list of thread `tid` (which is alive)
     // For lock groups (API.md section 3): the order key and the identity of the file.
     uint8_t lock_id[16];
     dev_t dev;
@@ -453,6 +454,7 @@ surelock_ipc *from_link(HeldLink *link)
 void ipc_owner_exited(HeldLink *link)
 {
     surelock_ipc *m = from_link(link);
+    m->linked = false; // the thread's record (and list) is about to be freed
     m->depth = 0;
     m->holder.store(0, std::memory_order_relaxed);
 }
@@ -476,7 +478,8 @@ bool held_through(const surelock_ipc *m)
 // list no longer points into it.
 void forget_hold(surelock_ipc *m)
 {
-    m->held.unlink();
+    if (m->linked) m->held.unlink();
+    m->linked = false;
     m->holder.store(0, std::memory_order_relaxed);
     m->depth = 0;
     m->anchor.store(false, std::memory_order_relaxed);
@@ -945,10 +948,10 @@ int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
         return 0;
     }
     // Still linked when this thread's robust list points into this handle (see `anchor`).
-    if (!(m->anchor.load(std::memory_order_relaxed) &&
-          m->tid.load(std::memory_order_relaxed) == me->tid)) {
+    if (!(m->linked && m->tid.load(std::memory_order_relaxed) == me->tid)) {
         m->held.owner_exited = ipc_owner_exited;
         me->link_held(&m->held);
+        m->linked = true;
         m->tid.store(me->tid, std::memory_order_relaxed);
         m->anchor.store(false, std::memory_order_relaxed);
     }

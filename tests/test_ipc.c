@@ -2550,6 +2550,22 @@ static void a_reentry_handle_closes_at_depth_0_and_the_first_handle_outlives_its
     EXPECT_RC(surelock_ipc_close(a), 0);      /* its holder is gone and marked dead */
     EXPECT_RC(surelock_ipc_close(anchor_b), 0);
     EXPECT_IN_ANOTHER_PROCESS(path, EOWNERDEAD);
+
+    /* Again, and this time the handle the dead thread's list pointed into is taken over by
+     * another thread: it is linked afresh into that thread's list, not left on the dead one's. */
+    anchor_a = OPEN(path, SURELOCK_IPC_RECURSIVE, 0600, 0);
+    anchor_b = OPEN(path, SURELOCK_IPC_RECURSIVE, 0600, 0);
+    anchor_rc = -1;
+    RUN_IN_NEW_THREAD(&t, lock_a_then_b_release_a_and_exit_body, NULL);
+    EXPECT_RC(anchor_rc, 0);
+    EXPECT_RC(surelock_ipc_lock(anchor_a), EOWNERDEAD);
+    EXPECT_RC(surelock_ipc_consistent(anchor_a), 0);
+    EXPECT_RC(surelock_ipc_close(anchor_a), EBUSY);
+    EXPECT_RC(surelock_ipc_close(anchor_b), 0);
+    EXPECT_RC(surelock_ipc_unlock(anchor_a), 0);
+    EXPECT_RC(surelock_ipc_unlock(anchor_a), EPERM);
+    EXPECT_RC(surelock_ipc_close(anchor_a), 0);
+    EXPECT_IN_ANOTHER_PROCESS(path, 0);
 }
 
 /* ---- fork ---- */
