@@ -432,6 +432,8 @@ struct surelock_ipc {
     std::atomic<bool> anchor{false};
     HeldLink held{};
     bool linked = false; // `held` is in the list of thread `tid` (which is alive)
+    bool recursive;      // the file's SURELOCK_IPC_RECURSIVE, fixed at creation (kept here:
+                         // the fast path then reads no header line but the mutex's and state's)
     // For lock groups (API.md section 3): the order key and the identity of the file.
     uint8_t lock_id[16];
     dev_t dev;
@@ -892,6 +894,8 @@ int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
     if (wait == Wait::never || timeout_ns == 0) {
         rc = pthread_mutex_trylock(&h->mutex);
         if (rc == EBUSY && wait == Wait::until_deadline) rc = ETIMEDOUT;
+    } else if (timeout_ns == SURELOCK_FOREVER) { // no clock read for a wait without end
+        rc = pthread_mutex_lock(&h->mutex);
     } else {
         Deadline d = Deadline::after(timeout_ns);
         rc = d.forever ? pthread_mutex_lock(&h->mutex) : clocklock(&h->mutex, &d.at);
@@ -932,7 +936,7 @@ int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
     }
     // A recursive mutex this thread already held (through this or another handle of the file)
     // was only re-entered: recovery was reported to the outer acquisition.
-    bool thread_reentry = (h->flags & SURELOCK_IPC_RECURSIVE) && pthread_depth(h) > 1;
+    bool thread_reentry = m->recursive && pthread_depth(h) > 1;
 #ifdef SURELOCK_TESTING
     if (!thread_reentry) surelock_testing_ipc_acquired_point();
 #endif
@@ -980,7 +984,7 @@ int release(surelock_ipc *m, bool keep_needs_recovery, const char *fn)
     FileHeader *h = m->header;
     // Only the release that frees the mutex itself ends recovery (or the holder's record): a
     // recursive file may still be held through another handle.
-    bool last = !(h->flags & SURELOCK_IPC_RECURSIVE) || pthread_depth(h) == 1;
+    bool last = !m->recursive || pthread_depth(h) == 1;
     bool anchor = m->anchor.load(std::memory_order_relaxed);
     if (--m->depth == 0) {
         m->holder.store(0, std::memory_order_relaxed);
@@ -1081,6 +1085,7 @@ SURELOCK_API int surelock_ipc_open(const char *path, const surelock_ipc_options 
         return rc;
     }
     m->fd = fd;
+    m->recursive = (m->header->flags & SURELOCK_IPC_RECURSIVE) != 0;
     m->dev = st.st_dev;
     m->ino = st.st_ino;
     memcpy(m->lock_id, m->header->lock_id, sizeof m->lock_id);
