@@ -275,7 +275,10 @@ SURELOCK_API int surelock_group_unlock(surelock_group *g);
  * A mutex shared by every process that opens the same file; if a holder dies (even by
  * SIGKILL), the next acquirer gets EOWNERDEAD instead of waiting forever. Ownership is per
  * thread (the kernel TID, as robust futexes require). Any acquire by the holder is EDEADLK
- * unless the file was created with SURELOCK_IPC_RECURSIVE.
+ * unless the file was created with SURELOCK_IPC_RECURSIVE. Ownership is never inherited: at
+ * fork() the child's copies of its parent's holds are dropped (it may close those handles).
+ * The file must be on a local file system: on NFS and SMB, whose file locks are emulated,
+ * open is EOPNOTSUPP.
  *
  * File layout, format version 1 (native byte order; all offsets in bytes):
  *    0  char     magic[8]            "SURELOCK"
@@ -292,9 +295,11 @@ SURELOCK_API int surelock_group_unlock(surelock_group *g);
  *  104  uint32   creator_uid
  *  108  uint32   flags               SURELOCK_IPC_RECURSIVE
  *  112  uint64   payload_size        bytes of payload (the mapping is rounded up to pages)
- *  120  uint64   owner_deaths        times a holder died holding the lock
+ *  120  uint64   owner_deaths        times a holder died holding the lock (each counted once,
+ *                                    by the next acquirer; never a refused acquirer)
  *  128  uint32   recovery_state      0 = consistent, 1 = needs recovery, 2 = not recoverable
- *  132  int32    holder_tid          TID of the current holder (diagnostics, needs_recovery)
+ *  132  int32    holder_tid          TID of the current holder, stored just after it acquires
+ *                                    (diagnostics only: ownership goes by the lock word)
  *  192  pthread_mutex_t mutex        robust, process-shared, initialised in place
  * 4096  payload                      payload_size bytes, page-aligned
  * The file size is exactly 4096 + payload_size rounded up to the page size. A file is either
@@ -324,9 +329,13 @@ static inline void surelock_ipc_options_init(surelock_ipc_options *o)
  * Opens (creating it unless SURELOCK_IPC_NOCREATE) the lock file at path and maps it.
  * o may be NULL for the defaults; the library reads min(o->size, its own sizeof) bytes.
  * Safe against concurrent creators and a creator killed half-way (an unfinished file is
- * redone); an empty file is initialised; a file from before a reboot is re-initialised, and
- * so is a not-recoverable one when no other handle has it open. Refused files are not
- * modified. Returns 0;
+ * redone); an empty file is initialised. A file with another boot id (from before a reboot)
+ * is re-initialised, and so is a not-recoverable one, only when no other handle of the file is
+ * open in any process; a file with another boot id that is open elsewhere is in use in this
+ * boot (seen from a mount namespace with another view of /proc) and is used as it is. The
+ * owner in the mutex's lock word must be free, dead, or a thread whose process maps the file.
+ * Open never waits without bound: at most 5 s for another opener, or for a lock word owner it
+ * cannot yet confirm (1 s). Refused files are not modified. Returns 0;
  *   EINVAL  path or out is NULL, o->size too small, unknown flag bits, mode beyond 0777,
  *           SURELOCK_IPC_RECURSIVE for an existing file that was not created recursive
  *           (recursion is fixed at creation; without the flag either kind opens), or a
@@ -335,16 +344,31 @@ static inline void surelock_ipc_options_init(surelock_ipc_options *o)
  *   EPERM   the file belongs to another user (without SURELOCK_IPC_ANY_OWNER), or has group
  *           or world write permission that o->mode does not grant;
  *   EPROTO  not a regular file, a short or truncated file, or a header of another format,
- *           version, architecture, pthread layout, libc or PID namespace;
+ *           version, architecture, pthread layout, libc or PID namespace; a mutex that is not
+ *           the robust kind, or whose lock word names a thread that cannot be a holder (gone
+ *           without the kernel marking it dead, or its process does not map the file); an
+ *           empty or unfinished file that another handle has open (emptied while in use);
+ *   ETIMEDOUT the openers' exclusive flock stayed held for 5 s (another program, such as
+ *           `flock FILE cmd`, or an opener stopped mid-open: errmsg names the process), or
+ *           the lock word names a live thread that is not the recorded holder and whose
+ *           /proc/TID/maps cannot be read, for 1 s;
+ *   EOPNOTSUPP the file (or its directory) is on NFS or SMB;
  *   ENOENT  missing file with SURELOCK_IPC_NOCREATE;
- *   ENOMEM, or the system's own errors from open/mmap (EACCES, ENOSPC, ...).
+ *   ENOMEM, EMFILE, EACCES, ENOENT... when /proc/sys/kernel/random/boot_id or
+ *           /proc/self/ns/pid cannot be read (an error, never "another boot");
+ *   or the system's own errors from open/mmap (EACCES, ENOSPC, ...).
  */
 SURELOCK_API int surelock_ipc_open(const char *path, const surelock_ipc_options *o,
                                    surelock_ipc **out);
 
-/* Unmaps and frees the handle. Returns 0; EINVAL; EBUSY (a thread of this process holds the
- * lock, through this or another handle: a held robust mutex is never unmapped; or the handle
- * is a member of a lock group). After fork(), the child holds none of its parent's locks. */
+/* Unmaps and frees the handle, leaving nothing behind (descriptor, "open" marker, mapping);
+ * not a cancellation point. Returns 0; EINVAL; EBUSY while a thread of this process holds the
+ * lock through this handle (a held robust mutex is never unmapped: the thread's robust list
+ * points into the mapping of the handle its outermost acquisition went through, until its
+ * last release, even when a recursive file was re-entered through another handle), or while
+ * the handle is a member of a lock group. Closing another handle of a file held through this
+ * one returns 0 and leaves the hold intact. After fork(), the child holds none of its parent's
+ * locks and may close every handle. */
 SURELOCK_API int surelock_ipc_close(surelock_ipc *m);
 
 /*

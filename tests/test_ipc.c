@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1654,6 +1655,23 @@ static int after_child_main(void *p)
     return 0;
 }
 
+/* A process that opens path and finds trylock returns `want` (and releases if it got it). */
+static int try_child_main(void *p)
+{
+    struct after_child *a = p;
+    surelock_ipc *m;
+    CHILD_EXPECT_RC(surelock_ipc_open(a->path, NULL, &m), 0);
+    CHILD_EXPECT_RC(surelock_ipc_trylock(m), a->expect_first);
+    if (a->expect_first == 0) CHILD_EXPECT_RC(surelock_ipc_unlock(m), 0);
+    CHILD_EXPECT_RC(surelock_ipc_close(m), 0);
+    return 0;
+}
+#define EXPECT_IN_ANOTHER_PROCESS_TRY(path_, want)                                             \
+    do {                                                                                       \
+        after_child = (struct after_child){(path_), (want)};                                   \
+        EXPECT_CHILD_OK(spawn(try_child_main, &after_child));                                  \
+    } while (0)
+
 #define EXPECT_IN_ANOTHER_PROCESS(path_, first)                                                \
     do {                                                                                       \
         after_child = (struct after_child){(path_), (first)};                                  \
@@ -2192,6 +2210,482 @@ static void unlink_removes_a_lock_file_and_refuses_symlinks_and_other_files(void
 
 /* ========================================================================================= */
 
+/* =========================================================================================
+ * Faults from the adversarial review (issue 9): two holders, freed memory, unbounded waits
+ * ========================================================================================= */
+
+/* Writes len bytes at off into the file at path (what another program, or another boot's view
+ * of the file, can do). */
+static void poke(const char *path, size_t off, const void *data, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) fail_msg("cannot open %s: %s", path, strerror(errno));
+    if (pwrite(fd, data, len, (off_t)off) != (ssize_t)len)
+        fail_msg("cannot write %s: %s", path, strerror(errno));
+    close(fd);
+}
+
+static void poke32(const char *path, size_t off, uint32_t v)
+{
+    poke(path, off, &v, sizeof v);
+}
+
+/* An opener whose boot id differs from the file's (another mount namespace's view of /proc)
+ * must not reset a lock another process holds: a file open elsewhere is in use in this boot,
+ * so it is used as it is. */
+static void an_opener_seeing_another_boot_id_never_resets_a_lock_held_elsewhere(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    free(make_lock_file(path, 0, 0).data);
+    holder_proc h;
+    HOLDER_START(&h, path, 0, 0);
+    static const char other_boot[40] = "00000000-0000-4000-8000-000000000000";
+    poke(path, OFF_BOOT_ID, other_boot, sizeof other_boot);
+
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    EXPECT_RC(surelock_ipc_trylock(m), EBUSY); /* one holder, still */
+    EXPECT_IN_ANOTHER_PROCESS_TRY(path, EBUSY);
+    bytes b = slurp(path);
+    assert_memory_equal(b.data + OFF_BOOT_ID, other_boot, sizeof other_boot); /* as it is */
+    assert_int_equal((int32_t)get32(&b, OFF_HOLDER_TID), h.pid);
+    free(b.data);
+    HOLDER_RELEASE(&h);
+    EXPECT_RC(surelock_ipc_trylock(m), 0); /* a plain release: no death, nothing to recover */
+    assert_int_equal(surelock_ipc_needs_recovery(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+
+    /* Open nowhere, the same file is from another boot and is reset. */
+    surelock_ipc *n = OPEN(path, 0, 0600, 0);
+    char boot_id[40];
+    this_boot_id(boot_id);
+    b = slurp(path);
+    assert_memory_equal(b.data + OFF_BOOT_ID, boot_id, strlen(boot_id) + 1);
+    free(b.data);
+    EXPECT_RC(surelock_ipc_close(n), 0);
+}
+
+/* No re-initialisation of any kind while another handle is open: a file emptied under a live
+ * handle is refused, not rebuilt into a second, independent mutex. */
+static void a_file_emptied_while_open_elsewhere_is_refused_not_reinitialised(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *a = OPEN(path, 0, 0600, 0);
+    assert_int_equal(truncate(path, 0), 0);
+    surelock_ipc_options o = options(0, 0600, 0);
+    EXPECT_REFUSED(path, &o, EPROTO, "open", "empty");
+    EXPECT_RC(surelock_ipc_close(a), 0); /* its mapping is gone: only unmapped, never read */
+    surelock_ipc *b = OPEN(path, 0, 0600, 0); /* open nowhere now: initialised */
+    EXPECT_RC(surelock_ipc_trylock(b), 0);
+    EXPECT_RC(surelock_ipc_unlock(b), 0);
+    EXPECT_RC(surelock_ipc_close(b), 0);
+}
+
+/* A child that only sleeps: a live process that has nothing to do with any lock file. */
+static int sleeper_main(void *p)
+{
+    (void)p;
+    for (;;) pause();
+    return 0;
+}
+
+/* A corrupt lock word naming a live process that is no surelock holder would make every lock
+ * wait forever: open refuses it, untouched. */
+static void a_lock_word_naming_a_live_unrelated_process_is_eproto_and_untouched(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    free(make_lock_file(path, 0, 0).data);
+    pid_t sleeper = spawn(sleeper_main, NULL);
+    surelock_ipc_options o = options(0, 0600, 0);
+    poke32(path, OFF_MUTEX, (uint32_t)sleeper); /* __lock: the owner's TID */
+    poke32(path, OFF_HOLDER_TID, 0);
+    EXPECT_REFUSED(path, &o, EPROTO, "not a holder", "corrupt");
+    /* The header's record alone does not make a process a holder either. */
+    poke32(path, OFF_HOLDER_TID, (uint32_t)sleeper);
+    EXPECT_REFUSED(path, &o, EPROTO, "not a holder", "corrupt");
+    KILL_CHILD(sleeper);
+
+    /* Thread 1 (init), whose memory map even root may be denied (a container): then the
+     * header's record is the evidence, and a record that never agrees within the check's
+     * bound is a clear ETIMEDOUT naming the cause, never a wait without end. */
+    if (kill(1, 0) != 0 && errno == ESRCH) return;
+    poke32(path, OFF_MUTEX, 1);
+    poke32(path, OFF_HOLDER_TID, 0);
+    int maps = open("/proc/1/maps", O_RDONLY | O_CLOEXEC);
+    char byte;
+    bool readable = maps >= 0 && read(maps, &byte, 1) == 1;
+    if (maps >= 0) close(maps);
+    if (readable)
+        EXPECT_REFUSED(path, &o, EPROTO, "not a holder", "corrupt");
+    else
+        EXPECT_REFUSED(path, &o, ETIMEDOUT, "/proc/1/maps", "corrupt");
+}
+
+/* The lock word is kernel-maintained; holder_tid is stored by the holder just after its
+ * acquire. A holder seen in that window (word set, record not yet) is a holder: its process
+ * maps the file. */
+static void a_holder_not_yet_recorded_in_the_header_is_still_a_holder(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    holder_proc h;
+    HOLDER_START(&h, path, 0, 0);
+    poke32(path, OFF_HOLDER_TID, 0);
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    EXPECT_RC(surelock_ipc_trylock(m), EBUSY);
+    HOLDER_RELEASE(&h);
+    EXPECT_RC(surelock_ipc_trylock(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+/* ---- a hostile flock holder ---- */
+
+static struct open_probe {
+    const char *path;
+    int rc;
+    uint64_t took_ns;
+    char errmsg[ERRMSG_SIZE];
+} open_probe;
+
+static void open_probe_body(void *arg)
+{
+    (void)arg;
+    surelock_ipc *m = NULL;
+    uint64_t t0 = now_ns();
+    open_probe.rc = surelock_ipc_open(open_probe.path, NULL, &m);
+    open_probe.took_ns = now_ns() - t0;
+    snprintf(open_probe.errmsg, sizeof open_probe.errmsg, "%s", surelock_errmsg());
+    if (open_probe.rc == 0) surelock_ipc_close(m);
+}
+
+/* Whether some process holds an exclusive flock on path. */
+static bool flock_held_elsewhere(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    bool held = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    close(fd);
+    return held;
+}
+
+static int flock_holder_main(void *p)
+{
+    int fd = open((const char *)p, O_RDONLY | O_CLOEXEC);
+    CHILD_CHECK(fd >= 0);
+    CHILD_CHECK(flock(fd, LOCK_EX) == 0);
+    for (;;) pause();
+    return 0;
+}
+
+static int flock_tool_main(void *p)
+{
+    /* flock(1) from util-linux, as a shell user would run it: flock FILE sleep 60. Its own
+     * process group: the sleep inherits the flock and must be killed with it. */
+    setpgid(0, 0);
+    execlp("flock", "flock", (const char *)p, "sleep", "60", (char *)NULL);
+    fprintf(stderr, "cannot run flock(1): %s\n", strerror(errno));
+    return 77;
+}
+
+/* Open gives up with ETIMEDOUT after its bound (5 s), naming the cause, while a flock is held
+ * on the file; and works again once it is gone. */
+static void expect_open_bounded_by_a_flock_holder(const char *path, pid_t holder)
+{
+    uint64_t t0 = now_ns();
+    while (!flock_held_elsewhere(path)) {
+        int status;
+        if (waitpid(holder, &status, WNOHANG) == holder)
+            fail_msg("the flock holder ended (status 0x%x) before it held the file", status);
+        if (now_ns() - t0 > WAIT_LIMIT_MS * MS) fail_msg("the flock holder never took it");
+        sleep_ms(5);
+    }
+    snapshot before = take_snapshot(path);
+    open_probe = (struct open_probe){.path = path, .rc = -1};
+    helper t;
+    RUN_IN_NEW_THREAD(&t, open_probe_body, NULL);
+    EXPECT_SAVED_RC(open_probe.rc, ETIMEDOUT, open_probe.errmsg);
+    if (open_probe.took_ns < 4000 * MS || open_probe.took_ns > 5000 * MS + TIMED_WAIT_CEILING_NS)
+        fail_msg("open gave up after %llu ms; its bound is 5 s",
+                 (unsigned long long)(open_probe.took_ns / MS));
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)holder);
+    EXPECT_TEXT(open_probe.errmsg, "flock");
+    EXPECT_TEXT(open_probe.errmsg, pid);
+    EXPECT_UNCHANGED(path, &before);
+    kill(-holder, SIGKILL); /* flock(1)'s sleep, which holds the flock too */
+    KILL_CHILD(holder);
+    t0 = now_ns();
+    while (flock_held_elsewhere(path))
+        if (now_ns() - t0 > WAIT_LIMIT_MS * MS) fail_msg("the flock outlived its holders");
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    EXPECT_RC(surelock_ipc_trylock(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+static void open_gives_up_within_its_bound_on_a_hostile_flock_holder_and_names_it(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    free(make_lock_file(path, 0, 0).data);
+    expect_open_bounded_by_a_flock_holder(path, spawn(flock_holder_main, (void *)path));
+    if (access("/usr/bin/flock", X_OK) != 0 && access("/bin/flock", X_OK) != 0) {
+        print_message("flock(1) is not installed: only the flock(2) holder was tried\n");
+        return;
+    }
+    expect_open_bounded_by_a_flock_holder(path, spawn(flock_tool_main, (void *)path));
+}
+
+/* ---- close ---- */
+
+/* API.md: close is EBUSY only while a thread holds the lock through this handle; another
+ * handle of the file closes (0) and the hold stays intact. */
+static void closing_another_handle_while_held_through_one_returns_0_and_keeps_the_hold(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *a = OPEN(path, 0, 0600, 16);
+    surelock_ipc *b = OPEN(path, 0, 0600, 16);
+    EXPECT_RC(surelock_ipc_lock(a), 0);
+    EXPECT_RC(surelock_ipc_close(b), 0);
+    EXPECT_IN_ANOTHER_PROCESS_TRY(path, EBUSY); /* still held */
+    unsigned char *payload = surelock_ipc_payload(a, NULL);
+    payload[3] = 9; /* a's mapping is intact */
+    EXPECT_RC(surelock_ipc_lock(a), EDEADLK);
+    EXPECT_RC(surelock_ipc_unlock(a), 0);
+    EXPECT_IN_ANOTHER_PROCESS(path, 0);
+    EXPECT_RC(surelock_ipc_close(a), 0);
+}
+
+static struct cancel_probe {
+    surelock_ipc *m;
+    int rc;
+    bool returned;
+} cancel_probe;
+
+static void close_with_cancel_pending_body(void *arg)
+{
+    (void)arg;
+    pthread_setcanceltype(PTHREAD_CANCEL_DEFERRED, NULL);
+    pthread_cancel(pthread_self()); /* pending: acted on at the next cancellation point */
+    cancel_probe.rc = surelock_ipc_close(cancel_probe.m);
+    cancel_probe.returned = true;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL); /* end normally for the join */
+}
+
+static int open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL) fail_msg("opendir /proc/self/fd: %s", strerror(errno));
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) n++;
+    closedir(d);
+    return n;
+}
+
+/* Close is not a cancellation point: a pending cancel is not acted on inside it, and nothing
+ * (descriptor, "open" marker) is left behind: a not-recoverable lock is then reset by the
+ * next opener, which it could not be while a leaked marker claimed the file open. */
+static void close_is_not_a_cancellation_point_and_leaves_nothing_behind(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    free(make_lock_file(path, 0, 0).data);
+    int fds = open_fds();
+    cancel_probe = (struct cancel_probe){.m = OPEN(path, 0, 0600, 0), .rc = -1};
+    helper t;
+    RUN_IN_NEW_THREAD(&t, close_with_cancel_pending_body, NULL);
+    if (!cancel_probe.returned) fail_msg("the thread was cancelled inside surelock_ipc_close");
+    EXPECT_RC(cancel_probe.rc, 0);
+    assert_int_equal(open_fds(), fds);
+    poke32(path, OFF_RECOVERY_STATE, RECOVERY_NOT_RECOVERABLE);
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    EXPECT_RC(surelock_ipc_trylock(m), 0); /* reset: no handle was left open */
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+/* A recursive file re-entered through a second handle: the thread's robust list keeps pointing
+ * into the first handle's mapping until its last release, so that handle is "held through"
+ * (EBUSY) even at depth 0, while the second one closes once its own depth is 0. */
+static surelock_ipc *anchor_a, *anchor_b;
+static int anchor_rc;
+static void lock_a_then_b_release_a_and_exit_body(void *arg)
+{
+    (void)arg;
+    anchor_rc = surelock_ipc_lock(anchor_a);
+    if (anchor_rc == 0) anchor_rc = surelock_ipc_lock(anchor_b);
+    if (anchor_rc == 0) anchor_rc = surelock_ipc_unlock(anchor_a);
+    /* exits holding the file through b; its robust list points into a's mapping */
+}
+
+static void a_reentry_handle_closes_at_depth_0_and_the_first_handle_outlives_its_holder(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *a = OPEN(path, SURELOCK_IPC_RECURSIVE, 0600, 0);
+    surelock_ipc *b = OPEN(path, SURELOCK_IPC_RECURSIVE, 0600, 0);
+    EXPECT_RC(surelock_ipc_lock(a), 0);
+    EXPECT_RC(surelock_ipc_lock(b), 0);
+    EXPECT_RC(surelock_ipc_close(b), EBUSY); /* held through b */
+    EXPECT_RC(surelock_ipc_unlock(b), 0);
+    EXPECT_RC(surelock_ipc_close(b), 0); /* nothing through b any more */
+    EXPECT_IN_ANOTHER_PROCESS_TRY(path, EBUSY);
+    EXPECT_RC(surelock_ipc_unlock(a), 0);
+    EXPECT_IN_ANOTHER_PROCESS_TRY(path, 0);
+
+    /* A thread that exits holding through b, its robust list pointing into a: a is kept
+     * until the kernel has marked the death, which the next acquirer then sees. */
+    anchor_a = a;
+    anchor_b = OPEN(path, SURELOCK_IPC_RECURSIVE, 0600, 0);
+    helper t;
+    anchor_rc = -1;
+    RUN_IN_NEW_THREAD(&t, lock_a_then_b_release_a_and_exit_body, NULL);
+    EXPECT_RC(anchor_rc, 0);
+    EXPECT_RC(surelock_ipc_close(a), 0);      /* its holder is gone and marked dead */
+    EXPECT_RC(surelock_ipc_close(anchor_b), 0);
+    EXPECT_IN_ANOTHER_PROCESS(path, EOWNERDEAD);
+
+    /* Again, and this time the handle the dead thread's list pointed into is taken over by
+     * another thread: it is linked afresh into that thread's list, not left on the dead one's. */
+    anchor_a = OPEN(path, SURELOCK_IPC_RECURSIVE, 0600, 0);
+    anchor_b = OPEN(path, SURELOCK_IPC_RECURSIVE, 0600, 0);
+    anchor_rc = -1;
+    RUN_IN_NEW_THREAD(&t, lock_a_then_b_release_a_and_exit_body, NULL);
+    EXPECT_RC(anchor_rc, 0);
+    EXPECT_RC(surelock_ipc_lock(anchor_a), EOWNERDEAD);
+    EXPECT_RC(surelock_ipc_consistent(anchor_a), 0);
+    EXPECT_RC(surelock_ipc_close(anchor_a), EBUSY);
+    EXPECT_RC(surelock_ipc_close(anchor_b), 0);
+    EXPECT_RC(surelock_ipc_unlock(anchor_a), 0);
+    EXPECT_RC(surelock_ipc_unlock(anchor_a), EPERM);
+    EXPECT_RC(surelock_ipc_close(anchor_a), 0);
+    EXPECT_IN_ANOTHER_PROCESS(path, 0);
+}
+
+/* ---- fork ---- */
+
+static surelock_ipc *parents_held_handle;
+static const char *other_lock_path;
+static int child_closes_the_parents_held_handle_then_locks_another(void *arg)
+{
+    (void)arg;
+    /* Robust ownership is not inherited: the child holds nothing, so it may close it. */
+    CHILD_EXPECT_RC(surelock_ipc_unlock(parents_held_handle), EPERM);
+    CHILD_EXPECT_RC(surelock_ipc_close(parents_held_handle), 0);
+    /* Its thread's held list must not still link the freed handle: these link and unlink. */
+    for (int i = 0; i < 3; i++) {
+        surelock_ipc *n;
+        CHILD_EXPECT_RC(surelock_ipc_open(other_lock_path, NULL, &n), 0);
+        CHILD_EXPECT_RC(surelock_ipc_lock(n), 0);
+        CHILD_EXPECT_RC(surelock_ipc_unlock(n), 0);
+        CHILD_EXPECT_RC(surelock_ipc_close(n), 0);
+    }
+    return 0;
+}
+
+/* Seen as a use-after-free by ASan and valgrind on the unfixed library (the plain build cannot
+ * see it); the suites run under both. */
+static void a_fork_child_closing_its_parents_held_handle_touches_no_freed_memory(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    other_lock_path = P("other");
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    parents_held_handle = m;
+    EXPECT_CHILD_OK(spawn(child_closes_the_parents_held_handle_then_locks_another, NULL));
+    EXPECT_IN_ANOTHER_PROCESS_TRY(path, EBUSY); /* the parent's hold is intact */
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+/* ---- groups ---- */
+
+/* A dead holder's TID, still in the header's informational holder_tid, may since belong to the
+ * caller: "already held by the caller" goes by the kernel-maintained lock word. */
+static void a_group_is_not_edeadlk_when_a_dead_holders_recorded_tid_is_now_the_callers(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    poke32(path, OFF_HOLDER_TID, (uint32_t)current_tid());
+    surelock_group *g;
+    EXPECT_RC(surelock_group_new(&g), 0);
+    EXPECT_RC(surelock_group_add_ipc(g, m), 0);
+    EXPECT_RC(surelock_group_lock(g), 0);
+    EXPECT_RC(surelock_group_unlock(g), 0);
+    EXPECT_RC(surelock_group_trylock(g), 0);
+    EXPECT_RC(surelock_group_unlock(g), 0);
+    EXPECT_RC(surelock_ipc_lock(m), 0); /* and a real hold is still EDEADLK for the group */
+    EXPECT_RC(surelock_group_lock(g), EDEADLK);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_group_clear(g), 0);
+    EXPECT_RC(surelock_group_free(g), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+/* ---- messages ---- */
+
+/* With a path too long to fit beside it, the reason survives whole; the path keeps its tail
+ * (the file name) behind "...". */
+static void messages_keep_their_reason_when_the_path_is_too_long_to_fit(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", tmpdir);
+    for (int level = 0; level < 3; level++) {
+        size_t n = strlen(dir);
+        dir[n] = '/';
+        memset(dir + n + 1, 'a' + level, 120);
+        dir[n + 121] = '\0';
+        assert_int_equal(mkdir(dir, 0700), 0);
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/the-lock-file", dir);
+    surelock_ipc_options o = options(SURELOCK_IPC_NOCREATE, 0600, 0);
+    surelock_ipc *m = SENTINEL;
+    EXPECT_RC(surelock_ipc_open(path, &o, &m), ENOENT);
+    const char *msg = surelock_errmsg();
+    if (strstr(msg, "no such lock file (SURELOCK_IPC_NOCREATE)") == NULL ||
+        strncmp(msg, "...", 3) != 0 || strstr(msg, "/the-lock-file: ") == NULL)
+        fail_msg("errmsg \"%s\" lost its reason or the path's tail", msg);
+    assert_true(strlen(msg) < 256);
+
+    assert_int_equal(mkdir(path, 0700), 0);
+    o = options(0, 0600, 0);
+    EXPECT_RC(surelock_ipc_open(path, &o, &m), EPROTO);
+    msg = surelock_errmsg();
+    if (strstr(msg, "is a directory, not a lock file") == NULL || strncmp(msg, "...", 3) != 0)
+        fail_msg("errmsg \"%s\" lost its reason", msg);
+    assert_ptr_equal(m, SENTINEL);
+}
+
+/* A payload size too large for any file is reported as the number in the header, never as the
+ * negative result of an overflowed size computation. */
+static void a_corrupt_payload_size_is_never_printed_as_a_negative_number(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    free(make_lock_file(path, 0, 0).data);
+    const uint64_t sizes[] = {UINT64_MAX, UINT64_MAX - 4096, (uint64_t)INT64_MAX,
+                              (uint64_t)INT64_MAX - 4096 * 2};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        poke(path, OFF_PAYLOAD_SIZE, &sizes[i], sizeof sizes[i]);
+        surelock_ipc_options o = options(0, 0600, 0);
+        EXPECT_REFUSED(path, &o, EPROTO, "payload");
+        const char *reason = surelock_errmsg() + strlen(path) + 2;
+        for (const char *c = reason; *c; c++)
+            if (*c == '-' && c[1] >= '0' && c[1] <= '9')
+                fail_msg("errmsg \"%s\" prints a negative number", surelock_errmsg());
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2238,6 +2732,18 @@ int main(void)
         TEST(eight_processes_racing_on_an_empty_placeholder_count_to_an_exact_total),
         TEST(stale_boot_id_is_reinitialised_and_the_lock_is_usable),
         TEST(unlink_removes_a_lock_file_and_refuses_symlinks_and_other_files),
+        TEST(an_opener_seeing_another_boot_id_never_resets_a_lock_held_elsewhere),
+        TEST(a_file_emptied_while_open_elsewhere_is_refused_not_reinitialised),
+        TEST(a_lock_word_naming_a_live_unrelated_process_is_eproto_and_untouched),
+        TEST(a_holder_not_yet_recorded_in_the_header_is_still_a_holder),
+        TEST(open_gives_up_within_its_bound_on_a_hostile_flock_holder_and_names_it),
+        TEST(closing_another_handle_while_held_through_one_returns_0_and_keeps_the_hold),
+        TEST(close_is_not_a_cancellation_point_and_leaves_nothing_behind),
+        TEST(a_reentry_handle_closes_at_depth_0_and_the_first_handle_outlives_its_holder),
+        TEST(a_fork_child_closing_its_parents_held_handle_touches_no_freed_memory),
+        TEST(a_group_is_not_edeadlk_when_a_dead_holders_recorded_tid_is_now_the_callers),
+        TEST(messages_keep_their_reason_when_the_path_is_too_long_to_fit),
+        TEST(a_corrupt_payload_size_is_never_printed_as_a_negative_number),
     };
     return cmocka_run_group_tests_name("ipc", tests, group_setup, watchdog_stop);
 }

@@ -221,6 +221,8 @@ static void expect_usable(const char *path, size_t payload_size)
     EXPECT_RC(surelock_ipc_close(m), 0);
 }
 
+static void ipc_hooks_off(void);
+
 /* ---- watchdog and fixtures ------------------------------------------------------------------ */
 
 /* When the watchdog ends the run no teardown will run: it kills the children and removes the
@@ -249,6 +251,7 @@ static int test_teardown(void **state)
 {
     (void)state;
     surelock_testing_fail_allocation_after(-1);
+    ipc_hooks_off();
     children_kill_tracked(true);
     temp_dir_remove(tmpdir);
     temp_paths_free();
@@ -468,6 +471,355 @@ static void out_of_memory_for_a_new_threads_record_is_enomem_and_holds_nothing(v
     EXPECT_RC(surelock_ipc_close(m), 0);
 }
 
+/* ---- faults of the system underneath (issue 9) ------------------------------------------------ */
+
+#define OFF_BOOT_ID 40
+#define OFF_OWNER_DEATHS 120
+#define OFF_RECOVERY_STATE 128
+#define OFF_HOLDER_TID 132
+#define OFF_MUTEX 192
+
+static uint64_t get64(const unsigned char *b, size_t off)
+{
+    uint64_t v;
+    memcpy(&v, b + off, sizeof v);
+    return v;
+}
+
+static void poke32(const char *path, size_t off, uint32_t v)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || pwrite(fd, &v, sizeof v, (off_t)off) != (ssize_t)sizeof v)
+        fail_msg("cannot write %s: %s", path, strerror(errno));
+    close(fd);
+}
+
+/* A process that holds the lock at path until a byte arrives, then unlocks, closes and exits. */
+static struct holder {
+    const char *path;
+    int ready_w, release_r;
+} holder;
+
+static int holder_main(void *p)
+{
+    struct holder *h = p;
+    surelock_ipc *m;
+    CHILD_EXPECT_RC(surelock_ipc_open(h->path, NULL, &m), 0);
+    int rc = surelock_ipc_lock(m);
+    if (rc == EOWNERDEAD) rc = surelock_ipc_consistent(m);
+    CHILD_EXPECT_RC(rc, 0);
+    CHILD_CHECK(send_byte(h->ready_w));
+    CHILD_CHECK(recv_byte(h->release_r, (CHILD_ALARM_S - 5) * 1000u));
+    CHILD_EXPECT_RC(surelock_ipc_unlock(m), 0);
+    CHILD_EXPECT_RC(surelock_ipc_close(m), 0);
+    return 0;
+}
+
+typedef struct holder_proc {
+    pid_t pid;
+    int ready_r, release_w;
+} holder_proc;
+
+static holder_proc holder_start(const char *path)
+{
+    int ready[2], release[2];
+    make_pipe(ready);
+    make_pipe(release);
+    holder = (struct holder){path, ready[1], release[0]};
+    holder_proc hp = {spawn(holder_main, &holder), ready[0], release[1]};
+    close(ready[1]);
+    close(release[0]);
+    if (!recv_byte(hp.ready_r, WAIT_LIMIT_MS)) fail_msg("the holder process did not lock");
+    return hp;
+}
+
+static void holder_release(holder_proc *hp)
+{
+    if (!send_byte(hp->release_w)) fail_msg("cannot signal the holder");
+    EXPECT_CHILD_OK(hp->pid);
+    close(hp->ready_r);
+    close(hp->release_w);
+}
+
+/* Restores every ipc hook of sys/testing.h (the teardown too). */
+static void ipc_hooks_off(void)
+{
+    surelock_testing_ipc_boot_id_errno = 0;
+    surelock_testing_ipc_boot_id = NULL;
+    surelock_testing_ipc_proc_errno = 0;
+    surelock_testing_ipc_fs_magic = 0;
+    surelock_testing_ipc_header_read_hook = NULL;
+    surelock_testing_ipc_acquired_hook = NULL;
+    surelock_testing_ipc_init_hook = NULL;
+}
+
+/* Issue 9, item 1: a boot id that cannot be read (no memory, no descriptor left, /proc
+ * unreadable) was taken for "another boot" and the mutex reset under its holder. It is an
+ * error now, and nothing is created or changed. */
+static void an_unreadable_boot_id_is_an_error_never_a_reset(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    holder_proc hp = holder_start(path);
+    size_t len;
+    unsigned char *before = slurp(path, &len);
+    const int errors[] = {ENOMEM, EMFILE, EACCES, ENOENT};
+    for (size_t i = 0; i < sizeof errors / sizeof *errors; i++) {
+        surelock_testing_ipc_boot_id_errno = errors[i];
+        surelock_ipc *m = SENTINEL;
+        EXPECT_RC(surelock_ipc_open(path, NULL, &m), errors[i]);
+        EXPECT_ERRMSG("boot_id");
+        assert_ptr_equal(m, SENTINEL);
+        EXPECT_RC(surelock_ipc_open(P("new"), NULL, &m), errors[i]);
+        assert_int_equal(entries_in_tmpdir(), 1); /* nothing created */
+    }
+    ipc_hooks_off();
+    size_t len2;
+    unsigned char *after = slurp(path, &len2);
+    assert_int_equal(len, len2);
+    assert_memory_equal(before, after, len);
+    free(before);
+    free(after);
+    surelock_ipc *m;
+    EXPECT_RC(surelock_ipc_open(path, NULL, &m), 0);
+    EXPECT_RC(surelock_ipc_trylock(m), EBUSY); /* still one holder */
+    holder_release(&hp);
+    EXPECT_RC(surelock_ipc_trylock(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+/* The other direction of item 1: this process reads another boot id than the file's (its
+ * mount namespace shows another /proc) while another process holds the lock. */
+static void an_opener_with_another_boot_id_uses_a_file_open_elsewhere_as_it_is(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    holder_proc hp = holder_start(path);
+    surelock_testing_ipc_boot_id = "11111111-2222-4333-8444-555555555555";
+    surelock_ipc *m;
+    EXPECT_RC(surelock_ipc_open(path, NULL, &m), 0);
+    EXPECT_RC(surelock_ipc_trylock(m), EBUSY);
+    holder_release(&hp);
+    EXPECT_RC(surelock_ipc_trylock(m), 0);
+    assert_int_equal(surelock_ipc_needs_recovery(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+    /* Open nowhere: reset, and stamped with the boot id this process reads. */
+    EXPECT_RC(surelock_ipc_open(path, NULL, &m), 0);
+    size_t len;
+    unsigned char *b = slurp(path, &len);
+    assert_memory_equal(b + OFF_BOOT_ID, surelock_testing_ipc_boot_id, 36);
+    free(b);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+/* Issue 9, item 2: the holder the opener read under its flock releases, exits and is reaped
+ * before the opener looks at it: a healthy file, not "a holder that does not exist". */
+static holder_proc *vanishing_holder;
+static void holder_vanishes(void)
+{
+    surelock_testing_ipc_header_read_hook = NULL;
+    holder_release(vanishing_holder);
+}
+
+static void a_holder_that_releases_and_is_reaped_during_open_is_no_corruption(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    holder_proc hp = holder_start(path);
+    vanishing_holder = &hp;
+    surelock_testing_ipc_header_read_hook = holder_vanishes;
+    surelock_ipc *m = SENTINEL;
+    EXPECT_RC(surelock_ipc_open(path, NULL, &m), 0);
+    EXPECT_RC(surelock_ipc_trylock(m), 0);
+    assert_int_equal(surelock_ipc_needs_recovery(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
+static int sleeper_main(void *p)
+{
+    (void)p;
+    for (;;) pause();
+    return 0;
+}
+
+/* Issue 9, item 11, where /proc/TID/maps cannot be read (another user's process, hidepid):
+ * the header's holder record is the evidence; a lock word it never confirms within the
+ * check's bound is a clear ETIMEDOUT naming the cause, never a default. */
+static void with_proc_maps_unreadable_the_holder_record_decides_within_a_bound(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    holder_proc hp = holder_start(path);
+    surelock_testing_ipc_proc_errno = EACCES;
+    surelock_ipc *m;
+    EXPECT_RC(surelock_ipc_open(path, NULL, &m), 0); /* recorded: a holder */
+    EXPECT_RC(surelock_ipc_trylock(m), EBUSY);
+    holder_release(&hp);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+
+    pid_t sleeper = spawn(sleeper_main, NULL);
+    poke32(path, OFF_MUTEX, (uint32_t)sleeper);
+    poke32(path, OFF_HOLDER_TID, 0);
+    size_t len;
+    unsigned char *before = slurp(path, &len);
+    uint64_t t0 = now_ns();
+    m = SENTINEL;
+    EXPECT_RC(surelock_ipc_open(path, NULL, &m), ETIMEDOUT);
+    uint64_t took = now_ns() - t0;
+    EXPECT_ERRMSG("/proc");
+    if (strstr(surelock_errmsg(), "Permission denied") == NULL)
+        fail_msg("errmsg \"%s\" does not say why /proc could not be read", surelock_errmsg());
+    assert_ptr_equal(m, SENTINEL);
+    if (took < 900 * MS || took > 6000 * MS)
+        fail_msg("the holder check gave up after %llu ms; its bound is 1 s",
+                 (unsigned long long)(took / MS));
+    unsigned char *after = slurp(path, &len);
+    assert_memory_equal(before, after, len);
+    free(before);
+    free(after);
+    /* /proc readable again: proven not a holder. */
+    ipc_hooks_off();
+    EXPECT_RC(surelock_ipc_open(path, NULL, &m), EPROTO);
+    EXPECT_ERRMSG("not a holder");
+    kill(sleeper, SIGKILL);
+    EXPECT_CHILD_KILLED(sleeper);
+}
+
+/* Issue 9, item 3: an opener stopped (SIGSTOP) while it holds the openers' flock blocks the
+ * others for at most open's bound; they fail with ETIMEDOUT naming the flock and its holder. */
+static void an_opener_stopped_mid_open_blocks_others_only_within_the_bound(void **state)
+{
+    (void)state;
+    const char *path = P("placeholder");
+    touch(path);
+    int stalled[2];
+    make_pipe(stalled);
+    creator = (struct creator){path, 0, true, stalled[1]};
+    pid_t stuck = spawn(creator_main, &creator);
+    if (!recv_byte(stalled[0], WAIT_LIMIT_MS)) {
+        EXPECT_CHILD_KILLED(stuck);
+        fail_msg("the creator never reached the init hook");
+    }
+    kill(stuck, SIGSTOP);
+    uint64_t t0 = now_ns();
+    surelock_ipc *m = SENTINEL;
+    EXPECT_RC(surelock_ipc_open(path, NULL, &m), ETIMEDOUT);
+    uint64_t took = now_ns() - t0;
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)stuck);
+    EXPECT_ERRMSG("flock");
+    if (strstr(surelock_errmsg(), pid) == NULL || strstr(surelock_errmsg(), "stopped") == NULL)
+        fail_msg("errmsg \"%s\" does not name the stopped opener %s", surelock_errmsg(), pid);
+    assert_ptr_equal(m, SENTINEL);
+    if (took < 4000 * MS || took > 10000 * MS)
+        fail_msg("open gave up after %llu ms; its bound is 5 s", (unsigned long long)(took / MS));
+    kill(stuck, SIGKILL);
+    EXPECT_CHILD_KILLED(stuck);
+    expect_usable(path, 0); /* the unfinished header is redone */
+    close(stalled[0]);
+    close(stalled[1]);
+}
+
+/* Issue 9, item 12: on NFS and SMB, flock is emulated with locks that conflict with the "open"
+ * markers; such file systems are refused up front, creating nothing and changing nothing. */
+static void a_lock_file_on_nfs_or_smb_is_refused_before_anything_is_created(void **state)
+{
+    (void)state;
+    const char *existing = P("lock");
+    surelock_ipc *m;
+    EXPECT_RC(surelock_ipc_open(existing, NULL, &m), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+    size_t len;
+    unsigned char *before = slurp(existing, &len);
+    const struct {
+        long magic;
+        const char *name;
+    } fs[] = {{0x6969, "NFS"}, {0x517B, "SMB"}, {(long)0xFF534D42, "CIFS"}};
+    for (size_t i = 0; i < sizeof fs / sizeof *fs; i++) {
+        surelock_testing_ipc_fs_magic = fs[i].magic;
+        m = SENTINEL;
+        EXPECT_RC(surelock_ipc_open(P("new"), NULL, &m), EOPNOTSUPP);
+        EXPECT_ERRMSG(fs[i].name);
+        EXPECT_RC(surelock_ipc_open(existing, NULL, &m), EOPNOTSUPP);
+        EXPECT_ERRMSG("local file system");
+        assert_ptr_equal(m, SENTINEL);
+        assert_int_equal(entries_in_tmpdir(), 1);
+    }
+    ipc_hooks_off();
+    unsigned char *after = slurp(existing, &len);
+    assert_memory_equal(before, after, len);
+    free(before);
+    free(after);
+}
+
+/* Issue 12: owner_deaths counts holders' deaths, once each: not a process that died while it
+ * was being refused a not-recoverable lock (it took the pthread mutex only to give it back). */
+static void die_after_taking_the_mutex(void)
+{
+    raise(SIGKILL);
+}
+
+static int refused_acquirer_main(void *p)
+{
+    surelock_ipc *m;
+    CHILD_EXPECT_RC(surelock_ipc_open((const char *)p, NULL, &m), 0);
+    surelock_testing_ipc_acquired_hook = die_after_taking_the_mutex;
+    int rc = surelock_ipc_lock(m);
+    fprintf(stderr, "child %d: lock returned %s without reaching the hook\n", (int)getpid(),
+            errname(rc));
+    return 1;
+}
+
+static uint64_t owner_deaths(const char *path)
+{
+    size_t len;
+    unsigned char *b = slurp(path, &len);
+    uint64_t v = get64(b, OFF_OWNER_DEATHS);
+    free(b);
+    return v;
+}
+
+static void owner_deaths_counts_each_holders_death_once_and_nothing_else(void **state)
+{
+    (void)state;
+    const char *path = P("lock");
+    surelock_ipc *m;
+    EXPECT_RC(surelock_ipc_open(path, NULL, &m), 0); /* kept open: no reset below */
+    holder_proc hp = holder_start(path);
+    kill(hp.pid, SIGKILL);
+    EXPECT_CHILD_KILLED(hp.pid);
+    close(hp.ready_r);
+    close(hp.release_w);
+    EXPECT_RC(surelock_ipc_lock(m), EOWNERDEAD);
+    assert_int_equal(owner_deaths(path), 1);
+    EXPECT_RC(surelock_ipc_unlock(m), 0); /* without consistent: not recoverable */
+
+    /* Refused acquirers that die between taking and giving back the mutex: no holder died. */
+    for (int i = 0; i < 2; i++) EXPECT_CHILD_KILLED(spawn(refused_acquirer_main, (void *)path));
+    EXPECT_RC(surelock_ipc_lock(m), ENOTRECOVERABLE);
+    EXPECT_RC(surelock_ipc_trylock(m), ENOTRECOVERABLE);
+    assert_int_equal(owner_deaths(path), 1);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+
+    /* Reset (open nowhere); the count is history and stays; the next death adds one. */
+    EXPECT_RC(surelock_ipc_open(path, NULL, &m), 0);
+    hp = holder_start(path);
+    kill(hp.pid, SIGKILL);
+    EXPECT_CHILD_KILLED(hp.pid);
+    close(hp.ready_r);
+    close(hp.release_w);
+    EXPECT_RC(surelock_ipc_lock(m), EOWNERDEAD);
+    EXPECT_RC(surelock_ipc_consistent(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    assert_int_equal(owner_deaths(path), 2);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -477,6 +829,13 @@ int main(void)
         TEST(creator_stalled_mid_creation_of_a_missing_path_blocks_no_other_creator),
         TEST(out_of_memory_in_open_is_enomem_and_touches_nothing),
         TEST(out_of_memory_for_a_new_threads_record_is_enomem_and_holds_nothing),
+        TEST(an_unreadable_boot_id_is_an_error_never_a_reset),
+        TEST(an_opener_with_another_boot_id_uses_a_file_open_elsewhere_as_it_is),
+        TEST(a_holder_that_releases_and_is_reaped_during_open_is_no_corruption),
+        TEST(with_proc_maps_unreadable_the_holder_record_decides_within_a_bound),
+        TEST(an_opener_stopped_mid_open_blocks_others_only_within_the_bound),
+        TEST(a_lock_file_on_nfs_or_smb_is_refused_before_anything_is_created),
+        TEST(owner_deaths_counts_each_holders_death_once_and_nothing_else),
     };
     return cmocka_run_group_tests_name("ipc_internal", tests, group_setup, watchdog_stop);
 }

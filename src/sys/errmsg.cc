@@ -21,6 +21,36 @@ int fail(int code, const char *fmt, ...)
     return code;
 }
 
+int fail_path(int code, const char *path, const char *fmt, ...)
+{
+    // The reason first, into its own buffer, so that it is never what gets cut.
+    char reason[sizeof errmsg_buffer];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    static const char ellipsis[] = "...";
+    const size_t dots = sizeof ellipsis - 1;
+    size_t used = strlen(reason) + 2; // and ": "
+    size_t room = used < sizeof errmsg_buffer - 1 ? sizeof errmsg_buffer - 1 - used : 0;
+    size_t len = strlen(path);
+    char *out = errmsg_buffer;
+    if (len <= room) {
+        memcpy(out, path, len);
+        out += len;
+    } else if (room > dots) {
+        memcpy(out, ellipsis, dots);
+        memcpy(out + dots, path + len - (room - dots), room - dots);
+        out += room;
+    }
+    if (out != errmsg_buffer) {
+        memcpy(out, ": ", 2);
+        out += 2;
+    }
+    memcpy(out, reason, strlen(reason) + 1);
+    return code;
+}
+
 const char *errmsg()
 {
     return errmsg_buffer;

@@ -8,6 +8,12 @@ namespace surelock::sys {
 // so a failing path reads `return fail(EINVAL, "...")`.
 int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), cold));
 
+// As fail, for a message about a file: "PATH: REASON". The reason always survives whole; a
+// path too long to fit beside it keeps its tail behind a leading "..." (the file name is the
+// part that tells files apart).
+int fail_path(int code, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4), cold));
+
 // The calling thread's buffer: "" until its first failure.
 const char *errmsg();
 

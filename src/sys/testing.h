@@ -30,6 +30,28 @@ void surelock_testing_ipc_init_point(void);
 extern void (*surelock_testing_cond_woken_hook)(void);
 void surelock_testing_cond_woken_point(void);
 
+/* ipc open's view of the system, for faults that cannot be provoked on demand:
+ *  - boot_id_errno: non-zero makes reading /proc/sys/kernel/random/boot_id fail with it
+ *    (ENOMEM, EMFILE, EACCES...);
+ *  - boot_id: non-NULL replaces this boot's id (an opener in another mount namespace);
+ *  - proc_errno: non-zero makes /proc/TID/maps unreadable with it (another user's process);
+ *  - fs_magic: non-zero replaces the file system type of the lock file (NFS_SUPER_MAGIC...).
+ * All 0 / NULL by default; per process, set them before opening. */
+extern int surelock_testing_ipc_boot_id_errno;
+extern const char *surelock_testing_ipc_boot_id;
+extern int surelock_testing_ipc_proc_errno;
+extern long surelock_testing_ipc_fs_magic;
+
+/* Called by ipc open, under its flock, right after it read the file's header: a test sets the
+ * hook to change the lock's state there (a holder releasing and exiting meanwhile). */
+extern void (*surelock_testing_ipc_header_read_hook)(void);
+void surelock_testing_ipc_header_read_point(void);
+
+/* Called by an ipc acquire right after it took the pthread mutex, before it checks the lock
+ * is recoverable: a test sets the hook to kill the process there. */
+extern void (*surelock_testing_ipc_acquired_hook)(void);
+void surelock_testing_ipc_acquired_point(void);
+
 #ifdef __cplusplus
 }
 #endif
