@@ -11,6 +11,7 @@
 #include "sys/errmsg.h"
 #include "sys/futex_lock.h"
 #include "sys/thread.h"
+#include "sys/waits.h"
 
 namespace surelock::sys {
 
@@ -74,9 +75,20 @@ struct OwnedLock {
         release();
     }
 
+    // Thread-exit handlers; the reentrant lock installs the second one when it is made, so
+    // a held link tells an rlock from a mutex (the deadlock detector's kind table).
+    static void owner_exited(HeldLink *link);
+    static void reentrant_owner_exited(HeldLink *link);
+    // For the kind table (waits.h): the lock of a held link, the holder's serial.
+    static const void *lock_of_link(const HeldLink *link, CopyFn copy);
+    static uint64_t holder(const void *lock, CopyFn copy);
+
 private:
     int acquire_contended(ThreadRecord *me, Wait wait, uint64_t timeout_ns, const char *fn);
-    static void owner_exited(HeldLink *link);
+    const LockKind &kind() const
+    {
+        return held.owner_exited == reentrant_owner_exited ? rlock_kind : mutex_kind;
+    }
 };
 
 } // namespace surelock::sys

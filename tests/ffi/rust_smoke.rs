@@ -486,9 +486,9 @@ impl Drop for TempDir {
     }
 }
 
-fn version_is_1_0_0() {
+fn version_is_1_1_0() {
     let v = unsafe { CStr::from_ptr(surelock_version()) };
-    assert_eq!(v.to_str().unwrap(), "1.0.0");
+    assert_eq!(v.to_str().unwrap(), "1.1.0");
 }
 
 fn named_guard_is_shared_and_its_guard_unlocks_on_drop() {
@@ -668,7 +668,7 @@ fn main() {
         ipc_holder(&args[2]);
     }
     let tests: &[(&str, fn())] = &[
-        ("version_is_1_0_0", version_is_1_0_0),
+        ("version_is_1_1_0", version_is_1_1_0),
         ("named_guard_is_shared_and_its_guard_unlocks_on_drop",
          named_guard_is_shared_and_its_guard_unlocks_on_drop),
         ("thread_exiting_with_a_forgotten_guard_reports_owner_death",
