@@ -825,6 +825,189 @@ static void ten_thousand_threads_in_one_waiting_chain_get_exactly_one_edeadlk_in
     for (int i = 0; i < CHAIN; i++) EXPECT_RC(surelock_mutex_free(chain_lock[i]), 0);
 }
 
+/* ================================================================================================
+ * Stress against a reference wait-for graph
+ * ============================================================================================== */
+
+/*
+ * 8 threads take and release 16 process-wide rlocks in random orders (up to 3 held at once)
+ * for 100 000 acquisitions. The test keeps its own wait-for graph under a mutex: "t wants l"
+ * before the lock call, "t holds l" after it returns, "l is free" before the unlock call. A
+ * thread that records a want and whose graph then has a cycle through it predicts one cycle
+ * (cycles are disjoint: each thread waits for one lock, each lock has one holder; and every
+ * thread on it truly holds what it is shown holding, since a release is recorded before the
+ * unlock call). Each EDEADLK must find such a cycle through the refused thread, with exactly
+ * the locks its message names in that order; afterwards predicted == reported (each cycle is
+ * refused exactly once), and no run hangs (a missed cycle would: no progress for 20 s fails,
+ * after dumping every thread's waits to stderr).
+ */
+enum { S_THREADS = 8, S_LOCKS = 16, S_ACQUISITIONS = 100000, S_MAX_HELD = 3 };
+static surelock_rlock *s_lock[S_LOCKS];
+static char s_name[S_LOCKS][32];
+static pthread_mutex_t ref_mu = PTHREAD_MUTEX_INITIALIZER;
+static int ref_holder[S_LOCKS]; /* thread index, -1 = free */
+static int ref_want[S_THREADS]; /* lock index, -1 = none */
+static int s_predicted, s_reported;
+static atomic_int s_acquisitions, s_failures;
+static atomic_bool s_stop;
+static char s_failure[2 * ERRMSG_SIZE];
+static gate s_gate;
+
+/* Under ref_mu: the number of locks on the cycle through t (their indexes in locks[]), or 0. */
+static int ref_cycle(int t, int locks[S_THREADS])
+{
+    int cur = t, n = 0;
+    for (int step = 0; step < S_THREADS; step++) {
+        int l = ref_want[cur];
+        if (l < 0) return 0;
+        int h = ref_holder[l];
+        if (h < 0) return 0;
+        locks[n++] = l;
+        if (h == t) return n;
+        cur = h;
+    }
+    return 0;
+}
+
+static void s_fail(const char *what, const char *msg)
+{
+    if (atomic_fetch_add(&s_failures, 1) == 0)
+        snprintf(s_failure, sizeof s_failure, "%s: \"%s\"", what, msg);
+    atomic_store(&s_stop, true);
+}
+
+/* Under ref_mu: checks an EDEADLK of thread t against the reference graph. */
+static void check_refusal(int t, const char *msg)
+{
+    int locks[S_THREADS];
+    int n = ref_cycle(t, locks);
+    if (n == 0) {
+        s_fail("EDEADLK with no cycle in the reference graph", msg);
+        return;
+    }
+    /* The whole cycle, or (when it does not fit in errmsg) its first k steps and a count. */
+    unsigned long long nums[8];
+    bool named = false;
+    for (int k = n; k >= 1 && !named; k--) {
+        char format[1024];
+        size_t len = (size_t)snprintf(format, sizeof format, "%s: deadlock: thread %%llu",
+                                      strncmp(msg, "surelock_rlock_timedlock", 24) == 0
+                                          ? "surelock_rlock_timedlock"
+                                          : "surelock_rlock_lock");
+        for (int i = 0; i < k; i++)
+            len += (size_t)snprintf(format + len, sizeof format - len,
+                                    "%s waits for rlock '%s' held by thread %%llu",
+                                    i == 0 ? "" : ", which", s_name[locks[i]]);
+        if (k < n) snprintf(format + len, sizeof format - len, ", ... (%d threads in the cycle)", n);
+        named = matches(msg, format, nums);
+    }
+    if (!named) s_fail("EDEADLK naming another cycle than the reference", msg);
+    s_reported++;
+}
+
+static void release_one(int t, int *held, int *n_held, int which)
+{
+    int l = held[which];
+    pthread_mutex_lock(&ref_mu);
+    ref_holder[l] = -1;
+    pthread_mutex_unlock(&ref_mu);
+    if (surelock_rlock_unlock(s_lock[l]) != 0) s_fail("unlock failed", surelock_errmsg());
+    held[which] = held[--*n_held];
+    (void)t;
+}
+
+static void stress_worker(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    unsigned seed = 0x9e3779b9u * (unsigned)(t + 1);
+    int held[S_MAX_HELD], n_held = 0;
+    if (!gate_pass(&s_gate)) return;
+    while (!atomic_load(&s_stop) && atomic_load(&s_acquisitions) < S_ACQUISITIONS) {
+        seed = seed * 1103515245u + 12345u;
+        unsigned r = seed >> 8;
+        if (n_held == S_MAX_HELD || (n_held > 0 && r % 3 == 0)) {
+            release_one(t, held, &n_held, (int)((r >> 4) % (unsigned)n_held));
+            continue;
+        }
+        int l;
+        for (;;) { /* a lock this thread does not hold (no re-entry) */
+            l = (int)((r >> 4) % S_LOCKS);
+            bool mine = false;
+            for (int i = 0; i < n_held; i++) mine |= held[i] == l;
+            if (!mine) break;
+            r = r * 2654435761u + 1;
+        }
+        int cycle[S_THREADS];
+        pthread_mutex_lock(&ref_mu);
+        ref_want[t] = l;
+        if (ref_cycle(t, cycle) != 0) s_predicted++;
+        pthread_mutex_unlock(&ref_mu);
+        int rc = (r & 4) ? surelock_rlock_timedlock(s_lock[l], 600ull * 1000 * MS)
+                         : surelock_rlock_lock(s_lock[l]);
+        pthread_mutex_lock(&ref_mu);
+        if (rc == 0) {
+            ref_holder[l] = t;
+            held[n_held++] = l;
+        } else if (rc == EDEADLK) {
+            check_refusal(t, surelock_errmsg());
+        } else {
+            s_fail("lock failed", surelock_errmsg());
+        }
+        ref_want[t] = -1;
+        pthread_mutex_unlock(&ref_mu);
+        atomic_fetch_add(&s_acquisitions, 1);
+        if (rc == EDEADLK) /* back off: give everything up */
+            while (n_held > 0) release_one(t, held, &n_held, n_held - 1);
+    }
+    while (n_held > 0) release_one(t, held, &n_held, n_held - 1);
+}
+
+static void random_lock_orders_on_8_threads_report_exactly_the_cycles_a_reference_graph_predicts(
+    void **state)
+{
+    (void)state;
+    for (int l = 0; l < S_LOCKS; l++) {
+        snprintf(s_name[l], sizeof s_name[l], "stress:L%02d", l);
+        s_lock[l] = global(s_name[l]);
+        ref_holder[l] = -1;
+    }
+    for (int t = 0; t < S_THREADS; t++) ref_want[t] = -1;
+    s_predicted = s_reported = 0;
+    atomic_store(&s_acquisitions, 0);
+    atomic_store(&s_failures, 0);
+    atomic_store(&s_stop, false);
+    gate_init(&s_gate);
+    static helper th[S_THREADS];
+    for (int t = 0; t < S_THREADS; t++) helper_start(&th[t], stress_worker, (void *)(intptr_t)t);
+    gate_open(&s_gate, S_THREADS);
+    int last = -1;
+    uint64_t last_change = now_ns();
+    for (;;) {
+        int done = 0;
+        for (int t = 0; t < S_THREADS; t++) done += flag_value(&th[t].done) > 0;
+        if (done == S_THREADS) break;
+        int now = atomic_load(&s_acquisitions);
+        if (now != last) {
+            last = now;
+            last_change = now_ns();
+        } else if (now_ns() - last_change > 20000 * MS) {
+            surelock_dump_waits(2);
+            fail_msg("no progress for 20 s after %d acquisitions: a missed cycle (dump above)",
+                     now);
+        }
+        sleep_ms(10);
+    }
+    for (int t = 0; t < S_THREADS; t++) JOIN(&th[t]);
+    gate_destroy(&s_gate);
+    if (atomic_load(&s_failures) != 0)
+        fail_msg("%d failures; first: %s", atomic_load(&s_failures), s_failure);
+    print_message("# %d acquisitions, %d cycles predicted, %d refused\n",
+                  atomic_load(&s_acquisitions), s_predicted, s_reported);
+    assert_true(atomic_load(&s_acquisitions) >= S_ACQUISITIONS);
+    assert_int_equal(s_reported, s_predicted);
+    assert_true(s_predicted > 0); /* the run did form cycles */
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 2) {
@@ -851,6 +1034,7 @@ int main(int argc, char **argv)
         TEST(surelock_deadlock_detection_0_in_the_environment_turns_it_off),
         TEST(dump_waits_writes_each_threads_holds_and_wait_in_the_documented_format),
         TEST(surelock_dump_on_sigquit_dumps_to_stderr_and_keeps_a_programs_own_handler),
+        TEST(random_lock_orders_on_8_threads_report_exactly_the_cycles_a_reference_graph_predicts),
         TEST(ten_thousand_threads_in_one_waiting_chain_get_exactly_one_edeadlk_in_bounded_time),
     };
     return cmocka_run_group_tests_name("deadlock", tests, watchdog_start, watchdog_stop);

@@ -188,23 +188,37 @@ void describe_wait(Text &t, const ThreadRecord *r)
 
 // "thread 7 waits for rlock 'libB' held by thread 9, which waits for rlock 'libA' held by
 // thread 7", from the cycle me -> ... -> closing -> me (walk_parent links, reversed here).
+// A cycle too long for the text ends after the last whole step with
+// ", ... (N threads in the cycle)".
 void describe_cycle(Text &t, ThreadRecord *me, ThreadRecord *closing)
 {
     // Reverse the parent chain closing -> ... -> me into me -> ... -> closing (scratch links).
     ThreadRecord *next = nullptr;
-    for (ThreadRecord *r = closing; r != nullptr;) {
+    uint64_t threads = 0;
+    for (ThreadRecord *r = closing; r != nullptr; threads++) {
         ThreadRecord *parent = r->walk_parent;
         r->walk_parent = next;
         next = r;
         r = parent;
     }
+    constexpr size_t reserve = 40; // for the ", ... (N threads in the cycle)" ending
     t.add("thread ");
     t.number(me->serial);
-    for (ThreadRecord *r = me; r != nullptr && !t.full(); r = r->walk_parent) {
-        t.add(r == me ? " waits for " : ", which waits for ");
-        describe_wait(t, r);
-        t.add(" held by thread ");
-        t.number(r->walk_parent != nullptr ? r->walk_parent->serial : me->serial);
+    for (ThreadRecord *r = me; r != nullptr; r = r->walk_parent) {
+        char step_text[256];
+        Text step(step_text, sizeof step_text);
+        step.add(r == me ? " waits for " : ", which waits for ");
+        describe_wait(step, r);
+        step.add(" held by thread ");
+        step.number(r->walk_parent != nullptr ? r->walk_parent->serial : me->serial);
+        bool last = r->walk_parent == nullptr;
+        if (t.len + step.len + (last ? 0 : reserve) + 1 > t.cap) {
+            t.add(", ... (");
+            t.number(threads);
+            t.add(" threads in the cycle)");
+            return;
+        }
+        t.add(step_text, step.len);
     }
 }
 
@@ -257,8 +271,10 @@ int begin_wait(ThreadRecord *me, const LockKind &kind, const void *lock, const c
         unlock_graph();
         return 0;
     }
-    char cycle[240];
-    Text t(cycle, sizeof cycle);
+    // errmsg holds 256 bytes: "<fn>: deadlock: " and the cycle.
+    char cycle[256];
+    size_t room = sizeof cycle - strlen(fn) - strlen(": deadlock: ");
+    Text t(cycle, room < sizeof cycle ? room : sizeof cycle);
     describe_cycle(t, me, closing);
     remove_waiter(me);
     unlock_graph();
