@@ -470,6 +470,11 @@ SURELOCK_API int surelock_amutex_unlock(surelock_amutex *m);
  *  - Exactly one thread of a cycle is refused: the one whose wait closes it. A cycle is
  *    reported only if it exists when that wait begins; a holder about to release, a holder
  *    that exited, a freed lock or a fork child's view of its parent's threads never make one.
+ *    A timed waiter counts as waiting until its call returns: if its timeout expires while
+ *    another wait closes a cycle through it, either that wait is refused (and the timed one
+ *    still returns ETIMEDOUT) or the timed one leaves first and nothing is refused.
+ *  - A cycle too long for errmsg is named up to what fits, then ", ... (N threads in the
+ *    cycle)".
  *  - An rwlock held for reading by several threads counts as a wait on each reader. A group
  *    waits for one member at a time, in its global order, so groups never form a cycle with
  *    each other.
@@ -500,7 +505,7 @@ SURELOCK_API int surelock_set_deadlock_detection(int enabled);
  * Async-signal-safe: no allocation, no stdio, no lock; other threads' data is read through
  * the kernel (process_vm_readv), so a lock freed meanwhile can never make it fault; a thread
  * that runs meanwhile may show a mix of before and after ("?" where its data could not be
- * read). Usable from a signal handler or a debugger ("call surelock_dump_waits(2)"). errno
+ * read). Usable from a signal handler  or a debugger ("call surelock_dump_waits(2)"). errno
  * is preserved and errmsg is not touched. Returns 0; EINVAL (fd < 0); the errno of a write
  * that failed.
  *

@@ -248,6 +248,23 @@ int took(surelock_rwlock *l)
 
 namespace surelock::locks {
 
+// The blocking part of rwlock_acquire, out of line (the uncontended path stays as it was).
+// Returns 0, ETIMEDOUT or EDEADLK with errmsg set.
+[[gnu::noinline, gnu::cold]] static int wait_to_acquire(surelock_rwlock *l, ThreadRecord *me,
+                                             bool exclusive, uint64_t timeout_ns, const char *fn)
+{
+    Deadline deadline = Deadline::after(timeout_ns);
+    // ---- Deadlock detection (waits.h): refuse a wait that would close a cycle.
+    if (int rc = begin_wait(me, rwlock_kind, l, fn)) return rc;
+    int waited = (exclusive ? write_contended : read_contended)(l, deadline);
+    end_wait(me); // before recording the hold
+    // ----
+    if (waited != 0)
+        return fail(ETIMEDOUT, "%s: not acquired within %llu ns", fn,
+                    (unsigned long long)timeout_ns);
+    return 0;
+}
+
 int rwlock_acquire(surelock_rwlock *l, ThreadRecord *me, bool exclusive, Wait wait,
                    uint64_t timeout_ns, const char *fn)
 {
@@ -268,19 +285,8 @@ int rwlock_acquire(surelock_rwlock *l, ThreadRecord *me, bool exclusive, Wait wa
                       exclusive ? "held by another thread" : "a writer holds it or waits for it");
         else if (timeout_ns == 0)
             rc = fail(ETIMEDOUT, "%s: busy (timeout 0)", fn);
-        else {
-            Deadline deadline = Deadline::after(timeout_ns);
-            // ---- Deadlock detection (waits.h): refuse a wait that would close a cycle.
-            rc = begin_wait(me, rwlock_kind, l, fn);
-            if (rc == 0) {
-                int waited = (exclusive ? write_contended : read_contended)(l, deadline);
-                end_wait(me); // before recording the hold
-                // ----
-                if (waited != 0)
-                    rc = fail(ETIMEDOUT, "%s: not acquired within %llu ns", fn,
-                              (unsigned long long)timeout_ns);
-            }
-        }
+        else
+            rc = wait_to_acquire(l, me, exclusive, timeout_ns, fn);
     }
     if (rc != 0) {
         if (hold != nullptr) me->spare_hold = hold;

@@ -344,8 +344,10 @@ int dump_thread(int fd, const ThreadRecord *r)
     int tid;
     HeldLink sentinel;
     if (!safe_copy(&serial, &r->serial, sizeof serial) || !safe_copy(&tid, &r->tid, sizeof tid) ||
-        !safe_copy(&sentinel, &r->held, sizeof sentinel))
-        return 0;
+        !safe_copy(&sentinel, &r->held, sizeof sentinel)) {
+        static const char unreadable[] = "thread ?: cannot be read (process_vm_readv refused)\n";
+        return write_all(fd, unreadable, sizeof unreadable - 1);
+    }
     char line[1024];
     Text t(line, sizeof line - 1);
     t.add("thread ");
