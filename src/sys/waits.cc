@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -41,11 +40,20 @@ bool detection_on()
 // starved by spinners on a loaded machine.
 std::atomic<bool> graph_locked{false};
 
+void cpu_relax()
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
 void lock_graph()
 {
     for (int spins = 0; graph_locked.exchange(true, std::memory_order_acquire); spins++) {
         while (graph_locked.load(std::memory_order_relaxed)) {
-            if (spins++ < 64) __builtin_ia32_pause();
+            if (spins++ < 64) cpu_relax();
             else sched_yield();
         }
     }
@@ -59,7 +67,6 @@ void unlock_graph()
 // Registered waiters by serial; only under the graph lock.
 constexpr size_t waiter_buckets = 1024;
 ThreadRecord *waiters[waiter_buckets];
-size_t waiter_count;
 uint64_t walk_epoch; // a fresh mark per walk
 
 ThreadRecord **bucket_of(uint64_t serial)
@@ -82,7 +89,6 @@ void add_waiter(ThreadRecord *me, const LockKind &kind, const void *lock)
     me->wait_hash_next = *b;
     *b = me;
     me->registered = true;
-    waiter_count++;
 }
 
 void remove_waiter(ThreadRecord *me)
@@ -91,7 +97,6 @@ void remove_waiter(ThreadRecord *me)
     while (*p != me) p = &(*p)->wait_hash_next;
     *p = me->wait_hash_next;
     me->registered = false;
-    waiter_count--;
     me->wait_lock.store(nullptr, std::memory_order_relaxed);
     me->wait_kind.store(nullptr, std::memory_order_relaxed);
 }
@@ -293,7 +298,6 @@ void waits_reset_in_child()
 {
     graph_locked.store(false, std::memory_order_relaxed);
     memset(waiters, 0, sizeof waiters);
-    waiter_count = 0;
 }
 
 // ---- The dump -----------------------------------------------------------------------------------
