@@ -353,20 +353,22 @@ static void a_holder_that_exited_makes_no_cycle_and_its_recycled_record_is_a_new
 }
 
 /* Groups take members one at a time in one global order: whatever groups several threads
- * lock at once, none ever waits in a cycle, so none is ever refused. */
-enum { GROUP_THREADS = 4, GROUP_LOCKS = 6, GROUPS = 8, GROUP_ROUNDS = 3000 };
-static surelock_group *groups[GROUPS];
+ * lock at once, none ever waits in a cycle, so none is ever refused. (A group is used by one
+ * thread at a time: each thread has its own groups, over the same shared locks.) */
+enum { GROUP_THREADS = 4, GROUP_LOCKS = 6, GROUPS = 4, GROUP_ROUNDS = 3000 };
+static surelock_group *groups[GROUP_THREADS][GROUPS];
 static atomic_int group_failures;
 static char group_failure_text[ERRMSG_SIZE];
 static gate group_gate;
 
 static void group_worker(void *arg)
 {
-    unsigned seed = (unsigned)(uintptr_t)arg * 2654435761u + 1;
+    int t = (int)(uintptr_t)arg;
+    unsigned seed = (unsigned)t * 2654435761u + 1;
     if (!gate_pass(&group_gate)) return;
     for (int i = 0; i < GROUP_ROUNDS; i++) {
         seed = seed * 1103515245u + 12345u;
-        surelock_group *g = groups[(seed >> 16) % GROUPS];
+        surelock_group *g = groups[t][(seed >> 16) % GROUPS];
         int rc = surelock_group_lock(g);
         if (rc != 0) {
             if (atomic_fetch_add(&group_failures, 1) == 0)
@@ -388,21 +390,24 @@ static void lock_groups_never_report_a_deadlock_between_each_other(void **state)
         r[i] = new_rwlock();
     }
     unsigned seed = 7;
-    for (int g = 0; g < GROUPS; g++) {
-        EXPECT_RC(surelock_group_new(&groups[g]), 0);
-        for (int k = 0; k < GROUP_LOCKS; k++) { /* random members, added in random order */
-            seed = seed * 1103515245u + 12345u;
-            int i = (int)((seed >> 16) % GROUP_LOCKS);
-            if ((seed >> 8) & 1) continue;
-            int rc = i % 2 ? surelock_group_add_mutex(groups[g], m[i / 2])
-                           : surelock_group_add_rwlock(groups[g], r[i / 2],
-                                                       (seed >> 9) & 1 ? SURELOCK_SHARED
-                                                                       : SURELOCK_EXCLUSIVE);
+    for (int t = 0; t < GROUP_THREADS; t++)
+        for (int g = 0; g < GROUPS; g++) {
+            surelock_group *gr = NULL;
+            EXPECT_RC(surelock_group_new(&gr), 0);
+            groups[t][g] = gr;
+            for (int k = 0; k < GROUP_LOCKS; k++) { /* random members, added in random order */
+                seed = seed * 1103515245u + 12345u;
+                int i = (int)((seed >> 16) % GROUP_LOCKS);
+                if ((seed >> 8) & 1) continue;
+                int rc = i % 2 ? surelock_group_add_mutex(gr, m[i / 2])
+                               : surelock_group_add_rwlock(gr, r[i / 2],
+                                                           (seed >> 9) & 1 ? SURELOCK_SHARED
+                                                                           : SURELOCK_EXCLUSIVE);
+                assert_true(rc == 0 || rc == EEXIST);
+            }
+            int rc = surelock_group_add_mutex(gr, m[g % (GROUP_LOCKS / 2)]); /* non-empty */
             assert_true(rc == 0 || rc == EEXIST);
         }
-        int rc = surelock_group_add_mutex(groups[g], m[g % (GROUP_LOCKS / 2)]); /* non-empty */
-        assert_true(rc == 0 || rc == EEXIST);
-    }
     atomic_store(&group_failures, 0);
     gate_init(&group_gate);
     static helper t[GROUP_THREADS];
@@ -413,7 +418,8 @@ static void lock_groups_never_report_a_deadlock_between_each_other(void **state)
     if (atomic_load(&group_failures) != 0)
         fail_msg("%d group locks failed; first: %s", atomic_load(&group_failures),
                  group_failure_text);
-    for (int g = 0; g < GROUPS; g++) EXPECT_RC(surelock_group_free(groups[g]), 0);
+    for (int t = 0; t < GROUP_THREADS; t++)
+        for (int g = 0; g < GROUPS; g++) EXPECT_RC(surelock_group_free(groups[t][g]), 0);
     for (int i = 0; i < GROUP_LOCKS / 2; i++) {
         EXPECT_RC(surelock_mutex_free(m[i]), 0);
         EXPECT_RC(surelock_rwlock_free(r[i]), 0);
