@@ -16,5 +16,5 @@ int main()
         std::fprintf(stderr, "basic rlock use from C++ failed: %s\n", surelock_errmsg());
         return 1;
     }
-    return std::strcmp(surelock_version(), "1.0.0") == 0 ? 0 : 1;
+    return std::strcmp(surelock_version(), "1.1.0") == 0 ? 0 : 1;
 }

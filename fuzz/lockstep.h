@@ -32,7 +32,8 @@
 #include <string>
 #include <vector>
 
-#include "sys/thread.h" // current_record, only to keep LeakSanitizer from a false report
+#include "sys/testing.h" // surelock_testing_forget_finished_thread_records
+#include "sys/thread.h"  // current_record, only to keep LeakSanitizer from a false report
 
 namespace lockstep {
 
@@ -151,6 +152,9 @@ public:
                      kHangSeconds, strerror(rc));
             on_hang_(buf);
         }
+        // The library recycles a finished thread's record; the models expect every new
+        // thread to allocate its own (its first lock can then fail with ENOMEM).
+        surelock_testing_forget_finished_thread_records();
         start(w);
     }
 

@@ -60,10 +60,10 @@ extern "C" {
 /* ---- Version ----------------------------------------------------------------------------- */
 
 #define SURELOCK_VERSION_MAJOR 1
-#define SURELOCK_VERSION_MINOR 0
+#define SURELOCK_VERSION_MINOR 1
 #define SURELOCK_VERSION_PATCH 0
 
-/* The version of the loaded library as "MAJOR.MINOR.PATCH" ("1.0.0"); never NULL. */
+/* The version of the loaded library as "MAJOR.MINOR.PATCH" ("1.1.0"); never NULL. */
 SURELOCK_API const char *surelock_version(void);
 
 /* ---- Errors and timeouts ----------------------------------------------------------------- */
@@ -209,7 +209,9 @@ SURELOCK_API int surelock_cond_new(surelock_cond **out);
 /* Returns 0; EINVAL; EBUSY (threads are waiting on it: nothing freed). */
 SURELOCK_API int surelock_cond_free(surelock_cond *c);
 /* Returns 0; EOWNERDEAD (woken, and the mutex's previous owner died while this thread
- * waited; the mutex is held); EPERM (the caller does not hold m); EINVAL. */
+ * waited; the mutex is held); EPERM (the caller does not hold m); EINVAL; EDEADLK (since 1.1:
+ * re-acquiring m would close a cycle of waits, see "Deadlock detection" below; then, and
+ * only then, the mutex is NOT held on return). */
 SURELOCK_API int surelock_cond_wait(surelock_cond *c, surelock_mutex *m);
 /* As wait, for at most timeout_ns: ETIMEDOUT (the mutex is held again all the same). */
 SURELOCK_API int surelock_cond_timedwait(surelock_cond *c, surelock_mutex *m, uint64_t timeout_ns);
@@ -492,6 +494,68 @@ SURELOCK_API int surelock_amutex_lock_async(surelock_amutex *m, surelock_waiter 
 SURELOCK_API int surelock_amutex_cancel(surelock_amutex *m, surelock_waiter *w);
 /* Returns 0; EINVAL; EPERM (not locked). */
 SURELOCK_API int surelock_amutex_unlock(surelock_amutex *m);
+
+/* ---- Deadlock detection and the wait dump (since 1.1) ------------------------------------- */
+
+/*
+ * A thread about to block on an in-process lock it does not hold — rlock, mutex, rwlock in
+ * either mode, a lock group's member, a cond_wait re-acquiring its mutex, in the blocking and
+ * the timed forms — first follows the chain "that lock's holder waits for a lock held by ...".
+ * If the chain comes back to the caller, the wait would never end: the call returns EDEADLK at
+ * once, holding nothing it did not hold before, and surelock_errmsg() names the cycle, e.g.
+ *   "surelock_rlock_lock: deadlock: thread 7 waits for rlock 'libB' held by thread 9, which
+ *    waits for rlock 'libA' held by thread 7"
+ * (threads by their never-reused serial; process-wide rlocks by name, other locks by kind and
+ * object serial, "mutex #12"). A lock group passes a member's EDEADLK on, holding nothing.
+ *  - Exactly one thread of a cycle is refused: the one whose wait closes it. A cycle is
+ *    reported only if it exists when that wait begins; a holder about to release, a holder
+ *    that exited, a freed lock or a fork child's view of its parent's threads never make one.
+ *    A timed waiter counts as waiting until its call returns: if its timeout expires while
+ *    another wait closes a cycle through it, either that wait is refused (and the timed one
+ *    still returns ETIMEDOUT) or the timed one leaves first and nothing is refused.
+ *  - A cycle too long for errmsg is named up to what fits, then ", ... (N threads in the
+ *    cycle)".
+ *  - An rwlock held for reading by several threads counts as a wait on each reader. A group
+ *    waits for one member at a time, in its global order, so groups never form a cycle with
+ *    each other.
+ *  - surelock_sem and surelock_amutex are not owned by a thread and are not part of the
+ *    graph, and neither are ipc locks (shared between processes): waits on them are never
+ *    refused. Neither are try-acquires, which never wait.
+ *  - Cost: only the contended path (a thread about to sleep) registers and walks; the walk
+ *    is bounded by the number of waiting threads and allocates nothing. An uncontended
+ *    acquire or release does no extra work.
+ * On by default. SURELOCK_DEADLOCK_DETECTION=0 in the environment turns it off; it is read
+ * once, at the first wait, unless surelock_set_deadlock_detection was called before.
+ */
+
+/* Turns deadlock detection on (1) or off (0) for the whole process, from the next wait on
+ * (a wait already in progress keeps its registration until it ends; a cycle closed while it
+ * is off is not reported, as before 1.1). Returns 0; EINVAL (neither 0 nor 1). */
+SURELOCK_API int surelock_set_deadlock_detection(int enabled);
+
+/*
+ * Writes to fd what every thread that has used an in-process lock holds and waits for: a
+ * first line "surelock: waits in process PID", then one line per thread, in no particular
+ * order:
+ *   "thread 7 (tid 4242): holds rlock 'libA', rwlock #5 (read); waits for rlock 'libB' held by thread 9"
+ *   "thread 9 (tid 4243): holds nothing; not waiting"
+ * Held entries: "rlock 'NAME'" / "rlock #N", "mutex #N", "rwlock #N (read)" or "(write)",
+ * "lock group", "ipc lock" (at most 32, then "..."). A wait ends with "held by thread N",
+ * "held for reading" (an rwlock with readers only) or "held by no thread" (being handed over).
+ * Async-signal-safe: no allocation, no stdio, no lock; other threads' data is read through
+ * the kernel (process_vm_readv), so a lock freed meanwhile can never make it fault; a thread
+ * that runs meanwhile may show a mix of before and after ("?" where its data could not be
+ * read). Usable from a signal handler  or a debugger ("call surelock_dump_waits(2)"). errno
+ * is preserved and errmsg is not touched. Returns 0; EINVAL (fd < 0); the errno of a write
+ * that failed.
+ *
+ * SURELOCK_DUMP_ON=SIGQUIT (or SIGUSR1, SIGUSR2; "SIG" optional) in the environment installs
+ * surelock_dump_waits(2) as that signal's handler (the process then goes on running). It is
+ * read once, when the first thread takes its first surelock lock (the library runs no code at
+ * load time), and installs nothing if the program already set a handler for, or ignores,
+ * that signal; a handler the program sets later replaces it.
+ */
+SURELOCK_API int surelock_dump_waits(int fd);
 
 #ifdef __cplusplus
 }

@@ -51,6 +51,7 @@ int wait(surelock_cond *c, surelock_mutex *m, uint64_t timeout_ns, const char *f
     // Re-acquire before returning, whatever happened: the caller's invariant is "I hold m".
     int rc = m->lock.acquire(me, Wait::until_deadline, SURELOCK_FOREVER, fn);
     if (rc == EOWNERDEAD) return EOWNERDEAD;
+    if (rc == EDEADLK) return rc; // deadlock detection refused the re-acquire: m is not held
     if (timed_out)
         return fail(ETIMEDOUT, "%s: not signalled within %llu ns", fn,
                     (unsigned long long)timeout_ns);

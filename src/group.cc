@@ -18,6 +18,7 @@
 #include "sys/errmsg.h"
 #include "sys/futex.h"
 #include "sys/thread.h"
+#include "sys/waits.h"
 
 using namespace surelock::sys;
 using namespace surelock::locks;
@@ -75,6 +76,18 @@ void group_holder_exited(HeldLink *link)
     auto *g = reinterpret_cast<surelock_group *>(reinterpret_cast<char *>(link) -
                                                  offsetof(surelock_group, held));
     g->holder = 0;
+}
+
+// Deadlock detector's kind table (waits.h): a group is listed among what its holder holds in
+// surelock_dump_waits; the walk follows its members, which a group takes one at a time.
+const void *group_of_link(const HeldLink *link, CopyFn)
+{
+    return reinterpret_cast<const char *>(link) - offsetof(surelock_group, held);
+}
+
+size_t describe_group(const void *, char *out, size_t cap, CopyFn)
+{
+    return describe_plain("lock group", out, cap);
 }
 
 Membership *membership_of(const Member &m)
@@ -261,6 +274,11 @@ int acquire_all(surelock_group *g, Wait wait, uint64_t timeout_ns, const char *f
 }
 
 } // namespace
+
+namespace surelock::sys {
+const LockKind group_kind = {"group", group_holder_exited, group_of_link, "", nullptr, nullptr,
+                             describe_group};
+} // namespace surelock::sys
 
 extern "C" {
 

@@ -57,6 +57,7 @@
 #include "sys/futex.h"
 #include "sys/owned_lock.h" // sys::Wait
 #include "sys/thread.h"
+#include "sys/waits.h"
 #ifdef SURELOCK_TESTING
 #include "sys/testing.h"
 #endif
@@ -972,6 +973,24 @@ int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
 }
 
 } // namespace
+
+// Deadlock detector's kind table (waits.h): an ipc lock is listed among what a thread holds
+// in surelock_dump_waits, never followed by the walk (it is shared between processes).
+namespace {
+const void *ipc_of_link(const HeldLink *link, CopyFn)
+{
+    return reinterpret_cast<const char *>(link) - offsetof(surelock_ipc, held);
+}
+size_t describe_ipc(const void *, char *out, size_t cap, CopyFn)
+{
+    return describe_plain("ipc lock", out, cap);
+}
+} // namespace
+
+namespace surelock::sys {
+const LockKind ipc_kind = {"ipc lock", ipc_owner_exited, ipc_of_link, "", nullptr, nullptr,
+                           describe_ipc};
+} // namespace surelock::sys
 
 namespace surelock::ipc {
 

@@ -7,6 +7,7 @@
 #include "surelock.h"
 #include "sys/alloc.h"
 #include "sys/errmsg.h"
+#include "sys/waits.h"
 
 using namespace surelock::sys;
 
@@ -23,7 +24,21 @@ namespace {
     return m->lock.acquire(me, wait, timeout_ns, fn);
 }
 
+// Deadlock detector (waits.h): "mutex #12".
+size_t describe_mutex(const void *lock, char *out, size_t cap, CopyFn copy)
+{
+    uint64_t serial = 0;
+    read_via(copy, &serial, &static_cast<const surelock_mutex *>(lock)->member.serial,
+             sizeof serial);
+    return describe_numbered("mutex", serial, out, cap);
+}
+
 } // namespace
+
+namespace surelock::sys {
+const LockKind mutex_kind = {"mutex", OwnedLock::owner_exited, OwnedLock::lock_of_link, "",
+                             OwnedLock::holder, nullptr, describe_mutex};
+} // namespace surelock::sys
 
 extern "C" {
 

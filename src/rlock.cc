@@ -19,6 +19,7 @@
 #include "sys/errmsg.h"
 #include "sys/owned_lock.h"
 #include "sys/thread.h"
+#include "sys/waits.h"
 #ifdef SURELOCK_TESTING
 #include "sys/testing.h"
 #endif
@@ -67,7 +68,33 @@ size_t hash_name(const char *name, size_t length)
     return (size_t)(h ^ (h >> 32)) % registry_buckets;
 }
 
+// Deadlock detector (waits.h): "rlock 'libA'" for a process-wide lock, "rlock #12" otherwise.
+size_t describe_rlock(const void *lock, char *out, size_t cap, CopyFn copy)
+{
+    auto *l = static_cast<const surelock_rlock *>(lock);
+    bool is_global = false;
+    uint64_t serial = 0;
+    if (!read_via(copy, &is_global, &l->is_global, sizeof is_global) ||
+        !read_via(copy, &serial, &l->member.serial, sizeof serial))
+        return describe_numbered("rlock", 0, out, cap);
+    if (is_global) {
+        auto *e = reinterpret_cast<const GlobalEntry *>(l);
+        size_t length = 0;
+        char name[max_name_length];
+        if (read_via(copy, &length, &e->name_length, sizeof length) &&
+            length <= max_name_length && read_via(copy, name, e->name, length))
+            return describe_named("rlock", name, length, out, cap);
+    }
+    return describe_numbered("rlock", serial, out, cap);
+}
+
 } // namespace
+
+namespace surelock::sys {
+const LockKind rlock_kind = {"rlock",          OwnedLock::reentrant_owner_exited,
+                             OwnedLock::lock_of_link, "", OwnedLock::holder, nullptr,
+                             describe_rlock};
+} // namespace surelock::sys
 
 // ---- C entry points ------------------------------------------------------------------------
 
@@ -79,6 +106,7 @@ SURELOCK_API int surelock_rlock_new(surelock_rlock **out)
     surelock_rlock *l = create<surelock_rlock>();
     if (l == nullptr) return fail(ENOMEM, "surelock_rlock_new: out of memory");
     l->member.serial = next_object_serial();
+    l->lock.held.owner_exited = OwnedLock::reentrant_owner_exited; // tells it from a mutex
     *out = l;
     return 0;
 }
@@ -123,6 +151,7 @@ SURELOCK_API int surelock_rlock_global(const char *name, surelock_rlock **out)
                       (int)length, name);
         } else {
             e->lock.is_global = true;
+            e->lock.lock.held.owner_exited = OwnedLock::reentrant_owner_exited;
             e->lock.member.serial = next_object_serial();
             e->name_length = length;
             memcpy(e->name, name, length);

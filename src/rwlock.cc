@@ -27,6 +27,7 @@
 #include "sys/futex.h"
 #include "sys/owned_lock.h"
 #include "sys/thread.h"
+#include "sys/waits.h"
 
 using namespace surelock::sys;
 using surelock::sys::Wait;
@@ -247,6 +248,23 @@ int took(surelock_rwlock *l)
 
 namespace surelock::locks {
 
+// The blocking part of rwlock_acquire, out of line (the uncontended path stays as it was).
+// Returns 0, ETIMEDOUT or EDEADLK with errmsg set.
+[[gnu::noinline, gnu::cold]] static int wait_to_acquire(surelock_rwlock *l, ThreadRecord *me,
+                                             bool exclusive, uint64_t timeout_ns, const char *fn)
+{
+    Deadline deadline = Deadline::after(timeout_ns);
+    // ---- Deadlock detection (waits.h): refuse a wait that would close a cycle.
+    if (int rc = begin_wait(me, rwlock_kind, l, fn)) return rc;
+    int waited = (exclusive ? write_contended : read_contended)(l, deadline);
+    end_wait(me); // before recording the hold
+    // ----
+    if (waited != 0)
+        return fail(ETIMEDOUT, "%s: not acquired within %llu ns", fn,
+                    (unsigned long long)timeout_ns);
+    return 0;
+}
+
 int rwlock_acquire(surelock_rwlock *l, ThreadRecord *me, bool exclusive, Wait wait,
                    uint64_t timeout_ns, const char *fn)
 {
@@ -267,10 +285,8 @@ int rwlock_acquire(surelock_rwlock *l, ThreadRecord *me, bool exclusive, Wait wa
                       exclusive ? "held by another thread" : "a writer holds it or waits for it");
         else if (timeout_ns == 0)
             rc = fail(ETIMEDOUT, "%s: busy (timeout 0)", fn);
-        else if ((exclusive ? write_contended : read_contended)(l, Deadline::after(timeout_ns)) !=
-                 0)
-            rc = fail(ETIMEDOUT, "%s: not acquired within %llu ns", fn,
-                      (unsigned long long)timeout_ns);
+        else
+            rc = wait_to_acquire(l, me, exclusive, timeout_ns, fn);
     }
     if (rc != 0) {
         if (hold != nullptr) me->spare_hold = hold;
@@ -317,6 +333,55 @@ Membership *membership(surelock_rwlock *l)
 }
 
 } // namespace surelock::locks
+
+// ---- Deadlock detector's view (waits.h) ----------------------------------------------------------
+
+namespace {
+
+const void *rwlock_of_write_link(const HeldLink *link, CopyFn)
+{
+    return reinterpret_cast<const char *>(link) - offsetof(surelock_rwlock, write_held);
+}
+
+const void *rwlock_of_read_link(const HeldLink *link, CopyFn copy)
+{
+    surelock_rwlock *l = nullptr;
+    read_via(copy, &l, &reinterpret_cast<const ReadHold *>(link)->lock, sizeof l);
+    return l;
+}
+
+uint64_t rwlock_writer(const void *lock, CopyFn copy)
+{
+    auto *l = static_cast<const surelock_rwlock *>(lock);
+    if (copy == nullptr) return l->writer.load(std::memory_order_relaxed);
+    uint64_t writer = 0;
+    return copy(&writer, &l->writer, sizeof writer) ? writer : 0;
+}
+
+// r is a registered waiter, so its held list stays as it is while the graph lock is held.
+bool rwlock_read_by(const void *lock, const ThreadRecord *r)
+{
+    return find_read_hold(const_cast<ThreadRecord *>(r), static_cast<const surelock_rwlock *>(lock)) !=
+           nullptr;
+}
+
+size_t describe_rwlock(const void *lock, char *out, size_t cap, CopyFn copy)
+{
+    uint64_t serial = 0;
+    if (lock != nullptr)
+        read_via(copy, &serial, &static_cast<const surelock_rwlock *>(lock)->member.serial,
+                 sizeof serial);
+    return describe_numbered("rwlock", serial, out, cap);
+}
+
+} // namespace
+
+namespace surelock::sys {
+const LockKind rwlock_kind = {"rwlock",     writer_exited,  rwlock_of_write_link, " (write)",
+                              rwlock_writer, rwlock_read_by, describe_rwlock};
+const LockKind rwlock_read_kind = {"rwlock",     reader_exited,  rwlock_of_read_link, " (read)",
+                                   rwlock_writer, rwlock_read_by, describe_rwlock};
+} // namespace surelock::sys
 
 namespace {
 

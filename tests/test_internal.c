@@ -257,6 +257,7 @@ static void first_lock_in_a_new_thread_out_of_memory_is_enomem_and_holds_nothing
         memset(&record_enomem, 0, sizeof record_enomem);
         record_enomem.l = l;
         record_enomem.form = forms[i];
+        surelock_testing_forget_finished_thread_records(); /* the new thread makes its own */
         RUN_IN_NEW_THREAD(&t, record_enomem_body, NULL);
         if (record_enomem.failed_rc != ENOMEM)
             fail_msg("form %zu: first acquire in a new thread returned %s (%d), expected ENOMEM",

@@ -174,12 +174,12 @@ static surelock_rlock *global_lock(const char *name)
  * Version and errmsg
  * ============================================================================================== */
 
-static void version_is_1_0_0(void **state)
+static void version_is_1_1_0(void **state)
 {
     (void)state;
     const char *v = surelock_version();
     assert_non_null(v);
-    assert_string_equal(v, "1.0.0");
+    assert_string_equal(v, "1.1.0");
     char from_macros[32];
     snprintf(from_macros, sizeof from_macros, "%d.%d.%d", SURELOCK_VERSION_MAJOR,
              SURELOCK_VERSION_MINOR, SURELOCK_VERSION_PATCH);
@@ -265,7 +265,7 @@ static void errmsg_is_unchanged_by_successful_calls(void **state)
     surelock_rlock *g = global_lock("test_rlock:errmsg unchanged");
     EXPECT_RC(surelock_rlock_lock(g), 0);
     EXPECT_RC(surelock_rlock_unlock(g), 0);
-    assert_string_equal(surelock_version(), "1.0.0");
+    assert_string_equal(surelock_version(), "1.1.0");
 
     assert_string_equal(surelock_errmsg(), before);
 }
@@ -1386,7 +1386,7 @@ static void guard_keeps_a_second_thread_out_while_the_first_is_inside_a_callback
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        TEST(version_is_1_0_0),
+        TEST(version_is_1_1_0),
         TEST(errmsg_is_empty_in_a_fresh_thread_and_belongs_to_its_thread),
         TEST(errmsg_is_unchanged_by_successful_calls),
         TEST(null_handles_and_out_pointers_are_einval),

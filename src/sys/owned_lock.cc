@@ -8,7 +8,13 @@ int OwnedLock::acquire_contended(ThreadRecord *me, Wait wait, uint64_t timeout_n
 {
     if (wait == Wait::never) return fail(EBUSY, "%s: held by another thread", fn);
     if (timeout_ns == 0) return fail(ETIMEDOUT, "%s: held by another thread (timeout 0)", fn);
-    if (!word.lock_until(Deadline::after(timeout_ns)))
+    Deadline deadline = Deadline::after(timeout_ns);
+    // ---- Deadlock detection (waits.h): refuse a wait that would close a cycle.
+    if (int rc = begin_wait(me, kind(), this, fn)) return rc;
+    bool taken = word.lock_until(deadline);
+    end_wait(me); // deadlock detection: no longer waiting (before becoming the owner)
+    // ----
+    if (!taken)
         return fail(ETIMEDOUT, "%s: still held by another thread after %llu ns", fn,
                     (unsigned long long)timeout_ns);
     return become_owner(me);
@@ -22,6 +28,24 @@ void OwnedLock::owner_exited(HeldLink *link)
     l->previous_owner_died = true;
     l->owner.store(0, std::memory_order_relaxed);
     l->word.unlock();
+}
+
+void OwnedLock::reentrant_owner_exited(HeldLink *link)
+{
+    owner_exited(link);
+}
+
+const void *OwnedLock::lock_of_link(const HeldLink *link, CopyFn)
+{
+    return reinterpret_cast<const char *>(link) - offsetof(OwnedLock, held);
+}
+
+uint64_t OwnedLock::holder(const void *lock, CopyFn copy)
+{
+    auto *l = static_cast<const OwnedLock *>(lock);
+    if (copy == nullptr) return l->owner.load(std::memory_order_relaxed);
+    uint64_t owner = 0;
+    return copy(&owner, &l->owner, sizeof owner) ? owner : 0;
 }
 
 } // namespace surelock::sys

@@ -11,6 +11,7 @@
 #include "sys/errmsg.h"
 #include "sys/futex_lock.h"
 #include "sys/thread.h"
+#include "sys/waits.h"
 
 namespace surelock::sys {
 
@@ -58,7 +59,9 @@ struct OwnedLock {
 
     // By the holder: unlink and let the next one in. Nothing of *this is touched after the
     // releasing store (the futex wake only hands the address to the kernel), so another thread
-    // may free the lock as soon as it can take it.
+    // may free the lock as soon as it can take it. The owner is cleared before that store: the
+    // deadlock detector (waits.h) must never see a released lock still naming its old owner
+    // (tests/model/ shows that reversing the two makes it miss cycles).
     void release()
     {
         held.unlink();
@@ -74,9 +77,20 @@ struct OwnedLock {
         release();
     }
 
+    // Thread-exit handlers; the reentrant lock installs the second one when it is made, so
+    // a held link tells an rlock from a mutex (the deadlock detector's kind table).
+    static void owner_exited(HeldLink *link);
+    static void reentrant_owner_exited(HeldLink *link);
+    // For the kind table (waits.h): the lock of a held link, the holder's serial.
+    static const void *lock_of_link(const HeldLink *link, CopyFn copy);
+    static uint64_t holder(const void *lock, CopyFn copy);
+
 private:
     int acquire_contended(ThreadRecord *me, Wait wait, uint64_t timeout_ns, const char *fn);
-    static void owner_exited(HeldLink *link);
+    const LockKind &kind() const
+    {
+        return held.owner_exited == reentrant_owner_exited ? rlock_kind : mutex_kind;
+    }
 };
 
 } // namespace surelock::sys

@@ -19,6 +19,10 @@ void surelock_testing_fail_allocation_after(long successes);
 /* Sets the calling thread's depth on an rlock it holds (to reach the overflow limit). */
 int surelock_testing_rlock_set_depth(surelock_rlock *l, unsigned depth);
 
+/* Thread records are recycled (a new thread takes a finished one's, allocating nothing):
+ * forget the finished ones, so the next new thread allocates its record again (ENOMEM tests). */
+void surelock_testing_forget_finished_thread_records(void);
+
 /* Called by the ipc initialiser after the magic is written and before the header is marked
  * ready: a test sets the hook to kill the process there (a creator dying half-way). */
 extern void (*surelock_testing_ipc_init_hook)(void);

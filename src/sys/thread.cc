@@ -3,11 +3,16 @@
 #include <atomic>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "sys/alloc.h"
 #include "sys/errmsg.h"
+#include "sys/waits.h"
+#ifdef SURELOCK_TESTING
+#include "sys/testing.h"
+#endif
 
 namespace surelock::sys {
 
@@ -17,6 +22,56 @@ namespace {
 
 std::atomic<uint64_t> next_thread_serial{1};
 std::atomic<uint64_t> object_serials{1};
+
+// Records are recycled, never freed: a finished thread's record goes on free_records for the
+// next new thread, and every record stays on all_records. The detector's walk and the wait
+// dump can then read any record without ever touching freed memory. A spinlock guards the
+// free list (thread creation and exit only), so a fork child can simply reset it.
+std::atomic<ThreadRecord *> all_records{nullptr};
+ThreadRecord *free_records;
+std::atomic<bool> free_records_locked{false};
+
+void lock_free_records()
+{
+    while (free_records_locked.exchange(true, std::memory_order_acquire)) sched_yield();
+}
+
+void unlock_free_records()
+{
+    free_records_locked.store(false, std::memory_order_release);
+}
+
+void recycle(ThreadRecord *record)
+{
+    record->in_use.store(false, std::memory_order_release);
+    lock_free_records();
+    record->free_next = free_records;
+    free_records = record;
+    unlock_free_records();
+}
+
+ThreadRecord *reuse_or_make_record()
+{
+    lock_free_records();
+    ThreadRecord *record = free_records;
+    if (record != nullptr) free_records = record->free_next;
+    unlock_free_records();
+    if (record != nullptr) {
+        record->spare_hold = nullptr;
+        record->dispatch_queue = nullptr;
+        record->registered = false;
+        record->wait_lock.store(nullptr, std::memory_order_relaxed);
+        record->wait_kind.store(nullptr, std::memory_order_relaxed);
+        return record;
+    }
+    record = create<ThreadRecord>();
+    if (record == nullptr) return nullptr;
+    ThreadRecord *head = all_records.load(std::memory_order_relaxed);
+    do record->all_next = head;
+    while (!all_records.compare_exchange_weak(head, record, std::memory_order_release,
+                                              std::memory_order_relaxed));
+    return record;
+}
 
 pthread_once_t key_once = PTHREAD_ONCE_INIT;
 pthread_key_t record_key;
@@ -45,20 +100,29 @@ void thread_exit_destructor(void *arg)
     current_record = nullptr;
     deallocate(record->spare_hold);
     deallocate(record->dispatch_queue);
-    destroy(record);
+    recycle(record);
 }
 
 // In a child after fork(), the forking thread's record is a copy: it keeps its serial (a
 // thread may release in-process locks it held, as with pthreads), but gets the child's TID.
+// Every other thread's record is a copy of a thread that does not exist here: recycled, and
+// no longer counted as waiting by the deadlock detector (a child never gets EDEADLK from
+// its parent's threads).
 void renew_tid_in_child()
 {
     if (current_record != nullptr) current_record->tid = gettid();
+    free_records_locked.store(false, std::memory_order_relaxed);
+    waits_reset_in_child();
+    for (ThreadRecord *r = all_records.load(std::memory_order_relaxed); r != nullptr;
+         r = r->all_next)
+        if (r != current_record && r->in_use.load(std::memory_order_relaxed)) recycle(r);
 }
 
 void make_key()
 {
     key_error = pthread_key_create(&record_key, thread_exit_destructor);
     if (key_error == 0) pthread_atfork(nullptr, nullptr, renew_tid_in_child);
+    install_dump_signal_from_environment();
 }
 
 } // namespace
@@ -75,7 +139,7 @@ ThreadRecord *create_current_record()
         fail(ENOMEM, "cannot create the per-thread key: %s", strerror(key_error));
         return nullptr;
     }
-    auto *record = create<ThreadRecord>();
+    ThreadRecord *record = reuse_or_make_record();
     if (record == nullptr) {
         fail(ENOMEM, "out of memory allocating the calling thread's record");
         return nullptr;
@@ -85,12 +149,28 @@ ThreadRecord *create_current_record()
     record->held.prev = record->held.next = &record->held;
     int rc = pthread_setspecific(record_key, record);
     if (rc != 0) {
-        destroy(record);
+        recycle(record);
         fail(ENOMEM, "cannot register the calling thread's record: %s", strerror(rc));
         return nullptr;
     }
     current_record = record;
+    record->in_use.store(true, std::memory_order_release);
     return record;
 }
 
+ThreadRecord *all_thread_records()
+{
+    return all_records.load(std::memory_order_acquire);
+}
+
 } // namespace surelock::sys
+
+#ifdef SURELOCK_TESTING
+// The forgotten records stay on all_records (never freed), marked not in use.
+extern "C" void surelock_testing_forget_finished_thread_records(void)
+{
+    surelock::sys::lock_free_records();
+    surelock::sys::free_records = nullptr;
+    surelock::sys::unlock_free_records();
+}
+#endif

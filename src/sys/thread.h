@@ -5,12 +5,16 @@
 // thread could look owned by a new one), and the list of locks it holds. The record is freed
 // by a pthread key destructor at thread exit, which first hands every lock still held to its
 // kind's owner-exited handler: that is how "owner thread died while holding" is detected.
+// Records are recycled, never returned to malloc (thread.cc), so the deadlock detector and the
+// wait dump (waits.cc) may read any record at any time without touching freed memory.
 #pragma once
 
 #include <atomic>
 #include <stdint.h>
 
 namespace surelock::sys {
+
+struct LockKind;
 
 // An intrusive link a lock (or a hold on a lock) puts into its owner's held list while held.
 // The list is circular with a sentinel, so linking and unlinking are branch-free and O(1).
@@ -36,6 +40,24 @@ struct ThreadRecord {
     void *spare_hold;
     // The semaphore's per-thread queue of callbacks to run (sem.cc), created on first use.
     void *dispatch_queue;
+
+    // ---- Deadlock detection (waits.cc) ----
+    // The lock this thread waits for and its kind, while registered; written under the graph
+    // lock, read under it by walkers and without it by the dump.
+    std::atomic<const void *> wait_lock;
+    std::atomic<const LockKind *> wait_kind;
+    // Under the graph lock: registered waiters are chained in a hash table by serial, and a
+    // walk marks the records it visited (epoch), where it came from and its queue.
+    bool registered;
+    ThreadRecord *wait_hash_next;
+    uint64_t walk_epoch;
+    ThreadRecord *walk_parent;
+    ThreadRecord *walk_queue_next;
+    // Every record ever made, newest first (never unlinked), and the recycling list.
+    ThreadRecord *all_next;
+    ThreadRecord *free_next;
+    // Non-zero while a thread owns this record (its serial is then valid); read by the dump.
+    std::atomic<bool> in_use;
 
     void link_held(HeldLink *link)
     {
@@ -71,5 +93,9 @@ struct Membership {
 
 // A fresh object serial: never 0, never reused in this process.
 uint64_t next_object_serial();
+
+// Every thread record ever made, newest first; records are never freed (a record whose
+// in_use is false belongs to no thread). For the wait dump, which must not lock.
+ThreadRecord *all_thread_records();
 
 } // namespace surelock::sys

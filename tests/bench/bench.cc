@@ -29,6 +29,8 @@ constexpr Suite all_suites[] = {
      run_group},
     {"sem", "async FIFO mutex and semaphore vs pthread mutex, a FIFO ticket lock and sem_t",
      run_sem},
+    {"deadlock", "the cost of deadlock detection: contended and uncontended, on vs off",
+     run_deadlock},
 };
 
 } // namespace

@@ -231,5 +231,6 @@ int run_rlock(const Options &options);
 int run_ipc(const Options &options);
 int run_group(const Options &options);
 int run_sem(const Options &options);
+int run_deadlock(const Options &options); // bench_deadlock.cc (issue 14)
 
 } // namespace surelock::bench

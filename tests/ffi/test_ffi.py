@@ -1,7 +1,7 @@
 """libsurelock through Python ctypes, the way a binding would use it.
 
 The library under test is the shared object named by the environment variable SURELOCK_LIB
-(meson sets it to the freshly built libsurelock.so.1.0.0). Without it, or without ctypes, the
+(meson sets it to the freshly built libsurelock.so.1.1.0). Without it, or without ctypes, the
 module exits 77 (meson's "skipped").
 
 Everything that waits is bounded: locks are taken with timed forms, threads are joined with a
@@ -161,7 +161,7 @@ class SurelockTestCase(unittest.TestCase):
 
 class LibraryTest(SurelockTestCase):
     def test_version_is_the_header_version_and_errmsg_is_never_null(self):
-        self.assertEqual(lib.surelock_version(), b"1.0.0")
+        self.assertEqual(lib.surelock_version(), b"1.1.0")
         self.assertIsNotNone(in_thread(lib.surelock_errmsg))  # "" in a fresh thread
         self.assertRc(lib.surelock_rlock_lock(None), errno.EINVAL, "rlock_lock(NULL)")
         self.assertNotEqual(lib.surelock_errmsg(), b"")

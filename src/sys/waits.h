@@ -1,0 +1,100 @@
+// Deadlock detection: the wait-for graph of in-process locks (issue 14).
+//
+// A thread about to block on an in-process lock it does not hold registers "I wait for L" and
+// walks the graph: L's holder(s), what each holder waits for, their holders, and so on. If
+// the walk comes back to the caller, the wait would close a cycle: the acquire returns
+// EDEADLK instead of blocking, and errmsg names the cycle. Only the slow path does this: the
+// hooks sit at the entry of the contended paths (OwnedLock::acquire_contended, rwlock_acquire
+// before read_contended/write_contended), so an uncontended acquire or release gains nothing.
+//
+// The registration protocol, and why it is race-free:
+//  - Registering, walking and unregistering all happen under one graph lock, a spinlock
+//    taken only by threads that are about to sleep or have just woken (and never by a
+//    holder's release). So while a walker holds it, every registered thread stays
+//    registered: it is inside its acquire call, cannot release anything, and the lock it
+//    waits for cannot be freed (freeing a lock someone waits on is undefined by the
+//    contract). The walker reads only registered threads' records, the locks they wait for,
+//    and those locks' holder words, all of which are therefore alive.
+//  - A holder's release is not synchronised with the walk, and need not be: the walk follows
+//    a holder only if that holder is registered, and a registered thread releases nothing.
+//    A thread's lock-state stores made before it registered are visible to every later
+//    walker (the graph lock orders them), so the last thread of a cycle to register sees
+//    every edge of it: no cycle is missed, and each cycle is refused exactly once (the
+//    refused thread unregisters before releasing the graph lock, so nobody else sees it).
+//  - An edge read while its holder is between taking a lock word and recording itself as
+//    owner reads as "no holder": that thread is running, not stuck, so the walk stops there
+//    (no false positive), and if it later waits on a cycle its own walk finds it.
+// Semaphores and amutexes are not owned by a thread and never enter the graph; ipc locks are
+// cross-process and stay out of it too.
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "sys/thread.h"
+
+namespace surelock::sys {
+
+// Reads n bytes at src into dst; false when it cannot (the memory may be gone). The walk
+// passes nullptr and reads directly (everything it reads is alive, see above); the dump, which
+// runs without the graph lock, passes a copier that cannot fault.
+using CopyFn = bool (*)(void *dst, const void *src, size_t n);
+
+// Reads through copy, or directly when copy is nullptr (for fields fixed at creation).
+inline bool read_via(CopyFn copy, void *dst, const void *src, size_t n)
+{
+    if (copy == nullptr) {
+        memcpy(dst, src, n);
+        return true;
+    }
+    return copy(dst, src, n);
+}
+
+// What the detector and the dump need of one lock kind. Each kind defines its instance next
+// to its own code (rlock.cc, mutex.cc, rwlock.cc, group.cc, ipc.cc).
+struct LockKind {
+    const char *name; // "rlock", "mutex", ...
+    // Identifies this kind's links in a held list.
+    void (*owner_exited)(HeldLink *link);
+    // The lock object a held link of this kind belongs to, and how it is held ("" or
+    // " (read)"). The link is read through copy.
+    const void *(*lock_of_link)(const HeldLink *link, CopyFn copy);
+    const char *hold_mode;
+    // The serial of the thread holding `lock` exclusively, 0 if none. nullptr: not a lock
+    // the graph follows (group, ipc).
+    uint64_t (*exclusive_holder)(const void *lock, CopyFn copy);
+    // Whether registered thread r holds `lock` shared (rwlock readers); nullptr when the kind
+    // has no shared holders. Called only under the graph lock.
+    bool (*held_shared_by)(const void *lock, const ThreadRecord *r);
+    // "rlock 'libA'" or "mutex #12" into out (always terminated); returns the length.
+    size_t (*describe)(const void *lock, char *out, size_t cap, CopyFn copy);
+};
+
+extern const LockKind rlock_kind, mutex_kind, rwlock_kind, rwlock_read_kind, group_kind,
+    ipc_kind;
+
+// Formats "<kind name> #<serial>" (the description of an unnamed lock), and
+// "<kind name> '<name>'" with bytes outside printable ASCII (and ' and \\) as \\xNN, at most
+// 48 bytes of the name then "...".
+size_t describe_numbered(const char *kind_name, uint64_t serial, char *out, size_t cap);
+size_t describe_plain(const char *text, char *out, size_t cap);
+size_t describe_named(const char *kind_name, const char *name, size_t length, char *out,
+                      size_t cap);
+
+// Called by a thread about to block on `lock`, which it does not hold. Returns 0 (registered,
+// or detection is off) or EDEADLK with errmsg naming the cycle (fn is the public function);
+// on EDEADLK nothing is registered. After 0 the caller waits and then calls end_wait, before
+// it records itself as the new holder.
+int begin_wait(ThreadRecord *me, const LockKind &kind, const void *lock, const char *fn);
+void end_wait(ThreadRecord *me);
+
+// A fork child: no thread of the parent but the forking one exists, and none of them waits.
+void waits_reset_in_child();
+
+// SURELOCK_DUMP_ON=SIGQUIT (or SIGUSR1, SIGUSR2): installs the dump as that signal's handler
+// unless the program already handles or ignores it. Read once, when the first thread record
+// is made (the library has no static constructors).
+void install_dump_signal_from_environment();
+
+} // namespace surelock::sys
