@@ -56,7 +56,7 @@ __all__ = [
     "IpcStatus", "Lock", "OwnerDiedWarning", "RLock", "RWLock", "Semaphore", "library_version",
 ]
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 
 # After fork() in a non-main thread, threading makes that thread the child's main thread:
 # follow it, so the child's blocking acquires still answer Ctrl-C.

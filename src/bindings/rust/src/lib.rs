@@ -106,7 +106,7 @@ use std::os::raw::c_int;
 use std::ptr::NonNull;
 use std::time::Duration;
 
-/// The version of the loaded library, e.g. `"1.0.0"`.
+/// The version of the loaded library, e.g. `"1.1.0"`.
 pub fn version() -> &'static str {
     // Safety: a static NUL-terminated ASCII string, never NULL.
     unsafe { std::ffi::CStr::from_ptr(sys::surelock_version()) }.to_str().unwrap_or("")

@@ -27,7 +27,7 @@ opaque!(surelock_rlock, surelock_mutex, surelock_rwlock, surelock_cond, surelock
         surelock_ipc, surelock_sem, surelock_amutex);
 
 pub const SURELOCK_VERSION_MAJOR: u32 = 1;
-pub const SURELOCK_VERSION_MINOR: u32 = 0;
+pub const SURELOCK_VERSION_MINOR: u32 = 1;
 pub const SURELOCK_VERSION_PATCH: u32 = 0;
 pub const SURELOCK_FOREVER: u64 = u64::MAX;
 pub const SURELOCK_EXCLUSIVE: c_int = 0;
