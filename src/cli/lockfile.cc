@@ -96,6 +96,9 @@ LockView read_lock_view(const char *path)
     }
     v.kind = FileKind::lock;
     v.this_boot = strncmp(h.boot_id, boot_id().c_str(), sizeof h.boot_id) == 0;
+    struct stat ns;
+    v.this_pid_namespace = stat("/proc/self/ns/pid", &ns) != 0 || h.pid_namespace == 0 ||
+                           h.pid_namespace == (uint64_t)ns.st_ino;
     unsigned word = (unsigned)h.mutex.__data.__lock;
     pid_t tid = (pid_t)(word & FUTEX_TID_MASK);
     v.recovery = h.recovery_state.load();

@@ -34,6 +34,7 @@ struct LockView {
     struct stat st{};
     uint32_t format_version = 0;
     bool this_boot = false;
+    bool this_pid_namespace = true; // made in the PID namespace this process is in
     bool held = false;          // the mutex word names a thread
     Process holder;             // when held
     bool last_holder_died = false; // the kernel marked the word owner-died, or needs recovery

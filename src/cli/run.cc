@@ -458,6 +458,12 @@ int cmd_run(int argc, char **argv)
     int rc = surelock_ipc_open(path, &opts, &lock);
     if (rc != 0) {
         fprintf(stderr, "surelock run: %s\n", surelock_errmsg());
+        if (rc == EPROTO && before.kind == FileKind::lock && !before.this_pid_namespace)
+            fprintf(stderr,
+                    "surelock run: robust futexes name their holder by thread id, which differs "
+                    "between PID namespaces, so a lock file serves one PID namespace: give each "
+                    "container its own lock file, or share the PID namespace (docker run "
+                    "--pid=host or --pid=container:NAME)\n");
         return exit_failure;
     }
     int marker_fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);

@@ -92,6 +92,7 @@ int print_json(const char *path, const LockView &v, const std::vector<Process> &
         out += ", \"recovery_meaning\": " + json_string(recovery_meaning(v.recovery));
         out += ", \"owner_deaths\": " + std::to_string(v.owner_deaths);
         out += ", \"this_boot\": " + std::string(v.this_boot ? "true" : "false");
+        out += ", \"this_pid_namespace\": " + std::string(v.this_pid_namespace ? "true" : "false");
         out += ", \"payload_bytes\": " + std::to_string(v.payload_size);
         out += ", \"recursive\": " + std::string(v.recursive ? "true" : "false");
         out += ", \"lock_id\": \"";
@@ -187,6 +188,9 @@ int cmd_status(int argc, char **argv)
     printf("  owner deaths: %llu (since the file was made)\n",
            (unsigned long long)v.owner_deaths);
     printf("  boot id:      %s\n", v.this_boot ? "matches this boot" : "from another boot");
+    printf("  namespace:    %s\n",
+           v.this_pid_namespace ? "made in this PID namespace"
+                                : "made in another PID namespace: unusable here (see surelock(1))");
     printf("  payload:      %llu bytes\n", (unsigned long long)v.payload_size);
     printf("  flags:        %s\n", v.recursive ? "recursive" : "none");
     printf("  lock id:      ");

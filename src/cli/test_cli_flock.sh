@@ -67,7 +67,8 @@ if [ "$have_flock" = yes ]; then
     check "-w waits at least its timeout" yes "$([ "$elapsed_ms" -ge 300 ] && echo yes || echo no)"
     "$surelock" run -w 0.1 --verbose "$lock" true 2>"$dir/err"
     contains "--verbose names the holder while waiting" "$dir/err" "held by PID $sholder"
-    kill "$fholder" "$sholder"; wait "$fholder" "$sholder" 2>/dev/null
+    # flock(1) does not pass SIGTERM on: end its sleep by its pid (surelock forwards it).
+    kill $(pgrep -P "$fholder") "$sholder"; wait "$fholder" "$sholder" 2>/dev/null
     "$surelock" run -w 5 --verbose "$lock" true 2>"$dir/err"
     contains "--verbose says how long getting the lock took (as flock)" "$dir/err" "getting the lock took [0-9.]* seconds"
     contains "--verbose says what it executes (as flock)" "$dir/err" "executing true"
@@ -157,7 +158,7 @@ chmod 0700 "$dir/closed" "$dir"
 field() { /usr/bin/python3 -c "import json,sys; v=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
 check "status --json: a free lock" free "$(field "$dir/json" 'v["state"]')"
 check "status --json: consistent" consistent "$(field "$dir/json" 'v["recovery"]')"
-"$surelock" run "$lock" -- sh -c "echo \$\$ > $dir/quoted.pid; sleep 30; : 'tab	and \"quotes\" and \\'" 2>/dev/null &
+"$surelock" run "$lock" -- sh -c "echo \$\$ > $dir/quoted.pid; sleep 30 & echo \$! > $dir/quoted_child.pid; wait; : 'tab	and \"quotes\" and \\'" 2>/dev/null &
 holder=$!
 wait_for_file "$dir/quoted.pid"
 sleep 0.2
@@ -166,7 +167,8 @@ sleep 0.2
 check "status --json names the holder's PID" "$holder" "$(field "$dir/json" 'v["holder"]["pid"]')"
 check "status --json names the command it runs" yes "$(field "$dir/json" '"yes" if '"$(cat "$dir/quoted.pid")"' in [c["pid"] for c in v["commands"]] else "no"')"
 check "status --json gives the holder thread's age" yes "$(field "$dir/json" '"yes" if v["holder"]["thread_age_seconds"] >= 0 else "no"')"
-kill -9 "$holder" "$(cat "$dir/quoted.pid")"; wait "$holder" 2>/dev/null
+wait_for_file "$dir/quoted_child.pid"
+kill -9 "$holder" "$(cat "$dir/quoted.pid")" "$(cat "$dir/quoted_child.pid")"; wait "$holder" 2>/dev/null
 for _ in $(seq 100); do "$surelock" status "$lock" | grep -q "last holder died" && break; sleep 0.05; done
 "$surelock" status --json "$lock" > "$dir/json"
 check "status --json: the last holder died" True "$(field "$dir/json" 'v["last_holder_died"]')"
