@@ -2,10 +2,10 @@
 # `surelock run` side by side with util-linux flock(1) where they mean the same thing (-n, -w,
 # -E, -c, no `--`, exit statuses), the help forms, `status --json`, bad input (usage errors,
 # files left untouched) and a lock left not recoverable by a library user. Every wait is
-# bounded. Usage: test_cli_flock.sh PATH/TO/surelock PATH/TO/libsurelock.so
+# bounded. Usage: test_cli_flock.sh PATH/TO/surelock PATH/TO/ipc_user
 set -u
 surelock=$(readlink -f "$1")
-libsurelock=$(readlink -f "$2")
+ipc_user=$(readlink -f "$2") # a program using the library directly (ipc_user.c)
 dir=$(mktemp -d)
 cleanup() {
     kill -9 $(jobs -p) 2>/dev/null
@@ -183,32 +183,11 @@ check "status --json of an empty placeholder is valid JSON" 0 $?
 # ---- not recoverable: left so by a library user ---------------------------------------------
 # The lock above needs recovery; a library user takes it (EOWNERDEAD) and unlocks without
 # surelock_ipc_consistent: not recoverable for everyone.
-make_not_recoverable() {
-    /usr/bin/python3 - "$libsurelock" "$lock" <<'PY'
-import ctypes, sys
-lib = ctypes.CDLL(sys.argv[1])
-h = ctypes.c_void_p()
-assert lib.surelock_ipc_open(sys.argv[2].encode(), None, ctypes.byref(h)) == 0
-rc = lib.surelock_ipc_lock(h)
-assert rc == 130, rc   # EOWNERDEAD
-assert lib.surelock_ipc_unlock(h) == 0
-assert lib.surelock_ipc_close(h) == 0
-PY
-}
 # Another process keeps a handle open from before, so nothing can re-initialise it meanwhile.
-/usr/bin/python3 - "$libsurelock" "$lock" "$dir/opened" "$dir/release" <<'PY' &
-import ctypes, sys, time, os
-lib = ctypes.CDLL(sys.argv[1])
-h = ctypes.c_void_p()
-assert lib.surelock_ipc_open(sys.argv[2].encode(), None, ctypes.byref(h)) == 0
-open(sys.argv[3], "w").write("1")
-deadline = time.monotonic() + 30
-while not os.path.exists(sys.argv[4]) and time.monotonic() < deadline:
-    time.sleep(0.05)
-PY
+"$ipc_user" hold-open "$lock" "$dir/opened" "$dir/release" &
 opener=$!
 wait_for_file "$dir/opened"
-make_not_recoverable; check "a library user leaves the lock not recoverable" 0 $?
+"$ipc_user" unrepaired "$lock"; check "a library user leaves the lock not recoverable" 0 $?
 "$surelock" status "$lock" | grep -q "recovery: *not recoverable"; check "status says it is not recoverable" 0 $?
 cp "$lock" "$dir/lock.orig"
 "$surelock" run --on-owner-dead=fail "$lock" -- touch "$dir/ran" 2>"$dir/err"
