@@ -452,8 +452,8 @@ int cmd_run(int argc, char **argv)
                     path, (unsigned)before.st.st_uid, (unsigned)before.st.st_uid);
     }
 
-    // The handle is a file-scope root on purpose: when the tool exits still holding the lock
-    // (to leave it in need of recovery), it cannot be closed and stays reachable.
+    // Static on purpose: when the tool exits still holding the lock (to leave it in need of
+    // recovery), the handle cannot be closed and stays reachable (no leak report).
     static surelock_ipc *lock = nullptr;
     int rc = surelock_ipc_open(path, &opts, &lock);
     if (rc != 0) {
@@ -475,7 +475,8 @@ int cmd_run(int argc, char **argv)
         surelock_ipc_close(lock);
         return exit_failure;
     }
-    // The file the library opened is the one checked here (library_handle_open above).
+    // A library handle has this very file open (library_handle_open): ours, unless the path
+    // was swapped for another lock file in use in between. Its owner is checked again here.
     if (st.st_uid != geteuid() && !owner_accepted(st, o)) {
         fprintf(stderr, "surelock run: %s: owned by uid %u; refusing to use it\n", path,
                 (unsigned)st.st_uid);

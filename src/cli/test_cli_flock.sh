@@ -68,7 +68,8 @@ if [ "$have_flock" = yes ]; then
     "$surelock" run -w 0.1 --verbose "$lock" true 2>"$dir/err"
     contains "--verbose names the holder while waiting" "$dir/err" "held by PID $sholder"
     # flock(1) does not pass SIGTERM on: end its sleep by its pid (surelock forwards it).
-    kill $(pgrep -P "$fholder") "$sholder"; wait "$fholder" "$sholder" 2>/dev/null
+    kill $(cat "/proc/$fholder/task/$fholder/children") "$sholder"
+    wait "$fholder" "$sholder" 2>/dev/null
     "$surelock" run -w 5 --verbose "$lock" true 2>"$dir/err"
     contains "--verbose says how long getting the lock took (as flock)" "$dir/err" "getting the lock took [0-9.]* seconds"
     contains "--verbose says what it executes (as flock)" "$dir/err" "executing true"
