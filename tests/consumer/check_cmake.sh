@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The README's CMake recipe (between the cmake-recipe markers), built against the INSTALLED
-# surelock: meson install --destdir from BUILDDIR, then cmake + pkg-config (IMPORTED_TARGET)
-# with PKG_CONFIG_SYSROOT_DIR pointing into the staging tree, consumer.c as app.c, and the
-# program run against the staged library.
+# surelock (whose LICENSE and man pages must be installed too): meson install --destdir from
+# BUILDDIR, then cmake + pkg-config (IMPORTED_TARGET) with PKG_CONFIG_SYSROOT_DIR pointing
+# into the staging tree, consumer.c as app.c, and the program run against the staged library.
 #
 #   bash tests/consumer/check_cmake.sh BUILDDIR
 set -euo pipefail
@@ -17,6 +17,10 @@ fail() { echo "check_cmake: $*" >&2; exit 1; }
 meson install -C "$builddir" --destdir "$work/destdir" --quiet
 pcfile=$(find "$work/destdir" -path '*/pkgconfig/surelock.pc' | head -n 1)
 [ -n "$pcfile" ] || fail "no surelock.pc under $work/destdir"
+# The package also installs its licence and man pages.
+for f in share/doc/surelock/LICENSE share/man/man1/surelock.1 share/man/man3/surelock.3; do
+    [ -n "$(find "$work/destdir" -path "*/$f")" ] || fail "meson install did not install $f"
+done
 
 mkdir "$work/app"
 awk '/<!-- cmake-recipe -->/{f=1;next} /<!-- \/cmake-recipe -->/{f=0} f && !/^```/' \
