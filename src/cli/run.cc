@@ -16,9 +16,8 @@
 // Signals. CMD stays in our process group (as with flock), so a signal that the terminal sends
 // to the foreground group (Ctrl-C, Ctrl-\, hangup: si_code SI_KERNEL) already reached CMD and is
 // not forwarded. SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1 and SIGUSR2 sent by a process to
-// `surelock` are forwarded to CMD once. They are blocked from before fork() until CMD's pid is
-// known (and in the child until its dispositions are back to default), so none is lost in
-// between. `kill -- -PGID` from a process is indistinguishable from `kill PID` (both SI_USER)
+// `surelock` are forwarded to CMD once. They are blocked from before fork() and taken with
+// sigwaitinfo() once CMD runs (no handler), so none is lost in between. `kill -- -PGID` from a process is indistinguishable from `kill PID` (both SI_USER)
 // and is forwarded too: CMD then sees it twice (documented in surelock.1).
 //
 // Exit status: CMD's (128+N when killed by signal N, 127 not found, 126 not executable);
@@ -219,45 +218,38 @@ void say_who_holds(const char *path, dev_t dev, ino_t ino)
 
 // ---- running CMD -------------------------------------------------------------------------------
 
-volatile sig_atomic_t running_child = 0;
-
-void forward_signal(int sig, siginfo_t *info, void *)
-{
-    // SI_KERNEL: the terminal sent it to the whole foreground process group, CMD included.
-    if (info != nullptr && info->si_code == SI_KERNEL) return;
-    pid_t child = running_child;
-    if (child > 0) kill(child, sig);
-}
-
 // Runs argv as a child and returns its exit status as a shell reports it. marker_fd is passed
-// on to CMD unless -o.
+// on to CMD unless -o. Signals are taken synchronously: the forwarded ones and SIGCHLD are
+// blocked from before fork() and collected with sigwaitinfo(), which also gives their origin;
+// no handler runs, so there is no moment when one arrives and CMD's pid is not yet known.
 int run_child(char **argv, int marker_fd, bool close_for_cmd)
 {
-    sigset_t forwarded, saved_mask;
-    sigemptyset(&forwarded);
-    for (int sig : forwarded_signals) sigaddset(&forwarded, sig);
-    sigprocmask(SIG_BLOCK, &forwarded, &saved_mask);
-
-    struct sigaction forward{}, saved[sizeof forwarded_signals / sizeof *forwarded_signals];
-    forward.sa_sigaction = forward_signal;
-    forward.sa_flags = SA_SIGINFO | SA_RESTART;
-    forward.sa_mask = forwarded;
-    for (size_t i = 0; i < sizeof forwarded_signals / sizeof *forwarded_signals; i++) {
-        // A signal ignored on entry (SIGINT in a background job) stays ignored, as in a shell:
-        // CMD inherits SIG_IGN, so forwarding it would do nothing anyway.
-        sigaction(forwarded_signals[i], nullptr, &saved[i]);
-        if (saved[i].sa_handler != SIG_IGN) sigaction(forwarded_signals[i], &forward, nullptr);
+    // SIGCHLD must not be ignored (children would be reaped for us); CMD gets back whatever
+    // disposition we were given. A forwarded signal that we were started with ignored (SIGINT
+    // in a background job) stays ignored, as in a shell: it is not waited for, and CMD
+    // inherits SIG_IGN.
+    struct sigaction default_action{}, saved_chld;
+    default_action.sa_handler = SIG_DFL;
+    sigemptyset(&default_action.sa_mask);
+    sigaction(SIGCHLD, &default_action, &saved_chld);
+    sigset_t waited, saved_mask;
+    sigemptyset(&waited);
+    sigaddset(&waited, SIGCHLD);
+    for (int sig : forwarded_signals) {
+        struct sigaction current;
+        if (sigaction(sig, nullptr, &current) == 0 && current.sa_handler != SIG_IGN)
+            sigaddset(&waited, sig);
     }
+    sigprocmask(SIG_BLOCK, &waited, &saved_mask);
 
     if (!close_for_cmd) fcntl(marker_fd, F_SETFD, 0); // CMD inherits the marker
     pid_t parent = getpid();
     fflush(nullptr);
     pid_t pid = fork();
     if (pid == 0) {
-        // Still blocked: back to the dispositions we found, then the mask; a signal that
-        // arrived since fork() is delivered to CMD now, by its default action.
-        for (size_t i = 0; i < sizeof forwarded_signals / sizeof *forwarded_signals; i++)
-            sigaction(forwarded_signals[i], &saved[i], nullptr);
+        // Still blocked here; a signal sent to CMD since fork() is delivered when the mask is
+        // restored, by its default action (or after exec, by CMD's).
+        sigaction(SIGCHLD, &saved_chld, nullptr);
         if (close_for_cmd) {
             // CMD does not keep the lock by itself: it dies with its wrapper instead. If the
             // wrapper is already gone, the death signal was never armed: exit here.
@@ -271,17 +263,29 @@ int run_child(char **argv, int marker_fd, bool close_for_cmd)
     }
     int fork_errno = errno;
     if (!close_for_cmd) fcntl(marker_fd, F_SETFD, FD_CLOEXEC);
-    if (pid < 0) {
-        sigprocmask(SIG_SETMASK, &saved_mask, nullptr);
-        fprintf(stderr, "surelock run: fork: %s\n", strerror(fork_errno));
-        return exit_not_executable;
-    }
-    running_child = pid;
-    sigprocmask(SIG_SETMASK, &saved_mask, nullptr); // what arrived meanwhile goes to CMD now
     int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    if (pid < 0) {
+        fprintf(stderr, "surelock run: fork: %s\n", strerror(fork_errno));
+        status = exit_not_executable << 8; // reported as exit 126 below
+    } else {
+        for (;;) {
+            pid_t done = waitpid(pid, &status, WNOHANG);
+            if (done == pid) break;
+            if (done < 0 && errno != EINTR) {
+                fprintf(stderr, "surelock run: waitpid: %s\n", strerror(errno));
+                status = exit_not_executable << 8;
+                break;
+            }
+            siginfo_t info;
+            int sig = sigwaitinfo(&waited, &info);
+            if (sig <= 0 || sig == SIGCHLD) continue; // CMD changed state: look again
+            // SI_KERNEL: the terminal sent it to the whole foreground process group, CMD
+            // included. Anything else was sent to us: pass it on, once.
+            if (info.si_code != SI_KERNEL) kill(pid, sig);
+        }
     }
-    running_child = 0;
+    sigprocmask(SIG_SETMASK, &saved_mask, nullptr); // what came after CMD ended: ours again
+    sigaction(SIGCHLD, &saved_chld, nullptr);
     if (WIFEXITED(status)) return WEXITSTATUS(status);
     if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
     return exit_not_executable;
