@@ -142,7 +142,8 @@ for sig in INT HUP; do
     wrapper=$!
     wait_for_file "$dir/counter.pid"
     kill -s "$sig" "$wrapper"
-    sleep 0.5
+    for _ in $(seq 250); do [ "$(count "$sig")" -ge 1 ] && break; sleep 0.02; done
+    sleep 0.3 # room for a duplicate to show up
     check "SIG$sig sent to surelock alone reaches CMD once" 1 "$(count "$sig")"
     kill -TERM "$wrapper"
     wait_bounded "$wrapper" 10
@@ -173,9 +174,15 @@ deadline = time.monotonic() + 10
 while not os.path.exists(f"{d}/counter.pid") and time.monotonic() < deadline:
     time.sleep(0.05)
 time.sleep(0.2)
-for _ in range(5):
+def lines():
+    try: return len(open(f"{d}/got").read().splitlines())
+    except FileNotFoundError: return 0
+for i in range(5):
     os.write(master, b"\x03")          # Ctrl-C: SIGINT to the foreground process group
-    time.sleep(0.3)
+    deadline = time.monotonic() + 5     # one at a time, so that none merges with the next
+    while lines() <= i and time.monotonic() < deadline:
+        time.sleep(0.02)
+time.sleep(0.5)                         # room for a forwarded duplicate to show up
 os.kill(pid, signal.SIGTERM)
 deadline = time.monotonic() + 10
 while time.monotonic() < deadline:
