@@ -2,8 +2,9 @@
 //
 //   surelock --help | --version
 //   surelock bench [PRIMITIVE] [--runs N] [--quick] [--verbose] [--list]
-//   surelock run [--timeout SECONDS] [--on-owner-dead=warn|fail] LOCKFILE -- CMD [ARGS...]
-//   surelock status LOCKFILE                 (both in ipc_commands.cc)
+//   surelock run [OPTIONS] LOCKFILE [--] CMD [ARGS...]   (run.cc)
+//   surelock status [--json] LOCKFILE                    (status.cc)
+//   surelock help [COMMAND]
 //
 // Exit status: 0 success, 1 failure, 2 usage error. Subcommands are rows of `commands` below;
 // a new one is a function `int cmd_<name>(int argc, char **argv)` (argv[0] is the command
@@ -43,11 +44,13 @@ int cmd_bench(int argc, char **argv);
 const Command commands[] = {
     {"bench", "[PRIMITIVE] [--runs N] [--quick] [--verbose] [--list]",
      "measure surelock's locks against their peers (pthreads, C++ std)", cmd_bench, nullptr},
-    {"run", "[--timeout SECONDS] [--on-owner-dead=warn|fail] LOCKFILE -- CMD [ARGS...]",
-     "run CMD while holding a cross-process lock (75: timed out, or the previous holder died "
-     "and --on-owner-dead=fail)",
+    {"run", "[-n | -w SECONDS] [-E N] [-o] [--verbose] [--on-owner-dead=warn|fail] LOCKFILE "
+            "[--] CMD [ARGS...] | -c 'SHELL COMMAND'",
+     "run CMD while holding a robust cross-process lock, like flock(1), and be told when the "
+     "previous holder died",
      cmd_run, nullptr},
-    {"status", "LOCKFILE", "describe a lock file: held or free, owner deaths, payload", cmd_status,
+    {"status", "[--json] LOCKFILE",
+     "describe a lock file: held or free, by whom, owner deaths, recovery state", cmd_status,
      nullptr},
 };
 
@@ -227,6 +230,14 @@ int main(int argc, char **argv)
         return exit_usage;
     }
     std::string_view first = argv[1];
+    if (first == "help" && argc == 3) { // `surelock help COMMAND` is `surelock COMMAND --help`
+        char help_flag[] = "--help";
+        char *help_argv[] = {argv[2], help_flag, nullptr};
+        for (const Command &c : commands)
+            if (c.main != nullptr && argv[2] == std::string_view(c.name))
+                return c.main(2, help_argv);
+        return usage_error(nullptr, "help: unknown command '%s'", argv[2]);
+    }
     if (first == "-h" || first == "--help" || first == "help") {
         print_usage(stdout);
         return exit_ok;

@@ -34,11 +34,11 @@ contains "status shows the payload size" "$dir/out" "payload: *0 bytes"
 
 # A holder that keeps the lock: a second run times out with 75 without running its CMD.
 "$surelock" run "$lock" -- sleep 30 & holder=$!
-wait_for_status "held by thread"; check "status shows the lock held while CMD runs" 0 $?
+wait_for_status "held by PID $holder"; check "status names the holding process while CMD runs" 0 $?
 start=$(date +%s%N)
 "$surelock" run --timeout 0.3 "$lock" -- touch "$dir/ran" 2>"$dir/err"; rc=$?
 elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
-check "run --timeout exits 75 while another process holds the lock" 75 "$rc"
+check "run --timeout exits 1 (as flock -w) while another process holds the lock" 1 "$rc"
 check "run --timeout does not run CMD" no "$([ -e "$dir/ran" ] && echo yes || echo no)"
 check "run --timeout waits at least the timeout" yes "$([ "$elapsed_ms" -ge 300 ] && echo yes || echo no)"
 contains "the timeout is explained on stderr" "$dir/err" "not acquired within the timeout"
@@ -66,7 +66,7 @@ check "no warning once recovered" 0 "$(wc -c < "$dir/err")"
 "$surelock" status "$lock" | grep -q "recovery: *consistent"; check "status shows it consistent" 0 $?
 
 # Usage and input errors.
-"$surelock" run "$lock" true 2>/dev/null; check "run without -- is a usage error" 2 $?
+"$surelock" run "$lock" sh -c 'exit 5' 2>/dev/null; check "run without -- runs CMD, as flock does" 5 $?
 "$surelock" run "$lock" -- 2>/dev/null; check "run without CMD is a usage error" 2 $?
 "$surelock" run --timeout abc "$lock" -- true 2>/dev/null; check "a bad --timeout is a usage error" 2 $?
 "$surelock" run --on-owner-dead=maybe "$lock" -- true 2>/dev/null; check "a bad --on-owner-dead is a usage error" 2 $?

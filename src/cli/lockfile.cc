@@ -1,0 +1,231 @@
+// Reading a lock file and naming its holder from /proc: see lockfile.h.
+#include "lockfile.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "ipc_format.h"
+
+namespace surelock::cli {
+namespace {
+
+using namespace surelock::ipc_format;
+
+// The whole (small) file at path, or "" when it cannot be read.
+std::string read_small_file(const std::string &path)
+{
+    std::string out;
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return out;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0 || out.size() > (1u << 20)) break;
+        out.append(buf, (size_t)n);
+    }
+    close(fd);
+    return out;
+}
+
+std::string boot_id()
+{
+    std::string id = read_small_file("/proc/sys/kernel/random/boot_id");
+    id.resize(strcspn(id.c_str(), "\n"));
+    return id;
+}
+
+} // namespace
+
+LockView read_lock_view(const char *path)
+{
+    LockView v;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) {
+        int e = errno;
+        v.kind = e == ENOENT ? FileKind::missing : FileKind::unreadable;
+        v.error = e == ELOOP ? "is a symlink; not following it" : strerror(e);
+        return v;
+    }
+    FileHeader h;
+    ssize_t got = -1;
+    if (fstat(fd, &v.st) != 0) {
+        v.kind = FileKind::unreadable;
+        v.error = strerror(errno);
+    } else if (!S_ISREG(v.st.st_mode)) {
+        v.kind = FileKind::foreign;
+        v.error = "not a regular file";
+    } else {
+        got = pread(fd, &h, sizeof h, 0);
+        if (got < 0) {
+            v.kind = FileKind::unreadable;
+            v.error = strerror(errno);
+        }
+    }
+    close(fd);
+    if (got < 0) return v;
+    if (v.st.st_size == 0) {
+        v.kind = FileKind::empty;
+        return v;
+    }
+    if (got < (ssize_t)offsetof(FileHeader, init_state) + 4 ||
+        memcmp(h.magic, file_magic, sizeof file_magic) != 0) {
+        v.kind = FileKind::foreign;
+        v.error = "not a surelock lock file";
+        return v;
+    }
+    v.format_version = h.format_version;
+    if (h.format_version != format_version || got < (ssize_t)sizeof h) {
+        v.kind = FileKind::foreign;
+        v.error = h.format_version != format_version
+                      ? "lock file format version " + std::to_string(h.format_version) +
+                            "; this tool reads version " + std::to_string(format_version)
+                      : "truncated lock file";
+        return v;
+    }
+    if (h.init_state.load() != state_ready) {
+        v.kind = FileKind::unfinished;
+        return v;
+    }
+    v.kind = FileKind::lock;
+    v.this_boot = strncmp(h.boot_id, boot_id().c_str(), sizeof h.boot_id) == 0;
+    struct stat ns;
+    v.this_pid_namespace = stat("/proc/self/ns/pid", &ns) != 0 || h.pid_namespace == 0 ||
+                           h.pid_namespace == (uint64_t)ns.st_ino;
+    unsigned word = (unsigned)h.mutex.__data.__lock;
+    pid_t tid = (pid_t)(word & FUTEX_TID_MASK);
+    v.recovery = h.recovery_state.load();
+    v.held = v.this_boot && tid != 0;
+    if (v.held) v.holder = describe_thread(tid);
+    v.last_holder_died =
+        v.this_boot && ((word & FUTEX_OWNER_DIED) || v.recovery == NEEDS_RECOVERY);
+    // A death the kernel has marked in the word is counted by the next acquirer.
+    v.owner_deaths = h.owner_deaths.load() + (v.this_boot && (word & FUTEX_OWNER_DIED) ? 1 : 0);
+    v.payload_size = h.payload_size;
+    v.recursive = (h.flags & SURELOCK_IPC_RECURSIVE) != 0;
+    memcpy(v.lock_id, h.lock_id, sizeof v.lock_id);
+    return v;
+}
+
+Process describe_thread(pid_t tid)
+{
+    Process p;
+    p.tid = tid;
+    std::string status = read_small_file("/proc/" + std::to_string(tid) + "/status");
+    const char *tgid = strstr(status.c_str(), "\nTgid:");
+    if (tgid == nullptr) return p; // gone (or /proc hides it)
+    p.alive = true;
+    p.pid = (pid_t)atoi(tgid + strlen("\nTgid:"));
+    p.cmdline = read_small_file("/proc/" + std::to_string(p.pid) + "/cmdline");
+    while (!p.cmdline.empty() && p.cmdline.back() == '\0') p.cmdline.pop_back();
+    for (char &c : p.cmdline)
+        if (c == '\0') c = ' ';
+    // Field 22 of stat is the start time in clock ticks since boot; fields are counted after
+    // the last ')' because the command name may contain spaces and parentheses.
+    std::string stat = read_small_file("/proc/" + std::to_string(p.pid) + "/task/" +
+                                       std::to_string(tid) + "/stat");
+    std::string uptime = read_small_file("/proc/uptime");
+    size_t close_paren = stat.rfind(')');
+    if (close_paren != std::string::npos && !uptime.empty()) {
+        const char *s = stat.c_str() + close_paren + 1;
+        for (int field = 3; field < 22 && s != nullptr; field++) s = strchr(s + 1, ' ');
+        if (s != nullptr) {
+            double start_ticks = strtod(s + 1, nullptr);
+            double up = strtod(uptime.c_str(), nullptr);
+            long hz = sysconf(_SC_CLK_TCK);
+            if (hz > 0 && up > 0) p.thread_age_s = up - start_ticks / (double)hz;
+        }
+    }
+    return p;
+}
+
+std::vector<Process> marker_holders(dev_t dev, ino_t ino, pid_t except)
+{
+    // /proc/PID/fdinfo/FD lists the locks held through that open file description, as
+    // /proc/locks prints them (OFD locks show pid -1 there, so fdinfo is the only way to see
+    // who holds one): "lock:\t1: OFDLCK ADVISORY  WRITE -1 fe:00:1234 1 1".
+    char wanted[96];
+    snprintf(wanted, sizeof wanted, " %02x:%02x:%llu %lld %lld", major(dev), minor(dev),
+             (unsigned long long)ino, (long long)run_marker_offset,
+             (long long)run_marker_offset);
+    std::vector<Process> found;
+    DIR *proc = opendir("/proc");
+    if (proc == nullptr) return found;
+    pid_t self = getpid();
+    while (struct dirent *e = readdir(proc)) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end != '\0' || pid <= 0 || pid == self || pid == except) continue;
+        std::string dir = std::string("/proc/") + e->d_name + "/fdinfo";
+        DIR *fds = opendir(dir.c_str());
+        if (fds == nullptr) continue;
+        bool holds = false;
+        while (struct dirent *f = readdir(fds)) {
+            if (f->d_name[0] == '.') continue;
+            std::string info = read_small_file(dir + "/" + f->d_name);
+            for (size_t at = info.find("OFDLCK"); at != std::string::npos && !holds;
+                 at = info.find("OFDLCK", at + 1)) {
+                size_t eol = info.find('\n', at);
+                std::string line = info.substr(at, eol == std::string::npos ? eol : eol - at);
+                holds = line.find("WRITE") != std::string::npos &&
+                        line.size() >= strlen(wanted) &&
+                        line.compare(line.size() - strlen(wanted), strlen(wanted), wanted) == 0;
+            }
+            if (holds) break;
+        }
+        closedir(fds);
+        if (holds) {
+            Process p = describe_thread((pid_t)pid);
+            if (p.alive) found.push_back(p);
+        }
+    }
+    closedir(proc);
+    return found;
+}
+
+const char *recovery_name(uint32_t recovery)
+{
+    switch (recovery) {
+    case CONSISTENT: return "consistent";
+    case NEEDS_RECOVERY: return "needs recovery";
+    case NOT_RECOVERABLE: return "not recoverable";
+    default: return "corrupt";
+    }
+}
+
+const char *recovery_meaning(uint32_t recovery)
+{
+    switch (recovery) {
+    case CONSISTENT: return "nothing to repair";
+    case NEEDS_RECOVERY:
+        return "a holder died holding the lock; the next holder gets EOWNERDEAD and repairs "
+               "what it protects (`surelock run` in warn mode: a CMD that exits 0)";
+    case NOT_RECOVERABLE:
+        return "a holder took the lock after an owner death and released it without repairing "
+               "it; lock calls fail with ENOTRECOVERABLE until the file is re-initialised, "
+               "which opening it does once no process has it open (or a reboot)";
+    default: return "the recovery field holds an unknown value; the library refuses the file";
+    }
+}
+
+std::string describe(const Process &p)
+{
+    std::string s = "PID " + std::to_string(p.pid);
+    if (p.tid != p.pid) s += " (thread " + std::to_string(p.tid) + ")";
+    if (p.thread_age_s >= 0) {
+        char age[64];
+        snprintf(age, sizeof age, ", its thread started %.1f s ago", p.thread_age_s);
+        s += age;
+    }
+    s += ": " + (p.cmdline.empty() ? std::string("(command line not readable)") : p.cmdline);
+    return s;
+}
+
+} // namespace surelock::cli
