@@ -24,6 +24,11 @@ int surelock_testing_rlock_set_depth(surelock_rlock *l, unsigned depth);
 extern void (*surelock_testing_ipc_init_hook)(void);
 void surelock_testing_ipc_init_point(void);
 
+/* Called by every rwlock unlock right after its releasing read-modify-write, on the unlocking
+ * thread: a test pauses one unlocker there while other threads take, release and free the
+ * lock (nothing of the lock may be touched after that step). NULL: no call. */
+extern void (*surelock_testing_rwlock_released_hook)(void);
+
 #ifdef __cplusplus
 }
 #endif

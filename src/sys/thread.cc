@@ -34,8 +34,8 @@ void thread_exit_destructor(void *arg)
         link->unlink();
         link->owner_exited(link);
     }
+    record->read_holds.drain();
     current_record = nullptr;
-    deallocate(record->spare_hold);
     deallocate(record->dispatch_queue);
     destroy(record);
 }
