@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
+#include <time.h>
 
 #include <atomic>
 #include <new>
@@ -41,7 +42,9 @@ constexpr int permit_shift = 2;
 uint64_t permits_of(uint64_t word) { return word >> permit_shift; }
 uint64_t as_permits(uint64_t n) { return n << permit_shift; }
 
-enum : uint32_t { IDLE = 0, WAITING = 1, GRANTED = 2, CANCELED = 3 };
+// SLEEPING: a blocking waiter that stopped spinning and sleeps (or is about to) on its state;
+// only those get a futex wake when settled.
+enum : uint32_t { IDLE = 0, WAITING = 1, GRANTED = 2, CANCELED = 3, SLEEPING = 4 };
 
 struct Waiter {
     Waiter *next;
@@ -110,8 +113,10 @@ bool settle(surelock_sem *s, Waiter *w, uint32_t state, Delivery *d)
 {
     unlink_waiter(s, w);
     if (w->fn == nullptr) {
-        w->state.store(state, std::memory_order_release);
-        futex_wake(&w->state, 1);
+        // The exchange is the last touch of w; a waiter still spinning sees it without a
+        // system call, one that announced its sleep is woken.
+        if (w->state.exchange(state, std::memory_order_release) == SLEEPING)
+            futex_wake(&w->state, 1);
         return false;
     }
     *d = Delivery{w->fn, w->ctx, state == GRANTED ? 0 : ECANCELED};
@@ -277,6 +282,47 @@ int take_or_enqueue_locked(surelock_sem *s, uint64_t n, Waiter *w)
     return EINPROGRESS;
 }
 
+// A queued blocking waiter first watches its own state word for a short while: a FIFO
+// hand-off then costs a cache-line transfer instead of a futex sleep and wake (~14 us here,
+// for the sleeper and the releaser alike). The budget is time, not a pause count, so it means
+// the same on every CPU; it is short against a sleep, and it touches only the waiter's own
+// word, never the semaphore. Then the waiter announces its sleep (SLEEPING), so a settle wakes
+// only waiters that sleep. Returns GRANTED or CANCELED if settled meanwhile, else SLEEPING.
+constexpr uint64_t spin_budget_ns = 20000;
+
+uint64_t monotonic_ns()
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+inline void cpu_relax()
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
+uint32_t wait_for_settle_or_sleep(Waiter *w)
+{
+    uint64_t end = monotonic_ns() + spin_budget_ns;
+    for (;;) {
+        for (int i = 0; i < 32; i++) {
+            uint32_t state = w->state.load(std::memory_order_acquire);
+            if (state != WAITING) return state;
+            cpu_relax();
+        }
+        if (monotonic_ns() >= end) break;
+    }
+    uint32_t expected = WAITING;
+    if (w->state.compare_exchange_strong(expected, SLEEPING, std::memory_order_acquire))
+        return SLEEPING;
+    return expected; // settled just now
+}
+
 int acquire_blocking(surelock_sem *s, uint64_t n, uint64_t timeout_ns, const char *fn)
 {
     int rc = check_request(s, n, fn);
@@ -294,13 +340,17 @@ int acquire_blocking(surelock_sem *s, uint64_t n, uint64_t timeout_ns, const cha
     s->queue_lock.unlock();
     if (rc == 0) return 0;
     if (rc == ECANCELED) return shut_down_error(fn);
+    uint32_t state = wait_for_settle_or_sleep(&w);
     for (;;) {
-        uint32_t state = w.state.load(std::memory_order_acquire);
         if (state == GRANTED) return 0;
         if (state == CANCELED) return shut_down_error(fn);
-        if (futex_wait(&w.state, WAITING, deadline) != ETIMEDOUT) continue;
+        if (futex_wait(&w.state, SLEEPING, deadline) != ETIMEDOUT) {
+            state = w.state.load(std::memory_order_acquire);
+            continue;
+        }
         s->queue_lock.lock();
-        if (w.state.load(std::memory_order_acquire) != WAITING) { // settled meanwhile
+        state = w.state.load(std::memory_order_acquire);
+        if (state != SLEEPING) { // settled meanwhile
             s->queue_lock.unlock();
             continue;
         }
