@@ -61,9 +61,7 @@ Sample LoopSampler::operator()()
         // the requested sample length.
         uint64_t n = 1000;
         for (;;) {
-            auto t0 = Clock::now();
-            body_(n);
-            double s = seconds_between(t0, Clock::now());
+            double s = timed_body_(n);
             if (s >= seconds_ / 5 || n >= (uint64_t(1) << 40)) {
                 double scaled = double(n) * seconds_ / std::max(s, 1e-9);
                 n_ = std::max<uint64_t>(uint64_t(scaled), 1000);
@@ -72,9 +70,7 @@ Sample LoopSampler::operator()()
             n *= s < seconds_ / 100 ? 10 : 2;
         }
     }
-    auto t0 = Clock::now();
-    body_(n_);
-    double s = seconds_between(t0, Clock::now());
+    double s = timed_body_(n_);
     return Sample(s * 1e9 / double(n_));
 }
 

@@ -116,13 +116,25 @@ using Sampler = std::function<Sample()>;
 class LoopSampler {
 public:
     LoopSampler(std::function<void(uint64_t)> body, double seconds)
-        : body_(std::move(body)), seconds_(seconds)
+        : timed_body_([body = std::move(body)](uint64_t n) {
+              auto t0 = Clock::now();
+              body(n);
+              return seconds_between(t0, Clock::now());
+          }),
+          seconds_(seconds)
+    {
+    }
+    // For a body with untimed set-up and tear-down around its n operations: it times the
+    // operations itself and returns their seconds.
+    struct SelfTimed {};
+    LoopSampler(SelfTimed, std::function<double(uint64_t)> timed_body, double seconds)
+        : timed_body_(std::move(timed_body)), seconds_(seconds)
     {
     }
     Sample operator()();
 
 private:
-    std::function<void(uint64_t)> body_;
+    std::function<double(uint64_t)> timed_body_;
     double seconds_;
     uint64_t n_ = 0;
 };
