@@ -30,6 +30,7 @@
 #include <utility>
 
 #include "bench.h"
+#include "peers.h"
 #include "surelock.h"
 
 namespace surelock::bench {
@@ -46,28 +47,7 @@ void complain(const char *what)
 
 // ---- Mutexes: lock() / unlock() return 0 or an errno ---------------------------------------
 
-struct alignas(64) SurelockMutex {
-    surelock_mutex *m = nullptr;
-    SurelockMutex()
-    {
-        if (surelock_mutex_new(&m) != 0) m = nullptr;
-    }
-    ~SurelockMutex()
-    {
-        if (m) surelock_mutex_free(m);
-    }
-    bool ok() const { return m != nullptr; }
-    int lock() { return surelock_mutex_lock(m); }
-    int unlock() { return surelock_mutex_unlock(m); }
-};
 
-struct alignas(64) PthreadNormal {
-    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
-    ~PthreadNormal() { pthread_mutex_destroy(&m); }
-    bool ok() const { return true; }
-    int lock() { return pthread_mutex_lock(&m); }
-    int unlock() { return pthread_mutex_unlock(&m); }
-};
 
 struct alignas(64) StdMutex {
     std::mutex m;
@@ -86,30 +66,7 @@ struct alignas(64) StdMutex {
 
 // ---- Reader-writer locks ----------------------------------------------------------------------
 
-struct alignas(64) SurelockRwlock {
-    surelock_rwlock *l = nullptr;
-    SurelockRwlock()
-    {
-        if (surelock_rwlock_new(&l) != 0) l = nullptr;
-    }
-    ~SurelockRwlock()
-    {
-        if (l) surelock_rwlock_free(l);
-    }
-    bool ok() const { return l != nullptr; }
-    int rdlock() { return surelock_rwlock_rdlock(l); }
-    int wrlock() { return surelock_rwlock_wrlock(l); }
-    int unlock() { return surelock_rwlock_unlock(l); }
-};
 
-struct alignas(64) PthreadRwlock {
-    pthread_rwlock_t l = PTHREAD_RWLOCK_INITIALIZER;
-    ~PthreadRwlock() { pthread_rwlock_destroy(&l); }
-    bool ok() const { return true; }
-    int rdlock() { return pthread_rwlock_rdlock(&l); }
-    int wrlock() { return pthread_rwlock_wrlock(&l); }
-    int unlock() { return pthread_rwlock_unlock(&l); }
-};
 
 struct alignas(64) StdSharedMutex {
     std::shared_mutex m;

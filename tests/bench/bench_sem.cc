@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "bench.h"
+#include "peers.h"
 #include "surelock.h"
 
 namespace surelock::bench {
@@ -46,55 +47,8 @@ void complain(const char *what)
 
 // ---- The contenders: lock() / unlock() return 0 or an errno ---------------------------------
 
-struct alignas(64) SurelockAmutex {
-    surelock_amutex *m = nullptr;
-    SurelockAmutex()
-    {
-        if (surelock_amutex_new(&m) != 0) m = nullptr;
-    }
-    ~SurelockAmutex()
-    {
-        if (m) surelock_amutex_free(m);
-    }
-    bool ok() const { return m != nullptr; }
-    int lock() { return surelock_amutex_lock(m); }
-    int unlock() { return surelock_amutex_unlock(m); }
-};
 
-struct alignas(64) PthreadNormal {
-    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
-    ~PthreadNormal() { pthread_mutex_destroy(&m); }
-    bool ok() const { return true; }
-    int lock() { return pthread_mutex_lock(&m); }
-    int unlock() { return pthread_mutex_unlock(&m); }
-};
 
-// Strict FIFO: take a ticket, wait (on the condition variable) until it is served.
-struct alignas(64) TicketLock {
-    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
-    pthread_cond_t c = PTHREAD_COND_INITIALIZER;
-    uint64_t next = 0, serving = 0;
-    ~TicketLock()
-    {
-        pthread_cond_destroy(&c);
-        pthread_mutex_destroy(&m);
-    }
-    bool ok() const { return true; }
-    int lock()
-    {
-        int rc = pthread_mutex_lock(&m);
-        uint64_t mine = next++;
-        while (serving != mine) pthread_cond_wait(&c, &m);
-        return rc | pthread_mutex_unlock(&m);
-    }
-    int unlock()
-    {
-        int rc = pthread_mutex_lock(&m);
-        serving++;
-        pthread_cond_broadcast(&c);
-        return rc | pthread_mutex_unlock(&m);
-    }
-};
 
 struct alignas(64) PosixSem {
     sem_t s;
