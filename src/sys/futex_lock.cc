@@ -1,6 +1,7 @@
 #include "sys/futex_lock.h"
 
 #include <errno.h>
+#include <time.h>
 
 namespace surelock::sys {
 
@@ -21,6 +22,39 @@ bool FutexLock::lock_until(const Deadline &deadline)
         if (futex_wait(&word, HELD_WITH_SLEEPERS, deadline) == ETIMEDOUT) return false;
     }
     return true;
+}
+
+namespace {
+
+uint64_t monotonic_ns()
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+inline void cpu_relax()
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
+} // namespace
+
+bool FutexLock::watch_until_free(uint64_t budget_ns) const
+{
+    if (word.load(std::memory_order_relaxed) == FREE) return true;
+    uint64_t end = monotonic_ns() + budget_ns;
+    do {
+        for (int i = 0; i < 16; i++) {
+            cpu_relax();
+            if (word.load(std::memory_order_relaxed) == FREE) return true;
+        }
+    } while (monotonic_ns() < end);
+    return false;
 }
 
 } // namespace surelock::sys

@@ -13,10 +13,13 @@
 // std::mutex, and N pthread mutexes locked in a fixed order by hand (no deadlock avoidance
 // beyond the order: the floor of what any all-or-nothing lock can cost):
 //   group of 2 / 4 / 8, uncontended           ns per group lock+unlock; target at 8:
-//                                             <= 0.5x std::scoped_lock
+//                                             <= 0.6x std::scoped_lock
 //   dining philosophers, 5 threads            meals per second (Mops/s); each meal takes
 //                                             its two forks as one acquisition; target
 //                                             >= 1.0x std::lock
+//   dining philosophers, 4 / 5 threads, no    the same without local work between meals (pure
+//   thinking between meals                    contention); target >= 1.0x std::lock
+// Held-lock bookkeeping: one lock+unlock with 0 or 1024 other locks held by the thread.
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
@@ -575,27 +578,37 @@ inline void eat(Table5 *t, int p)
     t->meals[p].ops++;
 }
 
-template <class Dine> Sample dine(double seconds, Dine &&meal)
+// `diners` of the five philosophers eat (4: one seat stays empty); `thinking` is the local
+// work between meals (0: pure contention, every meal right after the last).
+struct Dinner {
+    int diners = philosophers;
+    int thinking = work_steps;
+};
+
+template <class Dine> Sample dine(double seconds, Dinner dinner, Dine &&meal)
 {
     auto table = std::make_unique<Table5>();
     Table5 *tp = table.get();
     double elapsed = 0, cpus = 0;
+    int thinking = dinner.thinking;
     uint64_t total = run_threads(
-        philosophers, seconds,
-        [tp, &meal](int p) {
+        dinner.diners, seconds,
+        [tp, &meal, thinking](int p) {
             meal(tp, p);
-            uint64_t x = local_work(uint64_t(p) + 1, work_steps);
-            do_not_optimize(x);
+            if (thinking > 0) {
+                uint64_t x = local_work(uint64_t(p) + 1, thinking);
+                do_not_optimize(x);
+            }
         },
         &elapsed, &cpus);
     if (!table->check()) complain("dining philosophers: a fork's count is wrong: exclusion failed");
     return Sample(double(total) / elapsed / 1e6, cpus);
 }
 
-Sampler philosophers_surelock(const Options &o)
+Sampler philosophers_surelock(const Options &o, Dinner dinner = {})
 {
     double seconds = o.threaded_seconds();
-    return [seconds]() -> Sample {
+    return [seconds, dinner]() -> Sample {
         std::array<surelock_mutex *, philosophers> forks{};
         std::array<surelock_group *, philosophers> groups{};
         bool ok = true;
@@ -613,7 +626,7 @@ Sampler philosophers_surelock(const Options &o)
             complain("cannot build the philosophers' groups");
         } else {
             std::atomic<uint64_t> bad{0};
-            s = dine(seconds, [&groups, &bad](Table5 *t, int p) {
+            s = dine(seconds, dinner, [&groups, &bad](Table5 *t, int p) {
                 if (__builtin_expect(surelock_group_lock(groups[p]) != 0, 0)) bad++;
                 eat(t, p);
                 if (__builtin_expect(surelock_group_unlock(groups[p]) != 0, 0)) bad++;
@@ -628,26 +641,26 @@ Sampler philosophers_surelock(const Options &o)
     };
 }
 
-Sampler philosophers_scoped(const Options &o)
+Sampler philosophers_scoped(const Options &o, Dinner dinner = {})
 {
     double seconds = o.threaded_seconds();
-    return [seconds]() -> Sample {
+    return [seconds, dinner]() -> Sample {
         auto forks = std::make_unique<StdMutexes<philosophers>>();
         auto *m = &forks->m;
-        return dine(seconds, [m](Table5 *t, int p) {
+        return dine(seconds, dinner, [m](Table5 *t, int p) {
             std::scoped_lock lock((*m)[p], (*m)[(p + 1) % philosophers]);
             eat(t, p);
         });
     };
 }
 
-Sampler philosophers_std_lock(const Options &o)
+Sampler philosophers_std_lock(const Options &o, Dinner dinner = {})
 {
     double seconds = o.threaded_seconds();
-    return [seconds]() -> Sample {
+    return [seconds, dinner]() -> Sample {
         auto forks = std::make_unique<StdMutexes<philosophers>>();
         auto *m = &forks->m;
-        return dine(seconds, [m](Table5 *t, int p) {
+        return dine(seconds, dinner, [m](Table5 *t, int p) {
             std::mutex &a = (*m)[p], &b = (*m)[(p + 1) % philosophers];
             std::lock(a, b);
             eat(t, p);
@@ -657,14 +670,14 @@ Sampler philosophers_std_lock(const Options &o)
     };
 }
 
-Sampler philosophers_ordered(const Options &o)
+Sampler philosophers_ordered(const Options &o, Dinner dinner = {})
 {
     double seconds = o.threaded_seconds();
-    return [seconds]() -> Sample {
+    return [seconds, dinner]() -> Sample {
         auto forks = std::make_unique<PthreadMutexes<philosophers>>();
         auto *m = &forks->m;
         std::atomic<uint64_t> bad{0};
-        Sample s = dine(seconds, [m, &bad](Table5 *t, int p) {
+        Sample s = dine(seconds, dinner, [m, &bad](Table5 *t, int p) {
             int lo = std::min(p, (p + 1) % philosophers), hi = std::max(p, (p + 1) % philosophers);
             if (pthread_mutex_lock(&(*m)[lo]) != 0 || pthread_mutex_lock(&(*m)[hi]) != 0) bad++;
             eat(t, p);
@@ -765,7 +778,7 @@ int run_group(const Options &o)
     Table::measure(g4, {group_surelock<4>(o), group_scoped<4>(o), group_std_lock<4>(o),
                         group_ordered<4>(o)},
                    o.runs);
-    Row &g8 = groups.add_row("group of 8, uncontended lock+unlock", ns_per_op, {g_scoped, 0.5});
+    Row &g8 = groups.add_row("group of 8, uncontended lock+unlock", ns_per_op, {g_scoped, 0.6});
     Table::measure(g8, {group_surelock<8>(o), group_scoped<8>(o), group_std_lock<8>(o),
                         group_ordered<8>(o)},
                    o.runs);
@@ -775,6 +788,17 @@ int run_group(const Options &o)
                    {philosophers_surelock(o), philosophers_scoped(o), philosophers_std_lock(o),
                     philosophers_ordered(o)},
                    o.runs);
+    for (int diners : {4, 5}) {
+        Row &row = groups.add_row("dining philosophers, " + std::to_string(diners) +
+                                      " threads, no thinking between meals",
+                                  mops_per_s, {g_std_lock, 1.0});
+        row.threads = diners;
+        Dinner pure{diners, 0};
+        Table::measure(row,
+                       {philosophers_surelock(o, pure), philosophers_scoped(o, pure),
+                        philosophers_std_lock(o, pure), philosophers_ordered(o, pure)},
+                       o.runs);
+    }
     groups.print(stdout, o);
     fflush(stdout);
 
