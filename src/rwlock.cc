@@ -323,6 +323,39 @@ int took(surelock_rwlock *l)
     return 0;
 }
 
+// The uncontended read lock, inline in the public entry points: one probe of the read-hold
+// set (which also finds where the hold goes) and one compare-and-swap. False when the caller
+// holds the lock already, the set must grow, or the lock is not free for readers: the general
+// path then sorts it out (EDEADLK, ENOMEM, waiting).
+[[gnu::always_inline]] inline bool read_fast(surelock_rwlock *l, ThreadRecord *me)
+{
+    HoldSet &holds = me->read_holds;
+    uint32_t slot;
+    if (!holds.has_room_for_one() || l->writer.load(std::memory_order_relaxed) == me->serial ||
+        holds.find(l, &slot) || !try_read(l))
+        return false;
+    holds.fill(slot, l, reader_exited);
+    return true;
+}
+
+[[gnu::always_inline]] inline bool release_inline(surelock_rwlock *l, ThreadRecord *me,
+                                                  bool pass_owner_death)
+{
+    State hold;
+    if (l->writer.load(std::memory_order_relaxed) == me->serial) {
+        l->write_held.unlink();
+        l->writer.store(0, std::memory_order_relaxed);
+        hold = WRITE_HELD;
+    } else if (me->read_holds.erase(l)) {
+        hold = READER;
+    } else {
+        return false;
+    }
+    if (pass_owner_death) l->writer_died.store(true, std::memory_order_relaxed);
+    release_state(l, hold);
+    return true;
+}
+
 } // namespace
 
 namespace surelock::locks {
@@ -353,19 +386,7 @@ int rwlock_acquire(surelock_rwlock *l, ThreadRecord *me, bool exclusive, Wait wa
 
 bool rwlock_release(surelock_rwlock *l, ThreadRecord *me, bool pass_owner_death)
 {
-    State hold;
-    if (l->writer.load(std::memory_order_relaxed) == me->serial) {
-        l->write_held.unlink();
-        l->writer.store(0, std::memory_order_relaxed);
-        hold = WRITE_HELD;
-    } else if (me->read_holds.erase(l)) {
-        hold = READER;
-    } else {
-        return false;
-    }
-    if (pass_owner_death) l->writer_died.store(true, std::memory_order_relaxed);
-    release_state(l, hold);
-    return true;
+    return release_inline(l, me, pass_owner_death);
 }
 
 bool rwlock_held_by(const surelock_rwlock *l, ThreadRecord *me)
@@ -382,9 +403,14 @@ Membership *membership(surelock_rwlock *l)
 
 namespace {
 
-int acquire(surelock_rwlock *l, bool exclusive, Wait wait, uint64_t timeout_ns, const char *fn)
+[[gnu::always_inline]] inline int acquire(surelock_rwlock *l, bool exclusive, Wait wait,
+                                          uint64_t timeout_ns, const char *fn)
 {
     if (l == nullptr) return fail(EINVAL, "%s: the rwlock is NULL", fn);
+    if (!exclusive) {
+        ThreadRecord *me = current_record;
+        if (__builtin_expect(me != nullptr && read_fast(l, me), 1)) return took(l);
+    }
     ThreadRecord *me = current_thread();
     if (me == nullptr) return ENOMEM;
     if (held_by(l, me))
@@ -455,7 +481,7 @@ SURELOCK_API int surelock_rwlock_unlock(surelock_rwlock *l)
 {
     if (l == nullptr) return fail(EINVAL, "surelock_rwlock_unlock: the rwlock is NULL");
     ThreadRecord *me = current_record;
-    if (me == nullptr || !surelock::locks::rwlock_release(l, me))
+    if (me == nullptr || !release_inline(l, me, false))
         return fail(EPERM, "surelock_rwlock_unlock: the calling thread holds no lock on it");
     return 0;
 }

@@ -20,29 +20,47 @@ struct HoldSet {
 
     bool contains(const void *key) const
     {
-        if (slots == nullptr) return false;
+        uint32_t slot;
+        return slots != nullptr && find(key, &slot);
+    }
+
+    // Whether one more key fits without growing (then find() and fill() are the whole insert).
+    bool has_room_for_one() const { return slots != nullptr && 2 * (count + 1) <= mask + 1; }
+
+    // With a table: true if key is in the set; otherwise *slot is where it would go.
+    bool find(const void *key, uint32_t *slot) const
+    {
         for (uint32_t i = home(key);; i = (i + 1) & mask) {
             if (slots[i] == key) return true;
-            if (slots[i] == nullptr) return false;
+            if (slots[i] == nullptr) {
+                *slot = i;
+                return false;
+            }
         }
+    }
+
+    // Puts key where find() said it would go (no growth, nothing in between).
+    void fill(uint32_t slot, const void *key, void (*on_exit)(const void *))
+    {
+        owner_exited = on_exit;
+        slots[slot] = key;
+        count++;
     }
 
     // Makes room for one more key first, so the insert that follows a successful reserve
     // cannot fail. False when out of memory (the set is unchanged).
     bool reserve_one()
     {
-        if (__builtin_expect(2 * (count + 1) <= mask + 1 && slots != nullptr, 1)) return true;
+        if (__builtin_expect(has_room_for_one(), 1)) return true;
         return grow();
     }
 
     // After reserve_one(); the key is not in the set.
     void insert(const void *key, void (*on_exit)(const void *))
     {
-        owner_exited = on_exit;
-        uint32_t i = home(key);
-        while (slots[i] != nullptr) i = (i + 1) & mask;
-        slots[i] = key;
-        count++;
+        uint32_t slot = 0;
+        find(key, &slot);
+        fill(slot, key, on_exit);
     }
 
     // Removes key; false if it was not in the set.
