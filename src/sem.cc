@@ -286,8 +286,9 @@ int take_or_enqueue_locked(surelock_sem *s, uint64_t n, Waiter *w)
 // hand-off then costs a cache-line transfer instead of a futex sleep and wake (~14 us here,
 // for the sleeper and the releaser alike). The budget is time, not a pause count, so it means
 // the same on every CPU; it is short against a sleep, and it touches only the waiter's own
-// word, never the semaphore. Then the waiter announces its sleep (SLEEPING), so a settle wakes
-// only waiters that sleep. Returns GRANTED or CANCELED if settled meanwhile, else SLEEPING.
+// word, never the semaphore (budget_ns 0: no watching). Then the waiter announces its sleep
+// (SLEEPING), so a settle wakes only waiters that sleep. Returns GRANTED or CANCELED if
+// settled meanwhile, else SLEEPING.
 constexpr uint64_t spin_budget_ns = 20000;
 
 uint64_t monotonic_ns()
@@ -306,10 +307,10 @@ inline void cpu_relax()
 #endif
 }
 
-uint32_t wait_for_settle_or_sleep(Waiter *w)
+uint32_t wait_for_settle_or_sleep(Waiter *w, uint64_t budget_ns)
 {
-    uint64_t end = monotonic_ns() + spin_budget_ns;
-    for (;;) {
+    uint64_t end = budget_ns == 0 ? 0 : monotonic_ns() + budget_ns;
+    while (budget_ns != 0) {
         for (int i = 0; i < 32; i++) {
             uint32_t state = w->state.load(std::memory_order_acquire);
             if (state != WAITING) return state;
@@ -337,10 +338,14 @@ int acquire_blocking(surelock_sem *s, uint64_t n, uint64_t timeout_ns, const cha
     w.n = n;
     s->queue_lock.lock();
     rc = take_or_enqueue_locked(s, n, &w);
+    // Only a waiter with at most one ahead of it can expect its turn within the spin budget;
+    // one further back would burn a CPU that the waiters ahead of it (with more threads than
+    // CPUs) need, so it sleeps at once, as before.
+    bool next_in_line = rc == EINPROGRESS && s->queued <= 2;
     s->queue_lock.unlock();
     if (rc == 0) return 0;
     if (rc == ECANCELED) return shut_down_error(fn);
-    uint32_t state = wait_for_settle_or_sleep(&w);
+    uint32_t state = wait_for_settle_or_sleep(&w, next_in_line ? spin_budget_ns : 0);
     for (;;) {
         if (state == GRANTED) return 0;
         if (state == CANCELED) return shut_down_error(fn);
