@@ -166,22 +166,6 @@ bool try_write(surelock_rwlock *l)
 // time (clock-checked every 16 pauses), so it means the same on every CPU.
 constexpr uint64_t spin_budget_ns = 4000;
 
-uint64_t monotonic_ns()
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
-inline void cpu_relax()
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield");
-#endif
-}
-
 // Loads the state until `busy` says no or the budget is spent; returns the last state seen.
 template <class Busy> State spin_while(surelock_rwlock *l, Busy busy)
 {

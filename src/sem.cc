@@ -19,7 +19,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
-#include <time.h>
 
 #include <atomic>
 #include <new>
@@ -290,22 +289,6 @@ int take_or_enqueue_locked(surelock_sem *s, uint64_t n, Waiter *w)
 // (SLEEPING), so a settle wakes only waiters that sleep. Returns GRANTED or CANCELED if
 // settled meanwhile, else SLEEPING.
 constexpr uint64_t spin_budget_ns = 20000;
-
-uint64_t monotonic_ns()
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
-inline void cpu_relax()
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield");
-#endif
-}
 
 uint32_t wait_for_settle_or_sleep(Waiter *w, uint64_t budget_ns)
 {

@@ -1,7 +1,6 @@
 #include "sys/futex_lock.h"
 
 #include <errno.h>
-#include <time.h>
 
 namespace surelock::sys {
 
@@ -23,26 +22,6 @@ bool FutexLock::lock_until(const Deadline &deadline)
     }
     return true;
 }
-
-namespace {
-
-uint64_t monotonic_ns()
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
-inline void cpu_relax()
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield");
-#endif
-}
-
-} // namespace
 
 bool FutexLock::watch_until_free(uint64_t budget_ns) const
 {
