@@ -20,6 +20,9 @@
 // lock's address in its read-hold set (sys/hold_set.h), drained at thread exit. A thread holds
 // the lock at most once, so the reader count is bounded by the number of threads.
 // Waiters watch the state for a few microseconds before they sleep (spin_while, below).
+// Up to 32767 writers wait counted (the count's 15 bits); beyond that one more polls, so the
+// count never overflows. A new writer may take a lock that nobody holds even while others wait
+// to write (as glibc's); readers never overtake a waiting writer.
 
 #include <errno.h>
 #include <limits.h>
