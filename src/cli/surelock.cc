@@ -227,6 +227,16 @@ int cmd_bench(int argc, char **argv)
                            "primitive, not with '%s'",
                            primitive);
 
+    if (plot != nullptr) { // find out before measuring for minutes, not after
+        FILE *f = fopen(plot, "we");
+        if (f == nullptr) {
+            fprintf(stderr, "%s: bench: cannot write the plot to %s: %s\n", program, plot,
+                    strerror(errno));
+            return exit_failure;
+        }
+        fclose(f);
+    }
+
     b::Options options;
     options.runs = runs;
     options.quick = quick;
