@@ -35,8 +35,9 @@
 // Strict mode (SURELOCK_FUZZ_STRICT=1) has 96 waiter slots and an op that queues many, and
 // expects the contract's order even under injected allocation failure. The library's one
 // known deviation: when a thread's record or dispatch queue cannot be allocated, settling
-// stops at that delivery, which is made directly after the queue is run (nested, if the
-// thread is already inside a callback); the default model predicts exactly that.
+// pauses at that delivery, which is made directly after the queue is run (nested, if the
+// thread is already inside a callback), and then goes on; the default model predicts exactly
+// that.
 //
 // Input encoding (a missing trailing byte reads as 0):
 //   bytes 0, 1: initial permits of semaphores 0 and 1 (code c%8: 0, 1, 2, 3, 5, MAX, MAX-1,
@@ -407,45 +408,49 @@ bool push(MThread &T, const Delivery &d)
 // waiters are settled from the head of O's queue while `take` says so, and each delivery joins
 // the thread's dispatch queue in settling order; only the outermost dispatch on the thread
 // runs it. When the queue cannot take a delivery (the thread's record, looked up once at the
-// first delivery, or the queue's growth fails to allocate), settling stops there; the queue
-// is run, then that delivery directly: the default model predicts that degraded order,
-// strict mode the contract's.
+// first delivery, or the queue's growth fails to allocate), settling pauses there: the queue
+// is run, then that delivery directly, and settling goes on from where it stopped (the default
+// model predicts that degraded timing; strict mode the contract's queued order).
 template <class Take> void settle(int w, int obj, int status, Take take)
 {
     MObj &O = S.objs[obj];
     MThread &T = S.threads[w];
-    bool looked_up = false, spilled = false;
-    Delivery spill{};
-    while (!O.queue.empty() && take(S.waiters[O.queue.front()])) {
-        int slot = O.queue.front();
-        O.queue.pop_front();
-        MWaiter &W = S.waiters[slot];
-        W.st = status == 0 ? W_GRANTED : W_CANCELED;
-        W.pending = true;
-        Delivery d{slot, status};
-        if (!looked_up) {
-            looked_up = true;
-            if (!T.has_record && !model_allocation_fails()) T.has_record = true;
+    bool looked_up = false;
+    for (;;) {
+        bool spilled = false;
+        Delivery spill{};
+        while (!O.queue.empty() && take(S.waiters[O.queue.front()])) {
+            int slot = O.queue.front();
+            O.queue.pop_front();
+            MWaiter &W = S.waiters[slot];
+            W.st = status == 0 ? W_GRANTED : W_CANCELED;
+            W.pending = true;
+            Delivery d{slot, status};
+            if (!looked_up) {
+                looked_up = true;
+                if (!T.has_record && !model_allocation_fails()) T.has_record = true;
+            }
+            if (T.has_record && push(T, d)) continue;
+            if (S.strict) {
+                T.q.push_back(d); // the contract: queued all the same
+                continue;
+            }
+            spill = d; // the library's fallback
+            spilled = true;
+            break;
         }
-        if (T.has_record && push(T, d)) continue;
-        if (S.strict) {
-            T.q.push_back(d); // the contract: queued all the same
-            continue;
+        if (!T.running && (S.strict || (T.has_record && T.has_queue))) {
+            T.running = true;
+            while (!T.q.empty()) {
+                Delivery d = T.q.front();
+                T.q.pop_front();
+                run_callback(w, d);
+            }
+            T.running = false;
         }
-        spill = d; // the library's fallback
-        spilled = true;
-        break;
+        if (!spilled) return;
+        run_callback(w, spill);
     }
-    if (!T.running && (S.strict || (T.has_record && T.has_queue))) {
-        T.running = true;
-        while (!T.q.empty()) {
-            Delivery d = T.q.front();
-            T.q.pop_front();
-            run_callback(w, d);
-        }
-        T.running = false;
-    }
-    if (spilled) run_callback(w, spill);
 }
 
 // Hands permits to the head of O's queue while its request fits (never after shutdown).
@@ -586,8 +591,8 @@ int model_call(int w, const Call &c, uint64_t *value, int *rc2)
         if (O.shut) return ECANCELED;
         if (c.kind == K_TRY) return EBUSY;
         // K_ACQUIRE is only predicted when it does not wait. A timed acquire that waited and
-        // expired leaves the queue and serves whoever it may have held back: nobody, unless
-        // an out-of-memory spill left servable waiters queued (see settle).
+        // expired leaves the queue and serves whoever it may have held back (nobody here: it
+        // was queued last, and every pass settles all it can).
         if (c.kind == K_TIMED_SHORT) grant(w, c.obj);
         return ETIMEDOUT;
     case K_ASYNC: {

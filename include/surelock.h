@@ -16,6 +16,15 @@
  *    returns ETIMEDOUT when the lock is busy.
  *  - Thread identity for in-process locks is a process-unique 64-bit serial that is never
  *    reused (not a TID, not a TLS address).
+ *  - A thread that exits holding in-process locks has them declared dead (the next acquirer
+ *    gets EOWNERDEAD) by surelock's pthread key destructor, the first time it runs. Never
+ *    later: a thread whose first lock is taken by another key's destructor is still reported,
+ *    unless that happens in the last round (PTHREAD_DESTRUCTOR_ITERATIONS) after surelock's
+ *    turn, when glibc calls no destructor again. glibc runs key destructors in key order, and
+ *    surelock creates its key at the process's first in-process lock. So C++ thread_local
+ *    destructors, and the destructors of keys created before that first lock, run first and
+ *    may unlock normally; a destructor of a key created later runs after surelock's: its
+ *    unlock gets EPERM, the next acquirer EOWNERDEAD.
  *  - Every *_new has a matching *_free. Freeing an object that is held returns EBUSY and frees
  *    nothing; calling *_free concurrently with any other call on the same object is
  *    undefined. An object may be freed as soon as its last unlock has returned.
@@ -390,6 +399,9 @@ SURELOCK_API int surelock_ipc_unlink(const char *path);
  * function, including releasing the same semaphore; grants triggered from inside fn run one
  * after another in the outermost dispatch on that thread (the stack does not grow with the
  * queue). fn must not unwind. The releasing thread's errmsg is preserved across fn.
+ * Out of memory: the per-thread queue of callbacks to run grows on demand; when it cannot,
+ * the releasing call runs that callback directly (nested, if it is itself inside fn) before it
+ * settles the waiters behind it. Every waiter is still served or cancelled in order.
  */
 typedef void (*surelock_wake_fn)(void *ctx, int status); /* status 0 = granted, ECANCELED */
 
@@ -407,7 +419,9 @@ typedef struct surelock_amutex surelock_amutex;
 /* Creates a semaphore with `permits` available. Returns 0; EINVAL (out NULL, permits above
  * SURELOCK_SEM_MAX); ENOMEM. */
 SURELOCK_API int surelock_sem_new(uint64_t permits, surelock_sem **out);
-/* Returns 0; EINVAL; EBUSY (waiters are queued: nothing freed). */
+/* Returns 0; EINVAL; EBUSY (waiters are queued: nothing freed; also, only when memory ran out,
+ * while a release, cancel or shutdown on another thread, or the one this callback runs in,
+ * is still handing out permits or cancellations one callback at a time). */
 SURELOCK_API int surelock_sem_free(surelock_sem *s);
 /* Takes n permits, joining the FIFO and blocking the thread until served. Returns 0; EINVAL
  * (NULL, n of 0 or above SURELOCK_SEM_MAX); ECANCELED (shut down, before or while waiting). */

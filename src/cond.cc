@@ -2,8 +2,8 @@
 //
 // A sequence word on a futex: a waiter reads it while holding the mutex, releases the mutex
 // and sleeps only if no signal has bumped the word since; signal and broadcast bump it and
-// wake. A waiter count lets signal skip the system call when nobody waits and lets free
-// refuse while threads wait.
+// wake. A waiter count lets signal skip the bump and the system call when nobody waits and
+// lets free refuse while threads wait. The bump is a signal's last access to the cond.
 
 #include <errno.h>
 #include <limits.h>
@@ -15,6 +15,9 @@
 #include "sys/alloc.h"
 #include "sys/errmsg.h"
 #include "sys/futex.h"
+#ifdef SURELOCK_TESTING
+#include "sys/testing.h"
+#endif
 
 using namespace surelock::sys;
 
@@ -54,6 +57,19 @@ int wait(surelock_cond *c, surelock_mutex *m, uint64_t timeout_ns, const char *f
     return 0;
 }
 
+// The bump is the last access to *c: a waiter it lets go may return and free the cond at once
+// (allowed once nobody waits), so the wake goes by address only. Waiters are checked before
+// the bump, not after: a waiter counted after that check started waiting after this signal.
+void wake(surelock_cond *c, int count)
+{
+    std::atomic<uint32_t> *sequence = &c->sequence;
+    sequence->fetch_add(1);
+#ifdef SURELOCK_TESTING
+    surelock_testing_cond_woken_point();
+#endif
+    futex_wake(sequence, count);
+}
+
 } // namespace
 
 extern "C" {
@@ -90,17 +106,26 @@ SURELOCK_API int surelock_cond_timedwait(surelock_cond *c, surelock_mutex *m, ui
 SURELOCK_API int surelock_cond_signal(surelock_cond *c)
 {
     if (c == nullptr) return fail(EINVAL, "surelock_cond_signal: the condition is NULL");
-    c->sequence.fetch_add(1);
-    if (c->waiters.load() != 0) futex_wake(&c->sequence, 1);
+    if (c->waiters.load() == 0) return 0;
+    wake(c, 1);
     return 0;
 }
 
 SURELOCK_API int surelock_cond_broadcast(surelock_cond *c)
 {
     if (c == nullptr) return fail(EINVAL, "surelock_cond_broadcast: the condition is NULL");
-    c->sequence.fetch_add(1);
-    if (c->waiters.load() != 0) futex_wake(&c->sequence, INT_MAX);
+    if (c->waiters.load() == 0) return 0;
+    wake(c, INT_MAX);
     return 0;
 }
+
+#ifdef SURELOCK_TESTING
+// Overridable in tests: called right after signal/broadcast's waking step.
+void (*surelock_testing_cond_woken_hook)(void);
+void surelock_testing_cond_woken_point(void)
+{
+    if (surelock_testing_cond_woken_hook != nullptr) surelock_testing_cond_woken_hook();
+}
+#endif
 
 } // extern "C"

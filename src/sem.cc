@@ -14,7 +14,8 @@
 // queue in order: callbacks, and wake-ups of blocking waiters (each sleeps on its own futex
 // word). Callbacks that release again (a chain of waiters each unlocking at once) therefore do
 // not recurse, and no callback ever sees a release half done. Only when the dispatch queue
-// cannot grow (out of memory) is a delivery made directly, one at a time.
+// cannot grow (out of memory) is a delivery made directly, one at a time, the pass carrying
+// on after it (free is EBUSY meanwhile).
 
 #include <errno.h>
 #include <limits.h>
@@ -73,6 +74,9 @@ struct surelock_sem {
     Waiter *head = nullptr;
     Waiter *tail = nullptr;
     uint64_t queued = 0; // number of waiters, for free's EBUSY
+    // Settling passes that had to run a callback before finishing (out of memory for the
+    // dispatch queue) and will lock the queue again afterwards: free is EBUSY meanwhile.
+    uint32_t settling_after_callback = 0;
 };
 
 struct surelock_amutex {
@@ -103,19 +107,39 @@ void unlink_waiter(surelock_sem *s, Waiter *w)
     if (s->head == nullptr) s->word.fetch_and(~QUEUED, std::memory_order_relaxed);
 }
 
-// Moves w out of the queue with `state` (GRANTED or CANCELED). A blocking waiter is woken at
-// once (it needs nothing else, and must not wait behind callbacks that may block); for an
+// Blocking waiters settled in one pass, to wake once the queue lock is dropped (by address
+// only: a waiter that sees its state may return and end its stack frame first; then the wake
+// is a stray one). Past its capacity the rest are woken at once, under the lock.
+struct Wakes {
+    static constexpr int capacity = 16;
+    std::atomic<uint32_t> *words[capacity];
+    int count = 0;
+
+    void add(std::atomic<uint32_t> *word)
+    {
+        if (count < capacity) words[count++] = word;
+        else futex_wake(word, 1);
+    }
+    void run()
+    {
+        for (int i = 0; i < count; i++) futex_wake(words[i], 1);
+        count = 0;
+    }
+};
+
+// Moves w out of the queue with `state` (GRANTED or CANCELED). A blocking waiter's wake goes
+// to *wakes (it needs nothing else, and must not wait behind callbacks that may block); for an
 // async one, *d gets what to deliver and the result is true. After this the library never
 // touches w again: fn and ctx are copied first, and a blocking waiter is woken by address
-// only (it may have seen its state and returned already: then the wake is a stray one).
-bool settle(surelock_sem *s, Waiter *w, uint32_t state, Delivery *d)
+// only.
+bool settle(surelock_sem *s, Waiter *w, uint32_t state, Delivery *d, Wakes *wakes)
 {
     unlink_waiter(s, w);
     if (w->fn == nullptr) {
         // The exchange is the last touch of w; a waiter still spinning sees it without a
-        // system call, one that announced its sleep is woken.
+        // system call, one that announced its sleep gets a wake (after the lock is dropped).
         if (w->state.exchange(state, std::memory_order_release) == SLEEPING)
-            futex_wake(&w->state, 1);
+            wakes->add(&w->state);
         return false;
     }
     *d = Delivery{w->fn, w->ctx, state == GRANTED ? 0 : ECANCELED};
@@ -189,33 +213,48 @@ void drain(ThreadRecord *me)
 }
 
 // With the queue lock held: settles waiters from the head while `take` says so, queueing async
-// deliveries on this thread; drops the lock and runs them. When the queue cannot take one (no
-// thread record, or no memory to grow it), settling stops there and that delivery is made
-// directly after the others: the semaphore is not touched again after a callback (it may
-// free it), so waiters that could also be served wait for the next release, cancel or
-// timeout. That degraded order happens only when memory runs out.
+// deliveries on this thread; drops the lock, wakes the blocking waiters settled, and runs the
+// deliveries. When the queue cannot take one (no thread record, or no memory to grow it), the
+// pass goes on without memory: it marks the semaphore as still being settled (free is EBUSY
+// meanwhile, so a callback cannot free it under us), drops the lock, runs what is queued and
+// then that delivery directly, locks the queue again and carries on where it stopped. So
+// every waiter `take` accepts is settled, in order, whatever allocation does; only the
+// callbacks' timing differs (a callback may then run nested, and before later waiters are
+// settled). After the last callback the semaphore is not touched again: a callback may free it.
 template <class Take> void settle_and_unlock(surelock_sem *s, uint32_t state, Take take)
 {
     ThreadRecord *me = nullptr;
     bool looked_up = false; // the record is looked up (maybe created) only if something settles
-    bool spilled = false;
-    Delivery d, spill;
-    while (s->head != nullptr && take(s->head)) {
-        if (!settle(s, s->head, state, &d)) continue;
-        if (!looked_up) {
-            ErrmsgSnapshot keep_errmsg; // a failed lookup is no failure of this call
-            me = current_thread();
-            looked_up = true;
+    Wakes wakes;
+    Delivery d;
+    for (;;) {
+        bool spilled = false;
+        while (s->head != nullptr && take(s->head)) {
+            if (!settle(s, s->head, state, &d, &wakes)) continue;
+            if (!looked_up) {
+                ErrmsgSnapshot keep_errmsg; // a failed lookup is no failure of this call
+                me = current_thread();
+                looked_up = true;
+            }
+            if (!push(me, d)) {
+                spilled = true;
+                break;
+            }
         }
-        if (!push(me, d)) {
-            spill = d;
-            spilled = true;
-            break;
+        if (!spilled) {
+            s->queue_lock.unlock();
+            wakes.run();
+            drain(me);
+            return;
         }
+        s->settling_after_callback++;
+        s->queue_lock.unlock();
+        wakes.run();
+        drain(me);
+        deliver(d);
+        s->queue_lock.lock();
+        s->settling_after_callback--;
     }
-    s->queue_lock.unlock();
-    drain(me);
-    if (spilled) deliver(spill);
 }
 
 // Hands available permits to the head of the queue, in order, while its request fits (never
@@ -457,10 +496,14 @@ SURELOCK_API int surelock_sem_free(surelock_sem *s)
     if (s == nullptr) return fail(EINVAL, "surelock_sem_free: the semaphore is NULL");
     s->queue_lock.lock();
     uint64_t queued = s->queued;
+    bool settling = s->settling_after_callback != 0;
     s->queue_lock.unlock();
     if (queued != 0)
         return fail(EBUSY, "surelock_sem_free: %llu waiter(s) queued; nothing freed",
                     (unsigned long long)queued);
+    if (settling)
+        return fail(EBUSY, "surelock_sem_free: a release, cancel or shutdown is still handing "
+                           "out permits or cancellations (out of memory); nothing freed");
     destroy(s);
     return 0;
 }
@@ -535,8 +578,12 @@ SURELOCK_API int surelock_amutex_free(surelock_amutex *m)
     // finishing its hold of that lock when the new holder unlocks and frees.
     m->sem.queue_lock.lock();
     bool locked = permits_of(m->sem.word.load(std::memory_order_acquire)) == 0 || m->sem.queued;
+    bool settling = m->sem.settling_after_callback != 0;
     m->sem.queue_lock.unlock();
     if (locked) return fail(EBUSY, "surelock_amutex_free: the mutex is locked; nothing freed");
+    if (settling)
+        return fail(EBUSY, "surelock_amutex_free: an unlock or cancel is still handing the mutex "
+                           "over (out of memory); nothing freed");
     destroy(m);
     return 0;
 }

@@ -1,6 +1,7 @@
 /*
- * test_internal.c — the reentrant lock's paths that the public API cannot reach on demand:
- * depth overflow and allocation failure. Links the internal static build (SURELOCK_TESTING),
+ * test_internal.c — paths that the public API cannot reach on demand: the reentrant lock's
+ * depth overflow and allocation failure, the condition variable's last access (a hook right
+ * after the waking step) and the semaphore's shutdown and release while allocation fails. Links the internal static build (SURELOCK_TESTING),
  * whose hooks are declared in src/sys/testing.h.
  *
  * After every failure checked here: the return code is the documented one, errmsg says what
@@ -14,6 +15,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -274,6 +276,142 @@ static void first_lock_in_a_new_thread_out_of_memory_is_enomem_and_holds_nothing
     EXPECT_RC(surelock_rlock_free(l), 0);
 }
 
+/* ---- cond: nothing of the cond is touched after the step that wakes ----------------------- */
+
+/* A waiter woken by a signal made outside the mutex may return at once and free the cond
+ * (pthreads allows destroying a cond nobody waits on). The hook right after signal's waking
+ * step lets exactly that happen before signal goes on: under ASan or valgrind any later read
+ * of the cond by signal is a use-after-free. */
+static surelock_cond *woken_cond;
+static surelock_mutex *woken_mutex;
+static _Atomic int woken_go, woken_free_rc;
+static flag woken_freed;
+
+static void wait_then_free_the_cond(void *arg)
+{
+    (void)arg;
+    surelock_mutex_lock(woken_mutex);
+    while (!atomic_load(&woken_go)) surelock_cond_timedwait(woken_cond, woken_mutex, 1 * MS);
+    surelock_mutex_unlock(woken_mutex);
+    atomic_store(&woken_free_rc, surelock_cond_free(woken_cond));
+    flag_raise(&woken_freed);
+}
+
+static void let_the_woken_waiter_free_the_cond(void)
+{
+    flag_wait(&woken_freed, 1, WAIT_LIMIT_MS);
+}
+
+static void cond_signal_and_broadcast_touch_nothing_after_waking(void **state)
+{
+    (void)state;
+    for (int form = 0; form < 2; form++) {
+        EXPECT_RC(surelock_cond_new(&woken_cond), 0);
+        EXPECT_RC(surelock_mutex_new(&woken_mutex), 0);
+        atomic_store(&woken_go, 0);
+        atomic_store(&woken_free_rc, -1);
+        flag_init(&woken_freed);
+        helper waiter;
+        helper_start(&waiter, wait_then_free_the_cond, NULL);
+        sleep_ms(20); /* let it wait (not needed for correctness: it polls) */
+        surelock_testing_cond_woken_hook = let_the_woken_waiter_free_the_cond;
+        atomic_store(&woken_go, 1);
+        if (form == 0) EXPECT_RC(surelock_cond_signal(woken_cond), 0);
+        else EXPECT_RC(surelock_cond_broadcast(woken_cond), 0);
+        surelock_testing_cond_woken_hook = NULL;
+        JOIN(&waiter);
+        assert_true(flag_value(&woken_freed) > 0);
+        EXPECT_SAVED_RC(atomic_load(&woken_free_rc), 0, "cond_free by the woken waiter");
+        EXPECT_RC(surelock_mutex_free(woken_mutex), 0);
+        flag_destroy(&woken_freed);
+    }
+}
+
+/* ---- sem: shutdown and release settle every waiter whatever allocation does ---------------- */
+
+static _Atomic int async_status[2];
+static void record_status(void *ctx, int status)
+{
+    atomic_store(&async_status[(intptr_t)ctx], status + 1000); /* +1000: "called" */
+}
+
+static surelock_sem *degraded_sem;
+static _Atomic int blocking_rc;
+static void blocking_acquire_one(void *arg)
+{
+    (void)arg;
+    atomic_store(&blocking_rc, surelock_sem_acquire(degraded_sem, 1));
+}
+
+/* Runs op(degraded_sem) on a brand-new thread (no thread record yet) whose every allocation
+ * fails: the settling pass can queue no delivery at all. */
+static int (*degraded_op)(surelock_sem *);
+static _Atomic int degraded_op_rc;
+static void run_degraded_op(void *arg)
+{
+    (void)arg;
+    surelock_testing_fail_allocation_after(0);
+    atomic_store(&degraded_op_rc, degraded_op(degraded_sem));
+    surelock_testing_fail_allocation_after(-1);
+}
+static int shutdown_op(surelock_sem *s) { return surelock_sem_shutdown(s); }
+static int release_three_op(surelock_sem *s) { return surelock_sem_release(s, 3); }
+
+/* Queues, in order: async waiter 0, a blocking waiter on its own thread, async waiter 1 (one
+ * permit each, none available). */
+static void queue_async_blocking_async(surelock_waiter w[2], helper *blocker)
+{
+    EXPECT_RC(surelock_sem_new(0, &degraded_sem), 0);
+    atomic_store(&async_status[0], 0);
+    atomic_store(&async_status[1], 0);
+    atomic_store(&blocking_rc, -1);
+    EXPECT_RC(surelock_sem_acquire_async(degraded_sem, 1, &w[0], record_status, (void *)0),
+              EINPROGRESS);
+    helper_start(blocker, blocking_acquire_one, NULL);
+    /* queued once the blocking waiter no longer runs; a fixed pause is enough to order it
+     * before waiter 1 here, and the outcome checked does not depend on that order */
+    sleep_ms(50);
+    EXPECT_RC(surelock_sem_acquire_async(degraded_sem, 1, &w[1], record_status, (void *)1),
+              EINPROGRESS);
+}
+
+static void shutdown_cancels_every_waiter_even_when_no_delivery_can_be_queued(void **state)
+{
+    (void)state;
+    surelock_waiter w[2];
+    helper blocker, shutter;
+    queue_async_blocking_async(w, &blocker);
+    degraded_op = shutdown_op;
+    helper_start(&shutter, run_degraded_op, NULL);
+    JOIN(&shutter);
+    EXPECT_SAVED_RC(atomic_load(&degraded_op_rc), 0, "sem_shutdown");
+    JOIN(&blocker); /* the FOREVER waiter is woken, not left queued */
+    EXPECT_SAVED_RC(atomic_load(&blocking_rc), ECANCELED, "blocking acquire");
+    EXPECT_SAVED_RC(atomic_load(&async_status[0]), 1000 + ECANCELED, "async waiter 0");
+    EXPECT_SAVED_RC(atomic_load(&async_status[1]), 1000 + ECANCELED, "async waiter 1");
+    EXPECT_RC(surelock_sem_cancel(degraded_sem, &w[1]), ECANCELED);
+    EXPECT_RC(surelock_sem_free(degraded_sem), 0);
+}
+
+static void release_hands_every_permit_out_even_when_no_delivery_can_be_queued(void **state)
+{
+    (void)state;
+    surelock_waiter w[2];
+    helper blocker, releaser;
+    queue_async_blocking_async(w, &blocker);
+    degraded_op = release_three_op;
+    helper_start(&releaser, run_degraded_op, NULL);
+    JOIN(&releaser);
+    EXPECT_SAVED_RC(atomic_load(&degraded_op_rc), 0, "sem_release(3)");
+    JOIN(&blocker); /* granted, not stranded behind the first delivery */
+    EXPECT_SAVED_RC(atomic_load(&blocking_rc), 0, "blocking acquire");
+    EXPECT_SAVED_RC(atomic_load(&async_status[0]), 1000, "async waiter 0");
+    EXPECT_SAVED_RC(atomic_load(&async_status[1]), 1000, "async waiter 1");
+    assert_int_equal(surelock_sem_available(degraded_sem), 0);
+    EXPECT_RC(surelock_sem_release(degraded_sem, 3), 0);
+    EXPECT_RC(surelock_sem_free(degraded_sem), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -281,6 +419,9 @@ int main(void)
         TEST(rlock_new_out_of_memory_is_enomem_and_writes_nothing),
         TEST(rlock_global_out_of_memory_is_enomem_and_a_retry_gets_one_lock),
         TEST(first_lock_in_a_new_thread_out_of_memory_is_enomem_and_holds_nothing),
+        TEST(cond_signal_and_broadcast_touch_nothing_after_waking),
+        TEST(shutdown_cancels_every_waiter_even_when_no_delivery_can_be_queued),
+        TEST(release_hands_every_permit_out_even_when_no_delivery_can_be_queued),
     };
     return cmocka_run_group_tests_name("internal", tests, watchdog_start, watchdog_stop);
 }

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 
 #include <errno.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -353,6 +354,98 @@ static void a_new_thread_is_not_mistaken_for_the_dead_owner(void **state)
     }
 }
 
+/* Thread-exit order (issue 9), as documented in surelock.h: a key destructor runs before
+ * surelock's own, and may release the exiting thread's locks normally, if its key was created
+ * before the process's first lock (early_key, created at the top of main); one whose key was
+ * created later runs after surelock's: the locks are already declared dead, its unlock is
+ * EPERM and the next locker gets EOWNERDEAD. */
+static pthread_key_t early_key, user_key;
+static _Atomic int destructor_unlock_rc = -1;
+static void user_key_destructor(void *m)
+{
+    atomic_store(&destructor_unlock_rc, surelock_mutex_unlock(m));
+}
+static pthread_key_t *key_to_use;
+static void lock_then_exit_with_the_mutex_in_a_user_key(void *m)
+{
+    if (surelock_mutex_lock(m) == 0) pthread_setspecific(*key_to_use, m);
+}
+
+static void a_key_destructor_runs_before_surelock_s_only_if_its_key_is_older(void **state)
+{
+    (void)state;
+    surelock_mutex *m = new_mutex(); /* surelock's own key exists before user_key */
+    EXPECT_RC(surelock_mutex_lock(m), 0);
+    EXPECT_RC(surelock_mutex_unlock(m), 0);
+    assert_int_equal(pthread_key_create(&user_key, user_key_destructor), 0);
+    for (int round = 0; round < 20; round++) {
+        bool early = round % 2 == 0;
+        key_to_use = early ? &early_key : &user_key;
+        atomic_store(&destructor_unlock_rc, -1);
+        helper h;
+        helper_start(&h, lock_then_exit_with_the_mutex_in_a_user_key, m);
+        helper_join(&h, "locker", __LINE__);
+        if (early) {
+            EXPECT_SAVED_RC(atomic_load(&destructor_unlock_rc), 0, "unlock, older key");
+            EXPECT_RC(surelock_mutex_trylock(m), 0); /* released, not "owner died" */
+        } else {
+            EXPECT_SAVED_RC(atomic_load(&destructor_unlock_rc), EPERM, "unlock, newer key");
+            EXPECT_RC(surelock_mutex_trylock(m), EOWNERDEAD);
+        }
+        EXPECT_RC(surelock_mutex_unlock(m), 0);
+    }
+    pthread_key_delete(user_key);
+    EXPECT_RC(surelock_mutex_free(m), 0);
+}
+
+/* A thread whose first lock is taken by a pthread key destructor that keeps re-arming its key
+ * (a library flushing per-thread state "as late as possible"), in destructor round 1 or 2:
+ * the record is created while the thread's TSD is already being torn down. The thread exits
+ * holding the mutex all the same, and the next locker must be told (EOWNERDEAD) instead of
+ * waiting forever for a dead thread. (Issue 9 review: with the round counted from the record's
+ * creation, rounds 2 and 3 left the lock held forever and the record leaked.) */
+static pthread_key_t late_key;
+static surelock_mutex *late_mutex;
+static int late_round_wanted, late_rounds_seen;
+static _Atomic int late_lock_rc = -1;
+static void late_key_destructor(void *unused)
+{
+    (void)unused;
+    if (++late_rounds_seen == late_round_wanted)
+        atomic_store(&late_lock_rc, surelock_mutex_lock(late_mutex));
+    if (late_rounds_seen < late_round_wanted) pthread_setspecific(late_key, &late_key);
+}
+static void arm_the_late_key_and_exit(void *unused)
+{
+    (void)unused;
+    pthread_setspecific(late_key, &late_key);
+}
+
+static void owner_death_is_reported_when_the_first_lock_is_taken_in_a_late_destructor_round(
+    void **state)
+{
+    (void)state;
+    late_mutex = new_mutex(); /* surelock's own key exists before late_key */
+    EXPECT_RC(surelock_mutex_lock(late_mutex), 0);
+    EXPECT_RC(surelock_mutex_unlock(late_mutex), 0);
+    assert_int_equal(pthread_key_create(&late_key, late_key_destructor), 0);
+    /* Not the next-to-last round: surelock's destructor would then run in the last one, after
+     * the sanitizer runtimes have torn down the thread (harmless in a plain build). */
+    for (int round = 1; round < PTHREAD_DESTRUCTOR_ITERATIONS - 1; round++) {
+        late_round_wanted = round;
+        late_rounds_seen = 0;
+        atomic_store(&late_lock_rc, -1);
+        helper h;
+        helper_start(&h, arm_the_late_key_and_exit, NULL);
+        helper_join(&h, "late locker", __LINE__);
+        EXPECT_SAVED_RC(atomic_load(&late_lock_rc), 0, "lock from a key destructor");
+        EXPECT_RC(surelock_mutex_timedlock(late_mutex, 2000 * MS), EOWNERDEAD);
+        EXPECT_RC(surelock_mutex_unlock(late_mutex), 0);
+    }
+    pthread_key_delete(late_key);
+    EXPECT_RC(surelock_mutex_free(late_mutex), 0);
+}
+
 static void owner_thread_exit_is_reported_to_a_waiter_already_blocked(void **state)
 {
     (void)state;
@@ -455,6 +548,9 @@ static void four_threads_mixing_every_acquire_form_keep_a_plain_counter_exact(vo
 
 int main(void)
 {
+    /* Before any surelock call, so that its destructors run before surelock's (see
+     * a_key_destructor_runs_before_surelock_s_only_if_its_key_is_older). */
+    if (pthread_key_create(&early_key, user_key_destructor) != 0) return 1;
     const struct CMUnitTest tests[] = {
         TEST(null_handles_and_out_pointers_are_einval),
         TEST(new_mutex_is_unheld_usable_and_freeable),
@@ -470,6 +566,8 @@ int main(void)
         TEST(owner_death_is_reported_by_trylock_and_timedlock_too),
         TEST(a_new_thread_is_not_mistaken_for_the_dead_owner),
         TEST(owner_thread_exit_is_reported_to_a_waiter_already_blocked),
+        TEST(a_key_destructor_runs_before_surelock_s_only_if_its_key_is_older),
+        TEST(owner_death_is_reported_when_the_first_lock_is_taken_in_a_late_destructor_round),
         TEST(four_threads_mixing_every_acquire_form_keep_a_plain_counter_exact),
     };
     return cmocka_run_group_tests_name("mutex", tests, watchdog_start, watchdog_stop);

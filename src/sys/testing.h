@@ -29,6 +29,12 @@ void surelock_testing_ipc_init_point(void);
  * lock (nothing of the lock may be touched after that step). NULL: no call. */
 extern void (*surelock_testing_rwlock_released_hook)(void);
 
+/* Called by surelock_cond_signal/broadcast right after the step that lets waiters go: a test
+ * sets the hook to let a woken waiter return and free the cond there (pthreads allows
+ * destroying a cond nobody waits on), proving nothing of the cond is touched afterwards. */
+extern void (*surelock_testing_cond_woken_hook)(void);
+void surelock_testing_cond_woken_point(void);
+
 #ifdef __cplusplus
 }
 #endif

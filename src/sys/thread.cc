@@ -25,6 +25,14 @@ int key_error; // set once by make_key, read after pthread_once
 // Runs on the exiting thread. Every lock it still holds is handed to its kind's handler, which
 // releases it marked "owner died". The library is linked -z nodelete, so this code is still
 // mapped even if a host dlclose()d the library before this thread ended.
+//
+// At the first call, never later: glibc runs thread-specific-data destructors in at most
+// PTHREAD_DESTRUCTOR_ITERATIONS rounds, and a record created during that teardown (by another
+// key's destructor, possibly in a late round) cannot know which round it is in. Re-arming the
+// key to wait for later rounds would then lose the last call: the record leaks and its locks
+// stay held by a dead thread forever (and the sanitizers' per-thread state is gone by the last
+// round). So an application key destructor that runs after this one finds the locks already
+// declared dead (surelock.h says which ones run before).
 void thread_exit_destructor(void *arg)
 {
     ErrmsgSnapshot keep_errmsg; // a handler's failure must not leak into a dying thread's text
