@@ -140,7 +140,10 @@ struct MGroup {
 
 struct MWorker {
     bool has_record = false; // the thread's library record exists
-    bool spare = false;      // it has a cached rwlock read-hold record
+    // Its rwlock read-hold table (src/sys/hold_set.h): capacity 0 = not made yet; it grows
+    // (8, 16, ...: an allocation) when one more hold would make it more than half full.
+    uint32_t table_capacity = 0;
+    uint32_t read_holds = 0;
 };
 
 struct State {
@@ -199,9 +202,9 @@ void dump_state()
     lockstep::print_log(S.log);
     fprintf(stderr, "---- model ----\n");
     for (int w = 0; w < kWorkers; w++)
-        fprintf(stderr, "  T%d: %s, %s\n", w,
+        fprintf(stderr, "  T%d: %s, read-hold table of %u holding %u\n", w,
                 S.workers[w].has_record ? "has record" : "no record",
-                S.workers[w].spare ? "spare read hold" : "no spare read hold");
+                S.workers[w].table_capacity, S.workers[w].read_holds);
     for (int i = 0; i < kLocks; i++) {
         const MLock &L = S.locks[i];
         if (!L.alive) continue;
@@ -363,18 +366,20 @@ bool model_record(int w)
     return true;
 }
 
-// A read-hold record for worker w: false when it cannot be allocated.
+// Room for one more read hold of worker w: false when the table must grow and cannot.
 bool model_take_hold(int w)
 {
     MWorker &W = S.workers[w];
-    if (W.spare) {
-        W.spare = false;
-        return true;
+    if (W.table_capacity == 0 || 2 * (W.read_holds + 1) > W.table_capacity) {
+        if (model_allocation_fails()) return false;
+        W.table_capacity = W.table_capacity == 0 ? 8 : 2 * W.table_capacity;
     }
-    return !model_allocation_fails();
+    W.read_holds++;
+    return true;
 }
 
-void model_return_hold(int w) { S.workers[w].spare = true; } // a second one is freed
+// A read hold given back (or not taken after all); the table keeps its size.
+void model_return_hold(int w) { S.workers[w].read_holds--; }
 
 // Takes L for w (free for w in the wanted mode). Returns 0 or EOWNERDEAD.
 int model_take(MLock &L, int w, bool shared)

@@ -1,22 +1,33 @@
 // Writer-preferring reader-writer lock (API.md section 2).
 //
-// One 32-bit state word holds the reader count (or "write locked") and two waiting bits.
-// Readers may enter only while no writer holds or waits, so writers are not starved; an
-// unlock that leaves the lock free wakes one writer if any wait, otherwise all readers.
-// Everyone sleeps on the state word itself (tagged reader or writer, so a wake can pick one
-// class), which keeps the wake-ups race-free and means an unlock touches nothing after the
-// store that frees the lock but futex wakes by address.
+// One 64-bit state word. Its low half counts the holders: readers, or one writer
+// (WRITE_HELD). Its high half is the futex word every waiter sleeps on: a phase sequence that
+// each hand-off bumps, a "readers wait" bit and the number of writers waiting. Readers coming
+// and going change only the low half, so sleepers are never bounced awake by them (sleeping on
+// the whole state made every reader unlock turn the sleepers' futex_wait into EAGAIN: ~30x the
+// system calls of glibc's rwlock); the high half changes only when a waiter arrives or when
+// the lock is handed on.
 //
-// Holds are tracked per thread for error checking and owner death: the writer is recorded as
-// its thread serial plus a link in its held list; each reader has a small hold record in its
-// held list (cached per thread, so a read lock/unlock pair normally allocates nothing).
-// A thread holds the lock at most once, so the reader count is bounded by the number of
-// threads and cannot reach the 2^30 limit of the word. Waiters do not spin (as FutexLock:
-// on two CPUs spinning only steals the holder's cache line; measured, it cost throughput).
+// Readers may enter only while no writer holds or waits, so writers are not starved. An
+// unlock that leaves the lock without holders hands it on in the same compare-and-swap that
+// releases it: to one writer if any waits, otherwise to all waiting readers. That one
+// read-modify-write is the last access to the lock; the wake that follows goes by address only
+// (the kernel looks the address up; a stray wake is a spurious one), so another thread may
+// take, release and free the lock the moment it is released.
+//
+// Holds are tracked per thread for error checking and owner death, in O(1) whatever the
+// thread holds: the writer as its thread serial plus a link in its held list; a reader as the
+// lock's address in its read-hold set (sys/hold_set.h), drained at thread exit. A thread holds
+// the lock at most once, so the reader count is bounded by the number of threads.
+// Waiters watch the state for a few microseconds before they sleep (spin_while, below).
+// Up to 32767 writers wait counted (the count's 15 bits); beyond that one more polls, so the
+// count never overflows. A new writer may take a lock that nobody holds even while others wait
+// to write (as glibc's); readers never overtake a waiting writer.
 
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
+#include <time.h>
 
 #include <atomic>
 
@@ -28,34 +39,54 @@
 #include "sys/owned_lock.h"
 #include "sys/thread.h"
 #include "sys/waits.h"
+#ifdef SURELOCK_TESTING
+#include "sys/testing.h"
+void (*surelock_testing_rwlock_released_hook)(void);
+#define RELEASED_HOOK()                                                                        \
+    do {                                                                                       \
+        if (surelock_testing_rwlock_released_hook) surelock_testing_rwlock_released_hook();    \
+    } while (0)
+#else
+#define RELEASED_HOOK() ((void)0)
+#endif
 
 using namespace surelock::sys;
 using surelock::sys::Wait;
 
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "the futex word is the high half of the 64-bit state: little-endian layout");
+
 namespace {
 
-constexpr uint32_t READERS_MASK = (1u << 30) - 1;
-constexpr uint32_t WRITE_LOCKED = READERS_MASK;
-constexpr uint32_t READERS_WAITING = 1u << 30;
-constexpr uint32_t WRITERS_WAITING = 1u << 31;
-constexpr uint32_t READER_SLEEPER = 1; // futex tags
+using State = uint64_t;
+
+// Low half: holders.
+constexpr State READER = 1;
+constexpr State WRITE_HELD = 1ull << 31;
+constexpr State HOLDERS = 0xFFFFFFFFull;
+// High half: the futex word.
+constexpr State PHASE_ONE = 1ull << 32; // sequence, 16 bits, bumped by every hand-off
+constexpr State PHASE_MASK = 0xFFFFull << 32;
+constexpr State READERS_WAITING = 1ull << 48;
+constexpr State WRITER_WAITING = 1ull << 49; // count of waiting writers, 15 bits
+constexpr uint32_t MAX_WRITERS_WAITING = 0x7FFF;
+
+constexpr uint32_t READER_SLEEPER = 1; // futex tags: a hand-off wakes one class
 constexpr uint32_t WRITER_SLEEPER = 2;
 
-bool is_unlocked(uint32_t s) { return (s & READERS_MASK) == 0; }
-bool is_write_locked(uint32_t s) { return (s & READERS_MASK) == WRITE_LOCKED; }
-bool is_read_lockable(uint32_t s)
-{
-    return (s & READERS_MASK) < WRITE_LOCKED - 1 && (s & (READERS_WAITING | WRITERS_WAITING)) == 0;
-}
+bool has_holders(State s) { return (s & HOLDERS) != 0; }
+bool is_write_held(State s) { return (s & WRITE_HELD) != 0; }
+uint32_t writers_waiting(State s) { return (uint32_t)(s >> 49); }
+uint32_t futex_half(State s) { return (uint32_t)(s >> 32); }
+bool readers_may_enter(State s) { return !is_write_held(s) && writers_waiting(s) == 0; }
+State next_phase(State s) { return ((s + PHASE_ONE) & PHASE_MASK) | (s & ~PHASE_MASK); }
+
+enum class Wake { nobody, one_writer, all_readers };
 
 } // namespace
 
 struct alignas(64) surelock_rwlock {
-    std::atomic<uint32_t> state{0};
-    // Writers inside write_contended's waiting protocol. WRITERS_WAITING is one bit; the count
-    // tells whether it still stands for anyone (a writer that took the lock or timed out may
-    // leave it set).
-    std::atomic<uint32_t> writers_waiting{0};
+    std::atomic<State> state{0};
     std::atomic<uint64_t> writer{0}; // write holder's thread serial; 0 when not write-held
     // Set by a writer that exits holding; taken (exchanged) by the next acquirer of any mode.
     std::atomic<bool> writer_died{false};
@@ -65,20 +96,196 @@ struct alignas(64) surelock_rwlock {
 
 namespace {
 
-struct ReadHold {
-    HeldLink link;
-    surelock_rwlock *lock;
-};
+std::atomic<uint32_t> *futex_word(surelock_rwlock *l)
+{
+    return reinterpret_cast<std::atomic<uint32_t> *>(reinterpret_cast<char *>(&l->state) + 4);
+}
 
-void read_unlock_state(surelock_rwlock *l);
-void write_unlock_state(surelock_rwlock *l);
+// ---- The state machine: each step one atomic operation ---------------------------------------
+
+// The state after a release left s_without_hold: if nobody holds it any more and someone
+// waits, hand it on (a new phase, so that a waiter between reading the state and sleeping
+// does not sleep through it).
+State hand_on(State s, Wake *wake)
+{
+    *wake = Wake::nobody;
+    if (has_holders(s)) return s;
+    if (writers_waiting(s) != 0) {
+        *wake = Wake::one_writer; // readers stay flagged: that writer's unlock lets them in
+        return next_phase(s);
+    }
+    if (s & READERS_WAITING) {
+        *wake = Wake::all_readers;
+        return next_phase(s & ~READERS_WAITING);
+    }
+    return s;
+}
+
+// By address only: the lock may already be freed (a stray wake is a spurious one).
+void wake_by_address(std::atomic<uint32_t> *word, Wake wake)
+{
+    if (wake == Wake::one_writer) futex_wake(word, 1, false, WRITER_SLEEPER);
+    else if (wake == Wake::all_readers) futex_wake(word, INT_MAX, false, READER_SLEEPER);
+}
+
+// Drops `hold` (READER or WRITE_HELD) and hands the lock on, in one compare-and-swap: the
+// last access to the lock.
+void release_state(surelock_rwlock *l, State hold)
+{
+    std::atomic<uint32_t> *word = futex_word(l); // computed before: no touch after the release
+    State s = l->state.load(std::memory_order_relaxed);
+    Wake wake;
+    while (!l->state.compare_exchange_weak(s, hand_on(s - hold, &wake), std::memory_order_release,
+                                           std::memory_order_relaxed)) {
+    }
+    RELEASED_HOOK();
+    wake_by_address(word, wake);
+}
+
+bool try_read(surelock_rwlock *l)
+{
+    State s = l->state.load(std::memory_order_relaxed);
+    while (readers_may_enter(s))
+        if (l->state.compare_exchange_weak(s, s + READER, std::memory_order_acquire,
+                                           std::memory_order_relaxed))
+            return true;
+    return false;
+}
+
+// A writer may take a lock nobody holds even while others wait to write (as glibc's: the
+// woken one goes back to sleep and is woken again by this writer's unlock).
+bool try_write(surelock_rwlock *l)
+{
+    State s = l->state.load(std::memory_order_relaxed);
+    while (!has_holders(s))
+        if (l->state.compare_exchange_weak(s, s | WRITE_HELD, std::memory_order_acquire,
+                                           std::memory_order_relaxed))
+            return true;
+    return false;
+}
+
+// Before sleeping, a waiter watches the state for a few microseconds: critical sections of a
+// reader-writer lock are short, and a futex sleep and wake costs ~10 us here, during which
+// writer preference keeps every reader out of a lock that may already be free. The budget is
+// time (clock-checked every 16 pauses), so it means the same on every CPU.
+constexpr uint64_t spin_budget_ns = 4000;
+
+// Loads the state until `busy` says no or the budget is spent; returns the last state seen.
+template <class Busy> State spin_while(surelock_rwlock *l, Busy busy)
+{
+    State s = l->state.load(std::memory_order_relaxed);
+    if (!busy(s)) return s;
+    uint64_t end = monotonic_ns() + spin_budget_ns;
+    for (;;) {
+        for (int i = 0; i < 16; i++) {
+            cpu_relax();
+            s = l->state.load(std::memory_order_relaxed);
+            if (!busy(s)) return s;
+        }
+        if (monotonic_ns() >= end) return s;
+    }
+}
+
+// The blocking reader: flags itself and sleeps until readers may enter.
+int read_contended(surelock_rwlock *l, const Deadline &deadline)
+{
+    State s = spin_while(l, [](State x) { return !readers_may_enter(x); });
+    for (;;) {
+        if (readers_may_enter(s)) {
+            if (l->state.compare_exchange_weak(s, s + READER, std::memory_order_acquire,
+                                               std::memory_order_relaxed))
+                return 0;
+            continue;
+        }
+        if (!(s & READERS_WAITING)) {
+            if (!l->state.compare_exchange_weak(s, s | READERS_WAITING, std::memory_order_relaxed))
+                continue;
+            s |= READERS_WAITING;
+        }
+        // A reader that times out leaves the bit: the next hand-off clears it.
+        if (futex_wait(futex_word(l), futex_half(s), deadline, false, READER_SLEEPER) ==
+            ETIMEDOUT)
+            return ETIMEDOUT;
+        s = l->state.load(std::memory_order_relaxed);
+    }
+}
+
+// A counted writer timed out. Uncount it; if that leaves no writer waiting, readers may enter
+// (wake those waiting unless a writer holds it: its unlock will); if the lock is free and
+// other writers still wait, this one may have swallowed their wake: pass it on.
+void writer_gave_up(surelock_rwlock *l)
+{
+    State s = l->state.load(std::memory_order_relaxed);
+    State next;
+    Wake wake;
+    do {
+        next = s - WRITER_WAITING;
+        wake = Wake::nobody;
+        if (writers_waiting(next) != 0) {
+            if (!has_holders(next)) {
+                wake = Wake::one_writer;
+                next = next_phase(next);
+            }
+        } else if ((next & READERS_WAITING) && !is_write_held(next)) {
+            wake = Wake::all_readers;
+            next = next_phase(next & ~READERS_WAITING);
+        }
+    } while (!l->state.compare_exchange_weak(s, next, std::memory_order_relaxed));
+    wake_by_address(futex_word(l), wake);
+}
+
+// More writers wait than the count can hold (32767): this one waits uncounted, polling.
+bool poll_for_write(surelock_rwlock *l, const Deadline &deadline)
+{
+    for (;;) {
+        if (try_write(l)) return true;
+        if (!deadline.forever && deadline.remaining_ns() == 0) return false;
+        struct timespec pause = {0, 100000};
+        nanosleep(&pause, nullptr);
+    }
+}
+
+// The blocking writer: counts itself among the writers waiting (which keeps new readers out)
+// and sleeps until the lock has no holders.
+int write_contended(surelock_rwlock *l, const Deadline &deadline)
+{
+    State s = l->state.load(std::memory_order_relaxed);
+    bool counted = false;
+    for (;;) {
+        if (!has_holders(s)) {
+            State taken = (s | WRITE_HELD) - (counted ? WRITER_WAITING : 0);
+            if (l->state.compare_exchange_weak(s, taken, std::memory_order_acquire,
+                                               std::memory_order_relaxed))
+                return 0;
+            continue;
+        }
+        if (!counted) {
+            if (writers_waiting(s) == MAX_WRITERS_WAITING)
+                return poll_for_write(l, deadline) ? 0 : ETIMEDOUT;
+            if (!l->state.compare_exchange_weak(s, s + WRITER_WAITING, std::memory_order_relaxed))
+                continue;
+            s += WRITER_WAITING;
+            counted = true;
+            // Counted, so no new reader enters: the readers inside are about to leave.
+            s = spin_while(l, [](State x) { return has_holders(x); });
+            continue;
+        }
+        if (futex_wait(futex_word(l), futex_half(s), deadline, false, WRITER_SLEEPER) ==
+            ETIMEDOUT) {
+            writer_gave_up(l);
+            return ETIMEDOUT;
+        }
+        s = l->state.load(std::memory_order_relaxed);
+    }
+}
+
+// ---- Holds ------------------------------------------------------------------------------------
 
 // Thread-exit handlers.
-void reader_exited(HeldLink *link)
+void reader_exited(const void *key)
 {
-    auto *hold = reinterpret_cast<ReadHold *>(link);
-    read_unlock_state(hold->lock); // a dead reader's hold is dropped silently
-    deallocate(hold);
+    // A dead reader's hold is dropped silently.
+    release_state(static_cast<surelock_rwlock *>(const_cast<void *>(key)), READER);
 }
 
 void writer_exited(HeldLink *link)
@@ -87,154 +294,14 @@ void writer_exited(HeldLink *link)
                                                   offsetof(surelock_rwlock, write_held));
     l->writer_died.store(true, std::memory_order_relaxed);
     l->writer.store(0, std::memory_order_relaxed);
-    write_unlock_state(l);
-}
-
-ReadHold *find_read_hold(ThreadRecord *me, const surelock_rwlock *l)
-{
-    for (HeldLink *p = me->held.next; p != &me->held; p = p->next)
-        if (p->owner_exited == reader_exited && reinterpret_cast<ReadHold *>(p)->lock == l)
-            return reinterpret_cast<ReadHold *>(p);
-    return nullptr;
+    release_state(l, WRITE_HELD);
 }
 
 bool held_by(const surelock_rwlock *l, ThreadRecord *me)
 {
     return l->writer.load(std::memory_order_relaxed) == me->serial ||
-           find_read_hold(me, l) != nullptr;
+           me->read_holds.contains(l);
 }
-
-// ---- The state word -------------------------------------------------------------------------
-
-bool try_read(surelock_rwlock *l)
-{
-    uint32_t s = l->state.load(std::memory_order_relaxed);
-    while (is_read_lockable(s))
-        if (l->state.compare_exchange_weak(s, s + 1, std::memory_order_acquire,
-                                           std::memory_order_relaxed))
-            return true;
-    return false;
-}
-
-bool try_write(surelock_rwlock *l)
-{
-    uint32_t s = l->state.load(std::memory_order_relaxed);
-    while (is_unlocked(s))
-        if (l->state.compare_exchange_weak(s, s + WRITE_LOCKED, std::memory_order_acquire,
-                                           std::memory_order_relaxed))
-            return true;
-    return false;
-}
-
-int read_contended(surelock_rwlock *l, const Deadline &deadline)
-{
-    uint32_t s = l->state.load(std::memory_order_relaxed);
-    for (;;) {
-        if (is_read_lockable(s)) {
-            if (l->state.compare_exchange_weak(s, s + 1, std::memory_order_acquire,
-                                               std::memory_order_relaxed))
-                return 0;
-            continue;
-        }
-        if (!(s & READERS_WAITING) &&
-            !l->state.compare_exchange_weak(s, s | READERS_WAITING, std::memory_order_relaxed))
-            continue;
-        if (futex_wait(&l->state, s | READERS_WAITING, deadline, false, READER_SLEEPER) ==
-            ETIMEDOUT)
-            return ETIMEDOUT;
-        s = l->state.load(std::memory_order_relaxed);
-    }
-}
-
-// A waiting writer timed out. If it was the last writer waiting, WRITERS_WAITING is now a lie
-// that keeps new readers out while readers still hold the lock: clear it, let in the readers
-// that queued behind it, and nudge any writer just starting to wait (it sets the bit again).
-void writer_gave_up(surelock_rwlock *l)
-{
-    if (l->writers_waiting.fetch_sub(1) != 1) return;
-    uint32_t s = l->state.load(std::memory_order_relaxed);
-    uint32_t cleared;
-    do {
-        cleared = s & ~WRITERS_WAITING;
-        if (!is_write_locked(s)) cleared &= ~READERS_WAITING; // a writer's unlock would wake them
-        if (cleared == s) return;
-    } while (!l->state.compare_exchange_weak(s, cleared, std::memory_order_relaxed));
-    futex_wake(&l->state, INT_MAX, false, WRITER_SLEEPER);
-    if ((s & READERS_WAITING) && !(cleared & READERS_WAITING))
-        futex_wake(&l->state, INT_MAX, false, READER_SLEEPER);
-}
-
-int write_contended(surelock_rwlock *l, const Deadline &deadline)
-{
-    uint32_t s = l->state.load(std::memory_order_relaxed);
-    bool counted = false; // in writers_waiting; then we also keep WRITERS_WAITING when we win
-    for (;;) {
-        if (is_unlocked(s)) {
-            uint32_t taken = s | WRITE_LOCKED | (counted ? WRITERS_WAITING : 0);
-            if (l->state.compare_exchange_weak(s, taken, std::memory_order_acquire,
-                                               std::memory_order_relaxed)) {
-                if (counted) l->writers_waiting.fetch_sub(1);
-                return 0;
-            }
-            continue;
-        }
-        if (!counted) {
-            l->writers_waiting.fetch_add(1);
-            counted = true;
-        }
-        if (!(s & WRITERS_WAITING)) {
-            if (!l->state.compare_exchange_weak(s, s | WRITERS_WAITING, std::memory_order_relaxed))
-                continue;
-            s |= WRITERS_WAITING;
-        }
-        if (futex_wait(&l->state, s, deadline, false, WRITER_SLEEPER) == ETIMEDOUT) {
-            writer_gave_up(l);
-            return ETIMEDOUT;
-        }
-        s = l->state.load(std::memory_order_relaxed);
-    }
-}
-
-// The lock just became free (s, as left by the unlock) with waiters flagged: hand it to one
-// writer if any waits, otherwise to all readers. Each step is one compare-and-swap followed
-// only by futex wakes by address: once the state can read 0, another thread may take the lock
-// and free it. If someone locks it meanwhile, their unlock takes over this duty.
-void wake_writer_or_readers(surelock_rwlock *l, uint32_t s)
-{
-    for (;;) {
-        if (!is_unlocked(s)) return;
-        if ((s & WRITERS_WAITING) && l->writers_waiting.load() != 0) {
-            // Readers stay flagged: the writer's unlock (or its giving up) lets them in.
-            if (!l->state.compare_exchange_weak(s, s & ~WRITERS_WAITING,
-                                                std::memory_order_relaxed))
-                continue;
-            futex_wake(&l->state, 1, false, WRITER_SLEEPER); // one not yet asleep will see 0
-            return;
-        }
-        // No writer waits (the bit, if set, was left by a writer that took the lock or gave
-        // up): let the readers in, and wake one writer in case it raced in behind that bit.
-        uint32_t cleared = s & ~(WRITERS_WAITING | READERS_WAITING);
-        if (cleared == s) return;
-        if (!l->state.compare_exchange_weak(s, cleared, std::memory_order_relaxed)) continue;
-        if (s & WRITERS_WAITING) futex_wake(&l->state, 1, false, WRITER_SLEEPER);
-        if (s & READERS_WAITING) futex_wake(&l->state, INT_MAX, false, READER_SLEEPER);
-        return;
-    }
-}
-
-void read_unlock_state(surelock_rwlock *l)
-{
-    uint32_t s = l->state.fetch_sub(1, std::memory_order_release) - 1;
-    if (is_unlocked(s) && (s & (READERS_WAITING | WRITERS_WAITING))) wake_writer_or_readers(l, s);
-}
-
-void write_unlock_state(surelock_rwlock *l)
-{
-    uint32_t s = l->state.fetch_sub(WRITE_LOCKED, std::memory_order_release) - WRITE_LOCKED;
-    if (s & (READERS_WAITING | WRITERS_WAITING)) wake_writer_or_readers(l, s);
-}
-
-// ---- Acquire and release ----------------------------------------------------------------------
 
 int took(surelock_rwlock *l)
 {
@@ -244,6 +311,39 @@ int took(surelock_rwlock *l)
     return 0;
 }
 
+// The uncontended read lock, inline in the public entry points: one probe of the read-hold
+// set (which also finds where the hold goes) and one compare-and-swap. False when the caller
+// holds the lock already, the set must grow, or the lock is not free for readers: the general
+// path then sorts it out (EDEADLK, ENOMEM, waiting).
+[[gnu::always_inline]] inline bool read_fast(surelock_rwlock *l, ThreadRecord *me)
+{
+    HoldSet &holds = me->read_holds;
+    uint32_t slot;
+    if (!holds.has_room_for_one() || l->writer.load(std::memory_order_relaxed) == me->serial ||
+        holds.find(l, &slot) || !try_read(l))
+        return false;
+    holds.fill(slot, l, reader_exited);
+    return true;
+}
+
+[[gnu::always_inline]] inline bool release_inline(surelock_rwlock *l, ThreadRecord *me,
+                                                  bool pass_owner_death)
+{
+    State hold;
+    if (l->writer.load(std::memory_order_relaxed) == me->serial) {
+        l->write_held.unlink();
+        l->writer.store(0, std::memory_order_relaxed);
+        hold = WRITE_HELD;
+    } else if (me->read_holds.erase(l)) {
+        hold = READER;
+    } else {
+        return false;
+    }
+    if (pass_owner_death) l->writer_died.store(true, std::memory_order_relaxed);
+    release_state(l, hold);
+    return true;
+}
+
 } // namespace
 
 namespace surelock::locks {
@@ -251,7 +351,8 @@ namespace surelock::locks {
 // The blocking part of rwlock_acquire, out of line (the uncontended path stays as it was).
 // Returns 0, ETIMEDOUT or EDEADLK with errmsg set.
 [[gnu::noinline, gnu::cold]] static int wait_to_acquire(surelock_rwlock *l, ThreadRecord *me,
-                                             bool exclusive, uint64_t timeout_ns, const char *fn)
+                                                       bool exclusive, uint64_t timeout_ns,
+                                                       const char *fn)
 {
     Deadline deadline = Deadline::after(timeout_ns);
     // ---- Deadlock detection (waits.h): refuse a wait that would close a cycle.
@@ -268,58 +369,28 @@ namespace surelock::locks {
 int rwlock_acquire(surelock_rwlock *l, ThreadRecord *me, bool exclusive, Wait wait,
                    uint64_t timeout_ns, const char *fn)
 {
-    ReadHold *hold = nullptr;
-    if (!exclusive) {
-        hold = static_cast<ReadHold *>(me->spare_hold);
-        me->spare_hold = nullptr;
-        if (hold == nullptr &&
-            (hold = static_cast<ReadHold *>(allocate(sizeof(ReadHold), alignof(ReadHold)))) ==
-                nullptr)
-            return fail(ENOMEM, "%s: out of memory for the read hold record", fn);
-    }
-    bool taken = exclusive ? try_write(l) : try_read(l);
-    int rc = 0;
-    if (!taken) {
+    if (!exclusive && __builtin_expect(!me->read_holds.reserve_one(), 0))
+        return fail(ENOMEM, "%s: out of memory for the calling thread's read-hold table", fn);
+    if (!(exclusive ? try_write(l) : try_read(l))) {
         if (wait == Wait::never)
-            rc = fail(EBUSY, "%s: %s", fn,
-                      exclusive ? "held by another thread" : "a writer holds it or waits for it");
-        else if (timeout_ns == 0)
-            rc = fail(ETIMEDOUT, "%s: busy (timeout 0)", fn);
-        else
-            rc = wait_to_acquire(l, me, exclusive, timeout_ns, fn);
-    }
-    if (rc != 0) {
-        if (hold != nullptr) me->spare_hold = hold;
-        return rc;
+            return fail(EBUSY, "%s: %s", fn,
+                        exclusive ? "held by another thread" : "a writer holds it or waits for it");
+        if (timeout_ns == 0) return fail(ETIMEDOUT, "%s: busy (timeout 0)", fn);
+        if (int rc = wait_to_acquire(l, me, exclusive, timeout_ns, fn)) return rc;
     }
     if (exclusive) {
         l->writer.store(me->serial, std::memory_order_relaxed);
         l->write_held.owner_exited = writer_exited;
         me->link_held(&l->write_held);
     } else {
-        hold->lock = l;
-        hold->link.owner_exited = reader_exited;
-        me->link_held(&hold->link);
+        me->read_holds.insert(l, reader_exited);
     }
     return took(l);
 }
 
 bool rwlock_release(surelock_rwlock *l, ThreadRecord *me, bool pass_owner_death)
 {
-    if (pass_owner_death) l->writer_died.store(true, std::memory_order_relaxed);
-    if (l->writer.load(std::memory_order_relaxed) == me->serial) {
-        l->write_held.unlink();
-        l->writer.store(0, std::memory_order_relaxed);
-        write_unlock_state(l);
-        return true;
-    }
-    ReadHold *hold = find_read_hold(me, l);
-    if (hold == nullptr) return false;
-    hold->link.unlink();
-    if (me->spare_hold == nullptr) me->spare_hold = hold;
-    else deallocate(hold);
-    read_unlock_state(l);
-    return true;
+    return release_inline(l, me, pass_owner_death);
 }
 
 bool rwlock_held_by(const surelock_rwlock *l, ThreadRecord *me)
@@ -343,13 +414,6 @@ const void *rwlock_of_write_link(const HeldLink *link, CopyFn)
     return reinterpret_cast<const char *>(link) - offsetof(surelock_rwlock, write_held);
 }
 
-const void *rwlock_of_read_link(const HeldLink *link, CopyFn copy)
-{
-    surelock_rwlock *l = nullptr;
-    read_via(copy, &l, &reinterpret_cast<const ReadHold *>(link)->lock, sizeof l);
-    return l;
-}
-
 uint64_t rwlock_writer(const void *lock, CopyFn copy)
 {
     auto *l = static_cast<const surelock_rwlock *>(lock);
@@ -358,11 +422,10 @@ uint64_t rwlock_writer(const void *lock, CopyFn copy)
     return copy(&writer, &l->writer, sizeof writer) ? writer : 0;
 }
 
-// r is a registered waiter, so its held list stays as it is while the graph lock is held.
+// r is a registered waiter, so its read-hold set stays as it is while the graph lock is held.
 bool rwlock_read_by(const void *lock, const ThreadRecord *r)
 {
-    return find_read_hold(const_cast<ThreadRecord *>(r), static_cast<const surelock_rwlock *>(lock)) !=
-           nullptr;
+    return r->read_holds.contains(lock);
 }
 
 size_t describe_rwlock(const void *lock, char *out, size_t cap, CopyFn copy)
@@ -379,15 +442,22 @@ size_t describe_rwlock(const void *lock, char *out, size_t cap, CopyFn copy)
 namespace surelock::sys {
 const LockKind rwlock_kind = {"rwlock",     writer_exited,  rwlock_of_write_link, " (write)",
                               rwlock_writer, rwlock_read_by, describe_rwlock};
-const LockKind rwlock_read_kind = {"rwlock",     reader_exited,  rwlock_of_read_link, " (read)",
+// Read holds are not in held lists but in each thread's read-hold set (the dump reads those
+// through describe); no link of a held list is of this kind.
+const LockKind rwlock_read_kind = {"rwlock",     nullptr,        nullptr,        " (read)",
                                    rwlock_writer, rwlock_read_by, describe_rwlock};
 } // namespace surelock::sys
 
 namespace {
 
-int acquire(surelock_rwlock *l, bool exclusive, Wait wait, uint64_t timeout_ns, const char *fn)
+[[gnu::always_inline]] inline int acquire(surelock_rwlock *l, bool exclusive, Wait wait,
+                                          uint64_t timeout_ns, const char *fn)
 {
     if (l == nullptr) return fail(EINVAL, "%s: the rwlock is NULL", fn);
+    if (!exclusive) {
+        ThreadRecord *me = current_record;
+        if (__builtin_expect(me != nullptr && read_fast(l, me), 1)) return took(l);
+    }
     ThreadRecord *me = current_thread();
     if (me == nullptr) return ENOMEM;
     if (held_by(l, me))
@@ -414,7 +484,7 @@ SURELOCK_API int surelock_rwlock_new(surelock_rwlock **out)
 SURELOCK_API int surelock_rwlock_free(surelock_rwlock *l)
 {
     if (l == nullptr) return fail(EINVAL, "surelock_rwlock_free: the rwlock is NULL");
-    if (l->state.load(std::memory_order_acquire) != 0)
+    if ((l->state.load(std::memory_order_acquire) & ~PHASE_MASK) != 0)
         return fail(EBUSY, "surelock_rwlock_free: the rwlock is held or waited on; nothing freed");
     if (l->member.groups.load() != 0)
         return fail(EBUSY, "surelock_rwlock_free: the rwlock is a member of %u lock group(s); "
@@ -458,7 +528,7 @@ SURELOCK_API int surelock_rwlock_unlock(surelock_rwlock *l)
 {
     if (l == nullptr) return fail(EINVAL, "surelock_rwlock_unlock: the rwlock is NULL");
     ThreadRecord *me = current_record;
-    if (me == nullptr || !surelock::locks::rwlock_release(l, me))
+    if (me == nullptr || !release_inline(l, me, false))
         return fail(EPERM, "surelock_rwlock_unlock: the calling thread holds no lock on it");
     return 0;
 }

@@ -1,6 +1,7 @@
 /*
  * test_rwlock.c — the writer-preferring reader-writer lock (API.md section 2) through the
- * public header only, against the real shared libsurelock.so.1. Helpers and rules:
+ * public header, against the internal build (the same sources with the test hooks of
+ * src/sys/testing.h, used by the "last unlocker frees" tests only). Helpers and rules:
  * support/bounded.h.
  */
 #define _GNU_SOURCE
@@ -16,6 +17,7 @@
 
 #include <surelock.h>
 
+#include "sys/testing.h" /* the release hook: this test links the internal build */
 #include "support/bounded.h"
 
 /* ---- calls an agent makes ------------------------------------------------------------------ */
@@ -815,6 +817,198 @@ static void a_writer_is_not_starved_by_readers_that_keep_overlapping_holds(void 
     EXPECT_RC(surelock_rwlock_free(r->l), 0);
 }
 
+/* ================================================================================================
+ * Nothing of the lock is touched after the releasing step (issue 9 item 4)
+ * ============================================================================================== */
+
+/*
+ * The "last unlocker frees" pattern: once an unlock has released the lock, another thread may
+ * take it, release it and free it, and the first unlocker must not touch that memory any more
+ * (its futex wake goes by address only). The release hook pauses one unlocker right after its
+ * releasing step until the lock has been freed by the others; under ASan (CI's sanitizer build)
+ * any later access is a heap-use-after-free report. The old unlock re-read the waiting-writer
+ * count and compare-and-swapped the state after releasing: this caught it. (The futex wake that
+ * follows passes the freed address to the kernel, which only looks it up; valgrind's memcheck
+ * reports that syscall argument, so this test is not one for memcheck.)
+ */
+static _Thread_local bool pause_in_release_hook;
+static flag paused_after_release, lock_was_freed;
+
+static void pause_after_release(void)
+{
+    if (!pause_in_release_hook) return;
+    pause_in_release_hook = false;
+    flag_raise(&paused_after_release);
+    flag_wait(&lock_was_freed, 1, WAIT_LIMIT_MS);
+}
+
+static int unlock_pausing_after_release(void *l)
+{
+    pause_in_release_hook = true;
+    return surelock_rwlock_unlock(l);
+}
+
+static void last_unlocker_frees_while_first_unlocker_is_paused(bool first_holds_for_writing)
+{
+    flag_init(&paused_after_release);
+    flag_init(&lock_was_freed);
+    surelock_testing_rwlock_released_hook = pause_after_release;
+    surelock_rwlock *l = new_rwlock();
+    agent_start(&agent_a);
+    EXPECT_RC(agent_call(&agent_a, first_holds_for_writing ? do_wrlock : do_rdlock, l), 0);
+    start_blocked(&agent_b, l, true); /* a writer waits: the unlock has someone to wake */
+
+    agent_post(&agent_a, unlock_pausing_after_release, l);
+    if (!flag_wait(&paused_after_release, 1, WAIT_LIMIT_MS))
+        fail_msg("the unlock never reached its releasing step");
+
+    /* Meanwhile: this thread takes the released lock, gives it to the waiting writer, which
+     * releases it, and frees it: the last unlocker frees. */
+    int rc = EBUSY;
+    uint64_t end = now_ns() + (uint64_t)WAIT_LIMIT_MS * MS;
+    while ((rc = surelock_rwlock_trywrlock(l)) == EBUSY && now_ns() < end) sched_yield();
+    EXPECT_RC(rc, 0);
+    EXPECT_RC(surelock_rwlock_unlock(l), 0);
+    EXPECT_RC(agent_wait(&agent_b), 0);
+    EXPECT_RC(agent_call(&agent_b, do_unlock, l), 0);
+    EXPECT_RC(surelock_rwlock_free(l), 0);
+
+    flag_raise(&lock_was_freed); /* the paused unlocker goes on: it must not touch l */
+    EXPECT_SAVED_RC(agent_wait(&agent_a), 0, agent_a.errmsg);
+    surelock_testing_rwlock_released_hook = NULL;
+    agent_stop(&agent_a);
+    agent_stop(&agent_b);
+    flag_destroy(&entering_w);
+    flag_destroy(&paused_after_release);
+    flag_destroy(&lock_was_freed);
+}
+
+static void a_read_unlock_touches_nothing_after_releasing_so_the_last_unlocker_may_free(void **state)
+{
+    (void)state;
+    last_unlocker_frees_while_first_unlocker_is_paused(false);
+}
+
+static void a_write_unlock_touches_nothing_after_releasing_so_the_last_unlocker_may_free(void **state)
+{
+    (void)state;
+    last_unlocker_frees_while_first_unlocker_is_paused(true);
+}
+
+/* ================================================================================================
+ * Read holds: exact and O(1) whatever else the thread holds
+ * ============================================================================================== */
+
+#define MANY_LOCKS 1000
+static surelock_rwlock *many[MANY_LOCKS];
+static int many_bad_rc, many_bad_index, many_bad_step;
+
+static void many_note(int step, int i, int rc, int want)
+{
+    if (rc != want && many_bad_step == 0) {
+        many_bad_step = step;
+        many_bad_index = i;
+        many_bad_rc = rc;
+    }
+}
+
+/* Holds every lock for reading, drops the odd ones in a scrambled order, checks that exactly
+ * the even ones are still held, then exits holding them. */
+static void hold_many_then_exit_holding_half(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < MANY_LOCKS; i++) many_note(1, i, surelock_rwlock_rdlock(many[i]), 0);
+    for (int i = 0; i < MANY_LOCKS; i++) many_note(2, i, surelock_rwlock_tryrdlock(many[i]), EDEADLK);
+    unsigned x = 12345;
+    int odd = MANY_LOCKS / 2, order[MANY_LOCKS / 2];
+    for (int k = 0; k < odd; k++) order[k] = 2 * k + 1;
+    for (int k = odd - 1; k > 0; k--) { /* Fisher-Yates with a fixed LCG: the same every run */
+        x = x * 1103515245u + 12345u;
+        int j = (int)((x >> 8) % (unsigned)(k + 1)), t = order[k];
+        order[k] = order[j];
+        order[j] = t;
+    }
+    for (int k = 0; k < odd; k++) many_note(3, order[k], surelock_rwlock_unlock(many[order[k]]), 0);
+    for (int i = 0; i < MANY_LOCKS; i++) {
+        if (i % 2 == 0) {
+            many_note(4, i, surelock_rwlock_timedwrlock(many[i], 0), EDEADLK);
+        } else {
+            many_note(5, i, surelock_rwlock_unlock(many[i]), EPERM);
+            many_note(6, i, surelock_rwlock_wrlock(many[i]), 0); /* free: nobody else reads */
+            many_note(7, i, surelock_rwlock_unlock(many[i]), 0);
+        }
+    }
+}
+
+static void a_thread_holding_a_thousand_rwlocks_for_reading_keeps_each_hold_exact(void **state)
+{
+    (void)state;
+    for (int i = 0; i < MANY_LOCKS; i++) many[i] = new_rwlock();
+    many_bad_step = 0;
+    helper h;
+    RUN_IN_NEW_THREAD(&h, hold_many_then_exit_holding_half, NULL);
+    if (many_bad_step != 0)
+        fail_msg("step %d, lock %d: got %s", many_bad_step, many_bad_index, errname(many_bad_rc));
+    /* the thread died holding the even ones for reading: dropped silently */
+    for (int i = 0; i < MANY_LOCKS; i++) {
+        EXPECT_RC(surelock_rwlock_trywrlock(many[i]), 0);
+        EXPECT_RC(surelock_rwlock_unlock(many[i]), 0);
+        EXPECT_RC(surelock_rwlock_free(many[i]), 0);
+    }
+}
+
+/* Out of memory for the read-hold table, both when a thread's first read hold creates it and
+ * when one more hold makes it grow: ENOMEM, nothing taken, the holds it had are kept. */
+static surelock_rwlock *oom_locks[5];
+static surelock_mutex *oom_mutex;
+static int mutex_lock_unlock(void *arg)
+{
+    (void)arg;
+    int rc = surelock_mutex_lock(oom_mutex);
+    return rc != 0 ? rc : surelock_mutex_unlock(oom_mutex);
+}
+static int rdlock_with_failing_allocation(void *l)
+{
+    surelock_testing_fail_allocation_after(0);
+    int rc = surelock_rwlock_rdlock(l);
+    surelock_testing_fail_allocation_after(-1);
+    return rc;
+}
+
+static void a_read_lock_without_memory_for_its_hold_is_enomem_and_takes_nothing(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 5; i++) oom_locks[i] = new_rwlock();
+    EXPECT_RC(surelock_mutex_new(&oom_mutex), 0);
+    agent_start(&agent_a);
+    EXPECT_RC(agent_call(&agent_a, mutex_lock_unlock, NULL), 0); /* its thread record exists */
+
+    /* the first read hold of the thread: the table cannot be made */
+    EXPECT_SAVED_RC(agent_call(&agent_a, rdlock_with_failing_allocation, oom_locks[0]), ENOMEM,
+                    agent_a.errmsg);
+    EXPECT_TEXT(agent_a.errmsg, "memory");
+    EXPECT_RC(surelock_rwlock_trywrlock(oom_locks[0]), 0); /* nothing was taken */
+    EXPECT_RC(surelock_rwlock_unlock(oom_locks[0]), 0);
+
+    /* four holds fill the first table to its limit; the fifth needs a bigger one */
+    for (int i = 0; i < 4; i++) EXPECT_RC(agent_call(&agent_a, do_rdlock, oom_locks[i]), 0);
+    EXPECT_SAVED_RC(agent_call(&agent_a, rdlock_with_failing_allocation, oom_locks[4]), ENOMEM,
+                    agent_a.errmsg);
+    EXPECT_RC(surelock_rwlock_trywrlock(oom_locks[4]), 0);
+    EXPECT_RC(surelock_rwlock_unlock(oom_locks[4]), 0);
+    for (int i = 0; i < 4; i++) {
+        EXPECT_RC(agent_call(&agent_a, do_tryrdlock, oom_locks[i]), EDEADLK); /* still held */
+        EXPECT_RC(surelock_rwlock_trywrlock(oom_locks[i]), EBUSY);
+    }
+    /* with memory again, the fifth works and every hold is released exactly */
+    EXPECT_RC(agent_call(&agent_a, do_rdlock, oom_locks[4]), 0);
+    for (int i = 4; i >= 0; i--) EXPECT_RC(agent_call(&agent_a, do_unlock, oom_locks[i]), 0);
+    for (int i = 0; i < 5; i++) EXPECT_RC(agent_call(&agent_a, do_unlock, oom_locks[i]), EPERM);
+    agent_stop(&agent_a);
+    for (int i = 0; i < 5; i++) EXPECT_RC(surelock_rwlock_free(oom_locks[i]), 0);
+    EXPECT_RC(surelock_mutex_free(oom_mutex), 0);
+}
+
 /* ============================================================================================== */
 
 int main(void)
@@ -837,6 +1031,10 @@ int main(void)
         TEST(writers_are_exclusive_against_writers_and_readers_and_keep_a_plain_counter_exact),
         TEST(a_writer_is_not_starved_by_readers_that_keep_overlapping_holds),
         TEST(a_new_reader_gets_in_once_a_timed_out_writer_has_left),
+        TEST(a_read_unlock_touches_nothing_after_releasing_so_the_last_unlocker_may_free),
+        TEST(a_write_unlock_touches_nothing_after_releasing_so_the_last_unlocker_may_free),
+        TEST(a_thread_holding_a_thousand_rwlocks_for_reading_keeps_each_hold_exact),
+        TEST(a_read_lock_without_memory_for_its_hold_is_enomem_and_takes_nothing),
     };
     return cmocka_run_group_tests_name("rwlock", tests, watchdog_start, watchdog_stop);
 }

@@ -1,8 +1,9 @@
 // expect_exit: a test helper (not installed) that runs a command and checks how it ended.
 //
-//   expect_exit STATUS [--stdout-contains TEXT]... -- PROGRAM [ARGS...]
+//   expect_exit STATUS [--stdout-contains TEXT]... [--stdout-lacks TEXT]... -- PROGRAM [ARGS...]
 //
-// Exits 0 when PROGRAM exited normally with STATUS (and its stdout contains every TEXT),
+// Exits 0 when PROGRAM exited normally with STATUS (and its stdout contains every TEXT of
+// --stdout-contains and none of --stdout-lacks),
 // 1 otherwise, 2 on bad usage. PROGRAM's stdout is echoed, its stderr passes through, so the
 // test log shows what happened. Lets meson tests assert exact exit codes (2 for usage errors,
 // and later 75 for `surelock run`) without a shell.
@@ -32,11 +33,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "expect_exit: bad STATUS '%s'\n", argv[1]);
         return 2;
     }
-    std::vector<std::string> wanted;
+    std::vector<std::string> wanted, unwanted;
     int i = 2;
     for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
         if (strcmp(argv[i], "--stdout-contains") == 0 && i + 1 < argc) {
             wanted.push_back(argv[++i]);
+        } else if (strcmp(argv[i], "--stdout-lacks") == 0 && i + 1 < argc) {
+            unwanted.push_back(argv[++i]);
         } else {
             fprintf(stderr, "expect_exit: unknown argument '%s'\n", argv[i]);
             return 2;
@@ -100,6 +103,13 @@ int main(int argc, char **argv)
         if (out.find(w) == std::string::npos) {
             fprintf(stderr, "expect_exit: stdout of %s lacks \"%s\"\n", child_argv[0],
                     w.c_str());
+            return 1;
+        }
+    }
+    for (const std::string &u : unwanted) {
+        if (out.find(u) != std::string::npos) {
+            fprintf(stderr, "expect_exit: stdout of %s has \"%s\"\n", child_argv[0],
+                    u.c_str());
             return 1;
         }
     }

@@ -42,7 +42,7 @@ struct Command {
 int cmd_bench(int argc, char **argv);
 
 const Command commands[] = {
-    {"bench", "[PRIMITIVE] [--runs N] [--quick] [--verbose] [--list]",
+    {"bench", "[PRIMITIVE] [--runs N] [--quick] [--targets] [--plot FILE.svg] [--list]",
      "measure surelock's locks against their peers (pthreads, C++ std)", cmd_bench, nullptr},
     {"run", "[-n | -w SECONDS] [-E N] [-o] [--verbose] [--on-owner-dead=warn|fail] LOCKFILE "
             "[--] CMD [ARGS...] | -c 'SHELL COMMAND'",
@@ -111,22 +111,42 @@ int usage_error(const char *command, const char *fmt, const char *arg)
 void print_bench_usage(FILE *out)
 {
     fprintf(out,
-            "Usage: %s bench [PRIMITIVE] [--runs N] [--quick] [--verbose] [--list]\n"
+            "Usage: %s bench [PRIMITIVE] [--runs N] [--quick] [--verbose] [--targets]\n"
+            "                [--settle SECONDS] [--plot FILE.svg] [--list]\n"
             "\n"
             "Measures a surelock primitive against its peers and prints a table of absolute\n"
-            "numbers, ratios (surelock / peer) and the project's targets, marked met or missed.\n"
+            "numbers, ratios (surelock / peer), the spread of the runs and, for contended\n"
+            "rows, how many CPUs the threads really kept busy.\n"
             "Without PRIMITIVE, runs every benchmark. Primitives: %s.\n"
             "\n"
             "Options:\n"
-            "  --runs N     samples per cell, the cell shows their median (default 5)\n"
-            "  --quick      10x shorter samples: a smoke run with rough numbers\n"
-            "  --verbose    also print every sample\n"
-            "  --list       list the primitives and exit\n"
-            "  -h, --help   show this help and exit\n"
+            "  --runs N          samples per cell, the cell shows their median (default 5)\n"
+            "  --quick           10x shorter samples: a smoke run with rough numbers\n"
+            "  --verbose         also print every sample\n"
+            "  --targets         also print the project's targets, marked met or missed\n"
+            "  --settle SECONDS  first wait up to SECONDS for other processes to leave the\n"
+            "                    CPUs, and say whether they did (default 10; 1 with --quick;\n"
+            "                    0: do not wait)\n"
+            "  --plot FILE.svg   draw the scaling rows (threads 1..16) as an SVG line plot\n"
+            "                    (runs the scaling benchmark: no PRIMITIVE, or 'scaling')\n"
+            "  --list            list the primitives and exit\n"
+            "  -h, --help        show this help and exit\n"
             "\n"
-            "Exit status: 0 measured (met or missed targets alike), 1 a lock misbehaved\n"
-            "(or this build has no benchmarks), 2 usage error.\n",
+            "Exit status: 0 measured (whatever the numbers and targets), 1 a lock misbehaved\n"
+            "or a result could not be written (or this build has no benchmarks), 2 usage\n"
+            "error.\n",
             program, bench_primitives().c_str());
+}
+
+bool parse_seconds(const char *text, double *seconds)
+{
+    if (text == nullptr || *text == '\0') return false;
+    char *end = nullptr;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno != 0 || *end != '\0' || !(v >= 0 && v <= 3600)) return false;
+    *seconds = v;
+    return true;
 }
 
 bool parse_runs(const char *text, int *runs)
@@ -144,7 +164,9 @@ int cmd_bench(int argc, char **argv)
 {
     const char *primitive = nullptr;
     int runs = 5;
-    bool quick = false, verbose = false, list = false;
+    bool quick = false, verbose = false, list = false, targets = false;
+    double settle = -1; // -1: the default for the mode
+    const char *plot = nullptr;
     for (int i = 1; i < argc; i++) {
         std::string_view a = argv[i];
         if (a == "-h" || a == "--help") {
@@ -156,6 +178,18 @@ int cmd_bench(int argc, char **argv)
             verbose = true;
         } else if (a == "--list") {
             list = true;
+        } else if (a == "--targets") {
+            targets = true;
+        } else if (a == "--plot" || a.starts_with("--plot=")) {
+            plot = a == "--plot" ? (i + 1 < argc ? argv[++i] : nullptr) : argv[i] + strlen("--plot=");
+            if (plot == nullptr || *plot == '\0')
+                return usage_error("bench", "--plot needs a file name%s", "");
+        } else if (a == "--settle" || a.starts_with("--settle=")) {
+            const char *value = a == "--settle" ? (i + 1 < argc ? argv[++i] : nullptr)
+                                                : argv[i] + strlen("--settle=");
+            if (!parse_seconds(value, &settle))
+                return usage_error("bench", "--settle needs seconds from 0 to 3600, not '%s'",
+                                   value ? value : "");
         } else if (a == "--runs" || a.starts_with("--runs=")) {
             const char *value = a == "--runs" ? (i + 1 < argc ? argv[++i] : nullptr)
                                               : argv[i] + strlen("--runs=");
@@ -190,12 +224,32 @@ int cmd_bench(int argc, char **argv)
         for (const b::Suite &s : b::suites()) chosen.push_back(&s);
     }
 
+    if (plot != nullptr && primitive != nullptr && std::string_view(primitive) != "scaling")
+        return usage_error("bench",
+                           "--plot draws the scaling rows: use it with 'scaling' or without a "
+                           "primitive, not with '%s'",
+                           primitive);
+
+    if (plot != nullptr) { // find out before measuring for minutes, not after
+        FILE *f = fopen(plot, "we");
+        if (f == nullptr) {
+            fprintf(stderr, "%s: bench: cannot write the plot to %s: %s\n", program, plot,
+                    strerror(errno));
+            return exit_failure;
+        }
+        fclose(f);
+    }
+
     b::Options options;
     options.runs = runs;
     options.quick = quick;
     options.verbose = verbose;
+    options.targets = targets;
+    if (plot != nullptr) options.plot = plot;
     // Line-buffered, so `surelock bench | tee` shows each table as soon as it is done.
     setvbuf(stdout, nullptr, _IOLBF, 0);
+    b::wait_for_quiet_machine(stdout, settle >= 0 ? settle : quick ? 1 : 10);
+    printf("\n");
     int rc = exit_ok;
     bool first = true;
     for (const b::Suite *s : chosen) {
@@ -213,6 +267,9 @@ int cmd_bench(int argc, char **argv)
     (void)quick;
     (void)verbose;
     (void)list;
+    (void)targets;
+    (void)settle;
+    (void)plot;
     fprintf(stderr,
             "%s: bench: this surelock was built without benchmarks "
             "(reconfigure with -Dbench=true)\n",

@@ -29,6 +29,13 @@ Deadline Deadline::after(uint64_t timeout_ns)
     return Deadline{false, {(time_t)((uint64_t)now.tv_sec + secs), nsec}};
 }
 
+uint64_t monotonic_ns()
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
 uint64_t Deadline::remaining_ns() const
 {
     if (forever) return UINT64_MAX;

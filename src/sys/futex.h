@@ -21,6 +21,20 @@ struct Deadline {
     uint64_t remaining_ns() const;
 };
 
+// Now on CLOCK_MONOTONIC in nanoseconds (a vDSO call, no system call): the clock of the
+// time-bounded spins that come before some sleeps.
+uint64_t monotonic_ns();
+
+// One pause of a spin-wait loop (lets the sibling hyper-thread run, saves power).
+inline void cpu_relax()
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
 // Sleeps while *word == expected, until woken or the deadline passes.
 // Returns 0 (woken, or spuriously), EAGAIN (*word != expected), EINTR, or ETIMEDOUT.
 // `shared` selects process-shared futexes (memory mapped in several processes).

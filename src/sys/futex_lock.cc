@@ -23,4 +23,17 @@ bool FutexLock::lock_until(const Deadline &deadline)
     return true;
 }
 
+bool FutexLock::watch_until_free(uint64_t budget_ns) const
+{
+    if (word.load(std::memory_order_relaxed) == FREE) return true;
+    uint64_t end = monotonic_ns() + budget_ns;
+    do {
+        for (int i = 0; i < 16; i++) {
+            cpu_relax();
+            if (word.load(std::memory_order_relaxed) == FREE) return true;
+        }
+    } while (monotonic_ns() < end);
+    return false;
+}
+
 } // namespace surelock::sys

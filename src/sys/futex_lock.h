@@ -28,6 +28,12 @@ struct FutexLock {
     // true once taken.
     bool lock_until(const Deadline &deadline);
 
+    // Watches the word (loads only, no read-modify-write) for up to budget_ns until it is
+    // free; true if it was seen free. For callers that would otherwise sleep while holding
+    // other locks (a group between members), where a short critical section ending is worth
+    // more than the CPU: lock_until itself never spins.
+    bool watch_until_free(uint64_t budget_ns) const;
+
     void lock()
     {
         if (!try_lock()) lock_until(Deadline::never());

@@ -28,6 +28,11 @@ void surelock_testing_forget_finished_thread_records(void);
 extern void (*surelock_testing_ipc_init_hook)(void);
 void surelock_testing_ipc_init_point(void);
 
+/* Called by every rwlock unlock right after its releasing read-modify-write, on the unlocking
+ * thread: a test pauses one unlocker there while other threads take, release and free the
+ * lock (nothing of the lock may be touched after that step). NULL: no call. */
+extern void (*surelock_testing_rwlock_released_hook)(void);
+
 /* Called by surelock_cond_signal/broadcast right after the step that lets waiters go: a test
  * sets the hook to let a woken waiter return and free the cond there (pthreads allows
  * destroying a cond nobody waits on), proving nothing of the cond is touched afterwards. */

@@ -57,7 +57,9 @@ ThreadRecord *reuse_or_make_record()
     if (record != nullptr) free_records = record->free_next;
     unlock_free_records();
     if (record != nullptr) {
-        record->spare_hold = nullptr;
+        // A record recycled in a fork child still lists its parent thread's read holds:
+        // dropped unreleased (those locks stay read-held in the child, as with pthreads).
+        record->read_holds.forget();
         record->dispatch_queue = nullptr;
         record->registered = false;
         record->wait_lock.store(nullptr, std::memory_order_relaxed);
@@ -97,8 +99,8 @@ void thread_exit_destructor(void *arg)
         link->unlink();
         link->owner_exited(link);
     }
+    record->read_holds.drain();
     current_record = nullptr;
-    deallocate(record->spare_hold);
     deallocate(record->dispatch_queue);
     recycle(record);
 }

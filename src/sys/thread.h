@@ -12,6 +12,8 @@
 #include <atomic>
 #include <stdint.h>
 
+#include "sys/hold_set.h"
+
 namespace surelock::sys {
 
 struct LockKind;
@@ -35,9 +37,9 @@ struct ThreadRecord {
     uint64_t serial; // never 0, never reused
     int tid;         // the kernel's thread id (robust futexes go by it); renewed after fork()
     HeldLink held;   // sentinel of the list of what this thread holds
-    // One cached hold record (rwlock read holds), so a read lock/unlock pair allocates
-    // nothing in the common case; freed at thread exit.
-    void *spare_hold;
+    // The rwlocks it holds for reading (a reader has no link of its own in a lock that many
+    // threads hold at once); drained at thread exit after the held list.
+    HoldSet read_holds;
     // The semaphore's per-thread queue of callbacks to run (sem.cc), created on first use.
     void *dispatch_queue;
 

@@ -320,7 +320,7 @@ const LockKind *const all_kinds[] = {&rlock_kind, &mutex_kind, &rwlock_kind, &rw
 const LockKind *kind_of_link(void (*owner_exited)(HeldLink *))
 {
     for (const LockKind *k : all_kinds)
-        if (k->owner_exited == owner_exited) return k;
+        if (k->owner_exited != nullptr && k->owner_exited == owner_exited) return k;
     return nullptr;
 }
 
@@ -360,15 +360,18 @@ int dump_thread(int fd, const ThreadRecord *r)
     t.number((uint64_t)tid);
     t.add("): holds ");
     size_t shown = 0;
+    bool cut = false; // the list ended early ("?" or "...")
     const HeldLink *end = &r->held;
     for (const HeldLink *p = sentinel.next; p != end && p != nullptr; shown++) {
         HeldLink link;
         if (!safe_copy(&link, p, sizeof link)) {
             t.add(shown ? ", ?" : "?");
+            cut = true;
             break;
         }
         if (shown == max_held_shown) {
             t.add(", ...");
+            cut = true;
             break;
         }
         if (shown) t.add(", ");
@@ -382,6 +385,28 @@ int dump_thread(int fd, const ThreadRecord *r)
         t.add(what);
         t.add(kind->hold_mode);
         p = link.next;
+    }
+    // Read holds live in the thread's read-hold set (hold_set.h), not in its held list.
+    HoldSet holds;
+    if (!cut && safe_copy(&holds, &r->read_holds, sizeof holds) && holds.slots != nullptr) {
+        for (uint32_t i = 0; i <= holds.mask; i++) {
+            const void *lock = nullptr;
+            if (!safe_copy(&lock, &holds.slots[i], sizeof lock)) {
+                t.add(shown ? ", ?" : "?");
+                shown++;
+                break;
+            }
+            if (lock == nullptr) continue;
+            if (shown == max_held_shown) {
+                t.add(", ...");
+                break;
+            }
+            if (shown++) t.add(", ");
+            char what[160];
+            rwlock_read_kind.describe(lock, what, sizeof what, safe_copy);
+            t.add(what);
+            t.add(rwlock_read_kind.hold_mode);
+        }
     }
     if (shown == 0) t.add("nothing");
     const void *lock = r->wait_lock.load(std::memory_order_relaxed);

@@ -31,6 +31,8 @@ constexpr Suite all_suites[] = {
      run_sem},
     {"deadlock", "the cost of deadlock detection: contended and uncontended, on vs off",
      run_deadlock},
+    {"scaling", "every primitive vs its peer at 1, 2, 4, 8 and 16 threads (--plot FILE.svg)",
+     run_scaling},
 };
 
 } // namespace
@@ -63,9 +65,7 @@ Sample LoopSampler::operator()()
         // the requested sample length.
         uint64_t n = 1000;
         for (;;) {
-            auto t0 = Clock::now();
-            body_(n);
-            double s = seconds_between(t0, Clock::now());
+            double s = timed_body_(n);
             if (s >= seconds_ / 5 || n >= (uint64_t(1) << 40)) {
                 double scaled = double(n) * seconds_ / std::max(s, 1e-9);
                 n_ = std::max<uint64_t>(uint64_t(scaled), 1000);
@@ -74,9 +74,7 @@ Sample LoopSampler::operator()()
             n *= s < seconds_ / 100 ? 10 : 2;
         }
     }
-    auto t0 = Clock::now();
-    body_(n_);
-    double s = seconds_between(t0, Clock::now());
+    double s = timed_body_(n_);
     return Sample(s * 1e9 / double(n_));
 }
 
@@ -227,7 +225,8 @@ void Table::print(FILE *out, const Options &options) const
     std::vector<std::vector<std::string>> grid;
     std::vector<std::string> header{"scenario"};
     for (const std::string &c : columns) header.push_back(c);
-    header.push_back("target (ratio = surelock / peer)");
+    header.push_back("spread");
+    if (options.targets) header.push_back("target (ratio = surelock / peer)");
     grid.push_back(header);
 
     int met = 0, missed = 0;
@@ -244,7 +243,15 @@ void Table::print(FILE *out, const Options &options) const
                 text += " (" + format_ratio(ratio_of(row, c)) + ")";
             line.push_back(text);
         }
-        if (has_target(row)) {
+        // The row's stability: the widest (max-min)/median of its cells.
+        double row_spread = 0;
+        for (const Cell &cell : row.cells) row_spread = std::max(row_spread, cell.spread());
+        char spread_text[32];
+        snprintf(spread_text, sizeof spread_text, "%.0f%%", row_spread * 100);
+        line.push_back(options.runs > 1 ? spread_text : "-");
+        if (!options.targets) {
+            // no target column
+        } else if (has_target(row)) {
             double r = ratio_of(row, row.target.peer);
             bool ok = target_met(row, r);
             (ok ? met : missed)++;
@@ -268,14 +275,14 @@ void Table::print(FILE *out, const Options &options) const
         fputc('|', out);
         for (size_t c = 0; c < grid[l].size(); c++) {
             // Numbers right-aligned, text left-aligned.
-            bool right = l > 0 && c > 0 && c + 1 < grid[l].size();
+            bool right = l > 0 && c > 0 && (c + 1 < grid[l].size() || !options.targets);
             fprintf(out, right ? " %*s |" : " %-*s |", int(width[c]), grid[l][c].c_str());
         }
         fputc('\n', out);
         if (l == 0) {
             fputc('|', out);
             for (size_t c = 0; c < width.size(); c++) {
-                bool right = c > 0 && c + 1 < width.size();
+                bool right = c > 0 && (c + 1 < width.size() || !options.targets);
                 fprintf(out, "%s%s|", std::string(width[c] + 1, '-').c_str(), right ? ":" : "-");
             }
             fputc('\n', out);
@@ -293,13 +300,14 @@ void Table::print(FILE *out, const Options &options) const
             }
     fprintf(out,
             "\nEach cell: median of %d run%s%s. ns: lower is better, Mops/s: higher is better;\n"
-            "(0.80x) = surelock / that peer, so below 1 is better for ns, above 1 for Mops/s.\n",
+            "(0.80x) = surelock / that peer, so below 1 is better for ns, above 1 for Mops/s;\n"
+            "spread = the widest (max-min)/median of the row's cells.\n",
             options.runs, options.runs == 1 ? "" : "s",
             options.quick ? " (--quick: short runs, rough numbers)" : "");
     if (options.runs > 1)
         fprintf(out, "Worst spread (max-min)/median of a cell: %.1f%% (%s).\n", worst * 100,
                 worst_where.c_str());
-    fprintf(out, "Targets: %d met, %d missed.\n", met, missed);
+    if (options.targets) fprintf(out, "Targets: %d met, %d missed.\n", met, missed);
 
     // Threaded rows: how many CPUs each contender kept busy. A lock whose waiters spin shows
     // one CPU per thread; one whose waiters sleep shows fewer. Fewer than expected for every
@@ -346,6 +354,133 @@ void Table::print(FILE *out, const Options &options) const
                 fputc('\n', out);
             }
     }
+}
+
+namespace {
+
+// CPU jiffies since boot from /proc/stat's first line: busy (all but idle and iowait) and all.
+bool read_cpu_jiffies(unsigned long long *busy, unsigned long long *total)
+{
+    FILE *f = fopen("/proc/stat", "re");
+    if (f == nullptr) return false;
+    unsigned long long v[8] = {0};
+    int got = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                     &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (got < 4) return false;
+    *total = 0;
+    for (unsigned long long x : v) *total += x;
+    *busy = *total - v[3] - v[4];
+    return true;
+}
+
+} // namespace
+
+void wait_for_quiet_machine(FILE *out, double max_seconds)
+{
+    constexpr double window = 0.5, quiet_cpus = 0.3;
+    long hz = sysconf(_SC_CLK_TCK);
+    auto start = Clock::now();
+    double busy_cpus = -1;
+    for (;;) {
+        unsigned long long b0, t0, b1, t1;
+        if (hz <= 0 || !read_cpu_jiffies(&b0, &t0)) break;
+        auto w0 = Clock::now();
+        std::this_thread::sleep_for(std::chrono::duration<double>(window));
+        if (!read_cpu_jiffies(&b1, &t1)) break;
+        busy_cpus = double(b1 - b0) / double(hz) / seconds_between(w0, Clock::now());
+        double waited = seconds_between(start, Clock::now());
+        if (busy_cpus <= quiet_cpus) {
+            fprintf(out, "machine settled after %.1f s: other processes kept %.2f CPUs busy.\n",
+                    waited, busy_cpus);
+            return;
+        }
+        if (waited >= max_seconds) break;
+    }
+    if (busy_cpus < 0)
+        fprintf(out, "machine load unknown (no /proc/stat): numbers may be disturbed.\n");
+    else
+        fprintf(out,
+                "machine did NOT settle within %.1f s: other processes kept %.2f of %ld CPUs "
+                "busy; the rows below were measured under that load (contended rows most of "
+                "all).\n",
+                max_seconds, busy_cpus, sysconf(_SC_NPROCESSORS_ONLN));
+}
+
+bool write_scaling_svg(const std::string &path, const std::vector<ScalingSeries> &series)
+{
+    FILE *f = fopen(path.c_str(), "we");
+    if (f == nullptr) return false;
+    constexpr int W = 860, H = 520, left = 70, right = 250, top = 40, bottom = 60;
+    const int pw = W - left - right, ph = H - top - bottom;
+    double ymax = 0;
+    int tmax = 1;
+    for (const ScalingSeries &s : series) {
+        for (double v : s.subject) ymax = std::max(ymax, v);
+        for (double v : s.peer_values) ymax = std::max(ymax, v);
+        for (int t : s.threads) tmax = std::max(tmax, t);
+    }
+    if (!(ymax > 0)) ymax = 1;
+    double decade = std::pow(10.0, std::floor(std::log10(ymax)));
+    double ystep = ymax / decade > 5 ? 2 * decade : ymax / decade > 2 ? decade : decade / 2;
+    ymax = std::ceil(ymax / ystep) * ystep;
+    double xmax = std::log2(double(tmax));
+    if (xmax <= 0) xmax = 1;
+    auto X = [&](int t) { return left + pw * std::log2(double(t)) / xmax; };
+    auto Y = [&](double v) { return top + ph * (1 - v / ymax); };
+    static const char *colours[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e",
+                                    "#8c564b", "#e377c2", "#17becf"};
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+            "font-family=\"sans-serif\" font-size=\"12\">\n"
+            "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+            "<text x=\"%d\" y=\"24\" font-size=\"15\">surelock bench scaling: throughput "
+            "by thread count (solid: surelock, dashed: its peer)</text>\n",
+            W, H, left);
+    for (double v = 0; v <= ymax + ystep / 2; v += ystep) {
+        fprintf(f,
+                "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#ddd\"/>"
+                "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n",
+                left, Y(v), left + pw, Y(v), left - 6, Y(v) + 4, v);
+    }
+    for (int t = 1; t <= tmax; t *= 2)
+        fprintf(f,
+                "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#ddd\"/>"
+                "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%d</text>\n",
+                X(t), top, X(t), top + ph, X(t), top + ph + 18, t);
+    fprintf(f,
+            "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">threads (log scale; %ld CPUs "
+            "online)</text>\n"
+            "<text transform=\"translate(18,%d) rotate(-90)\" text-anchor=\"middle\">Mops/s"
+            "</text>\n"
+            "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" "
+            "stroke=\"black\"/>\n",
+            left + pw / 2, H - 16, sysconf(_SC_NPROCESSORS_ONLN), top + ph / 2, left, top, pw,
+            ph);
+    for (size_t i = 0; i < series.size(); i++) {
+        const ScalingSeries &s = series[i];
+        const char *colour = colours[i % (sizeof colours / sizeof *colours)];
+        for (int which = 0; which < 2; which++) {
+            const std::vector<double> &v = which == 0 ? s.subject : s.peer_values;
+            fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"",
+                    colour, which ? " stroke-dasharray=\"6,4\"" : "");
+            for (size_t k = 0; k < v.size() && k < s.threads.size(); k++)
+                if (std::isfinite(v[k])) fprintf(f, "%.1f,%.1f ", X(s.threads[k]), Y(v[k]));
+            fprintf(f, "\"/>\n");
+        }
+        int ly = top + 14 + int(i) * 36;
+        fprintf(f,
+                "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" "
+                "stroke-width=\"2\"/><text x=\"%d\" y=\"%d\">%s</text>\n"
+                "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" "
+                "stroke-width=\"2\" stroke-dasharray=\"6,4\"/><text x=\"%d\" y=\"%d\">%s"
+                "</text>\n",
+                W - right + 12, ly, W - right + 40, ly, colour, W - right + 46, ly + 4,
+                s.name.c_str(), W - right + 12, ly + 16, W - right + 40, ly + 16, colour,
+                W - right + 46, ly + 20, s.peer.c_str());
+    }
+    fprintf(f, "</svg>\n");
+    return fclose(f) == 0;
 }
 
 std::string machine_summary()

@@ -30,6 +30,8 @@ struct Options {
     int runs = 5;         // samples per cell; the cell shows their median
     bool quick = false;   // samples 10x shorter: a smoke run, numbers are rough
     bool verbose = false; // print every sample, not only the medians
+    bool targets = false; // print the project's target column (met / missed) too
+    std::string plot;     // write the scaling rows as an SVG plot to this path ("" = none)
 
     // How long one sample of a single-threaded loop / a multi-threaded run should last.
     double loop_seconds() const { return quick ? 0.005 : 0.05; }
@@ -116,13 +118,25 @@ using Sampler = std::function<Sample()>;
 class LoopSampler {
 public:
     LoopSampler(std::function<void(uint64_t)> body, double seconds)
-        : body_(std::move(body)), seconds_(seconds)
+        : timed_body_([body = std::move(body)](uint64_t n) {
+              auto t0 = Clock::now();
+              body(n);
+              return seconds_between(t0, Clock::now());
+          }),
+          seconds_(seconds)
+    {
+    }
+    // For a body with untimed set-up and tear-down around its n operations: it times the
+    // operations itself and returns their seconds.
+    struct SelfTimed {};
+    LoopSampler(SelfTimed, std::function<double(uint64_t)> timed_body, double seconds)
+        : timed_body_(std::move(timed_body)), seconds_(seconds)
     {
     }
     Sample operator()();
 
 private:
-    std::function<void(uint64_t)> body_;
+    std::function<double(uint64_t)> timed_body_;
     double seconds_;
     uint64_t n_ = 0;
 };
@@ -221,6 +235,21 @@ struct Table {
     int targets_missed() const;
 };
 
+// Before measuring: waits up to max_seconds for the other processes to leave the CPUs (at
+// most ~0.3 CPU busy outside this process over half a second), then prints one line saying
+// whether the machine settled, and how busy it was if not.
+void wait_for_quiet_machine(FILE *out, double max_seconds);
+
+// The scaling rows (threads 1..16, one per primitive) as an SVG line plot at `path`.
+// False (with errno set) when the file cannot be written.
+struct ScalingSeries {
+    std::string name;          // "mutex", "rwlock 95% reads", ...
+    std::string peer;          // "pthread normal", ...
+    std::vector<int> threads;  // x
+    std::vector<double> subject, peer_values; // Mops/s medians
+};
+bool write_scaling_svg(const std::string &path, const std::vector<ScalingSeries> &series);
+
 // One line describing the machine (CPU model, online CPUs, load average) for the report
 // header, with a warning when other processes are busy: contended numbers need idle CPUs.
 std::string machine_summary();
@@ -232,5 +261,6 @@ int run_ipc(const Options &options);
 int run_group(const Options &options);
 int run_sem(const Options &options);
 int run_deadlock(const Options &options); // bench_deadlock.cc (issue 14)
+int run_scaling(const Options &options);
 
 } // namespace surelock::bench

@@ -13,10 +13,13 @@
 // std::mutex, and N pthread mutexes locked in a fixed order by hand (no deadlock avoidance
 // beyond the order: the floor of what any all-or-nothing lock can cost):
 //   group of 2 / 4 / 8, uncontended           ns per group lock+unlock; target at 8:
-//                                             <= 0.5x std::scoped_lock
+//                                             <= 0.6x std::scoped_lock
 //   dining philosophers, 5 threads            meals per second (Mops/s); each meal takes
 //                                             its two forks as one acquisition; target
 //                                             >= 1.0x std::lock
+//   dining philosophers, 4 / 5 threads, no    the same without local work between meals (pure
+//   thinking between meals                    contention); target >= 1.0x std::lock
+// Held-lock bookkeeping: one lock+unlock with 0 or 1024 other locks held by the thread.
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
@@ -30,6 +33,7 @@
 #include <utility>
 
 #include "bench.h"
+#include "peers.h"
 #include "surelock.h"
 
 namespace surelock::bench {
@@ -46,28 +50,7 @@ void complain(const char *what)
 
 // ---- Mutexes: lock() / unlock() return 0 or an errno ---------------------------------------
 
-struct alignas(64) SurelockMutex {
-    surelock_mutex *m = nullptr;
-    SurelockMutex()
-    {
-        if (surelock_mutex_new(&m) != 0) m = nullptr;
-    }
-    ~SurelockMutex()
-    {
-        if (m) surelock_mutex_free(m);
-    }
-    bool ok() const { return m != nullptr; }
-    int lock() { return surelock_mutex_lock(m); }
-    int unlock() { return surelock_mutex_unlock(m); }
-};
 
-struct alignas(64) PthreadNormal {
-    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
-    ~PthreadNormal() { pthread_mutex_destroy(&m); }
-    bool ok() const { return true; }
-    int lock() { return pthread_mutex_lock(&m); }
-    int unlock() { return pthread_mutex_unlock(&m); }
-};
 
 struct alignas(64) StdMutex {
     std::mutex m;
@@ -86,30 +69,7 @@ struct alignas(64) StdMutex {
 
 // ---- Reader-writer locks ----------------------------------------------------------------------
 
-struct alignas(64) SurelockRwlock {
-    surelock_rwlock *l = nullptr;
-    SurelockRwlock()
-    {
-        if (surelock_rwlock_new(&l) != 0) l = nullptr;
-    }
-    ~SurelockRwlock()
-    {
-        if (l) surelock_rwlock_free(l);
-    }
-    bool ok() const { return l != nullptr; }
-    int rdlock() { return surelock_rwlock_rdlock(l); }
-    int wrlock() { return surelock_rwlock_wrlock(l); }
-    int unlock() { return surelock_rwlock_unlock(l); }
-};
 
-struct alignas(64) PthreadRwlock {
-    pthread_rwlock_t l = PTHREAD_RWLOCK_INITIALIZER;
-    ~PthreadRwlock() { pthread_rwlock_destroy(&l); }
-    bool ok() const { return true; }
-    int rdlock() { return pthread_rwlock_rdlock(&l); }
-    int wrlock() { return pthread_rwlock_wrlock(&l); }
-    int unlock() { return pthread_rwlock_unlock(&l); }
-};
 
 struct alignas(64) StdSharedMutex {
     std::shared_mutex m;
@@ -239,12 +199,11 @@ struct alignas(64) PerThread {
     uint64_t ops = 0, writes = 0;
 };
 
-constexpr int write_every = 20; // 1 operation in 20 writes: 95 % reads
-
-template <class L> Sampler read_mostly(const Options &o, int threads)
+// write_every 20: 1 operation in 20 writes (95 % reads); 2: half of them (50/50).
+template <class L> Sampler read_mostly(const Options &o, int threads, int write_every = 20)
 {
     double seconds = o.threaded_seconds();
-    return [threads, seconds]() -> Sample {
+    return [threads, seconds, write_every]() -> Sample {
         auto lock = std::make_unique<L>();
         auto data = std::make_unique<RwData>();
         std::vector<PerThread> per(threads);
@@ -259,10 +218,10 @@ template <class L> Sampler read_mostly(const Options &o, int threads)
         double elapsed = 0, cpus = 0;
         uint64_t total = run_threads(
             threads, seconds,
-            [p, d, pt, &bad, &torn](int t) {
+            [p, d, pt, &bad, &torn, write_every](int t) {
                 PerThread &me = pt[t];
                 // Threads start their write phase at different points, so writes spread out.
-                if ((me.ops++ + uint64_t(t) * 5) % write_every == 0) {
+                if ((me.ops++ + uint64_t(t) * 5) % uint64_t(write_every) == 0) {
                     if (__builtin_expect(p->wrlock() != 0, 0)) bad++;
                     d->a++;
                     clobber_memory();
@@ -288,6 +247,177 @@ template <class L> Sampler read_mostly(const Options &o, int threads)
         if (d->a != writes || d->b != writes) complain("rwlock: lost writes: exclusion failed");
         return Sample(double(total) / elapsed / 1e6, cpus);
     };
+}
+
+
+// ---- Held-lock bookkeeping: the same pair with many other locks held ---------------------------
+
+constexpr int others_per_kind = 256; // x 4 kinds = 1024 other locks held
+
+// Other locks the measuring thread holds while it times a pair: 256 each of a mutex, a
+// recursive lock, an rwlock held for reading and one held for writing (surelock's, or the
+// pthread equivalents for the peer column). Created and taken in the constructor, released
+// and freed in the destructor, on the measuring thread.
+struct SurelockOthersHeld {
+    std::vector<surelock_mutex *> m;
+    std::vector<surelock_rlock *> r;
+    std::vector<surelock_rwlock *> rd, wr;
+    explicit SurelockOthersHeld(int per_kind)
+    {
+        for (int i = 0; i < per_kind; i++) {
+            surelock_mutex *a = nullptr;
+            surelock_rlock *b = nullptr;
+            surelock_rwlock *c = nullptr, *d = nullptr;
+            if (surelock_mutex_new(&a) != 0 || surelock_rlock_new(&b) != 0 ||
+                surelock_rwlock_new(&c) != 0 || surelock_rwlock_new(&d) != 0 ||
+                surelock_mutex_lock(a) != 0 || surelock_rlock_lock(b) != 0 ||
+                surelock_rwlock_rdlock(c) != 0 || surelock_rwlock_wrlock(d) != 0)
+                complain("cannot create and take the other held locks");
+            m.push_back(a);
+            r.push_back(b);
+            rd.push_back(c);
+            wr.push_back(d);
+        }
+    }
+    ~SurelockOthersHeld()
+    {
+        for (size_t i = 0; i < m.size(); i++) {
+            surelock_mutex_unlock(m[i]);
+            surelock_rlock_unlock(r[i]);
+            surelock_rwlock_unlock(rd[i]);
+            surelock_rwlock_unlock(wr[i]);
+            surelock_mutex_free(m[i]);
+            surelock_rlock_free(r[i]);
+            surelock_rwlock_free(rd[i]);
+            surelock_rwlock_free(wr[i]);
+        }
+    }
+};
+
+struct PthreadOthersHeld {
+    std::unique_ptr<pthread_mutex_t[]> m, r;
+    std::unique_ptr<pthread_rwlock_t[]> rd, wr;
+    int n;
+    explicit PthreadOthersHeld(int per_kind)
+        : m(new pthread_mutex_t[per_kind]), r(new pthread_mutex_t[per_kind]),
+          rd(new pthread_rwlock_t[per_kind]), wr(new pthread_rwlock_t[per_kind]), n(per_kind)
+    {
+        pthread_mutexattr_t recursive;
+        pthread_mutexattr_init(&recursive);
+        pthread_mutexattr_settype(&recursive, PTHREAD_MUTEX_RECURSIVE);
+        for (int i = 0; i < n; i++) {
+            pthread_mutex_init(&m[i], nullptr);
+            pthread_mutex_init(&r[i], &recursive);
+            pthread_rwlock_init(&rd[i], nullptr);
+            pthread_rwlock_init(&wr[i], nullptr);
+            pthread_mutex_lock(&m[i]);
+            pthread_mutex_lock(&r[i]);
+            pthread_rwlock_rdlock(&rd[i]);
+            pthread_rwlock_wrlock(&wr[i]);
+        }
+        pthread_mutexattr_destroy(&recursive);
+    }
+    ~PthreadOthersHeld()
+    {
+        for (int i = 0; i < n; i++) {
+            pthread_mutex_unlock(&m[i]);
+            pthread_mutex_unlock(&r[i]);
+            pthread_rwlock_unlock(&rd[i]);
+            pthread_rwlock_unlock(&wr[i]);
+            pthread_mutex_destroy(&m[i]);
+            pthread_mutex_destroy(&r[i]);
+            pthread_rwlock_destroy(&rd[i]);
+            pthread_rwlock_destroy(&wr[i]);
+        }
+    }
+};
+
+enum class Pair { mutex, rlock, read, write };
+const char *pair_name(Pair p)
+{
+    switch (p) {
+    case Pair::mutex: return "mutex lock+unlock";
+    case Pair::rlock: return "rlock lock+unlock";
+    case Pair::read: return "rwlock read lock+unlock";
+    case Pair::write: return "rwlock write lock+unlock";
+    }
+    return "?";
+}
+
+// The timed lock (created fresh) and the pair's operations, for surelock and for pthreads.
+template <bool Surelock> struct PairLock;
+template <> struct PairLock<true> {
+    surelock_mutex *m = nullptr;
+    surelock_rlock *r = nullptr;
+    surelock_rwlock *l = nullptr;
+    PairLock()
+    {
+        if (surelock_mutex_new(&m) != 0 || surelock_rlock_new(&r) != 0 ||
+            surelock_rwlock_new(&l) != 0)
+            complain("cannot create the timed locks");
+    }
+    ~PairLock()
+    {
+        surelock_mutex_free(m);
+        surelock_rlock_free(r);
+        surelock_rwlock_free(l);
+    }
+    int pair(Pair p)
+    {
+        switch (p) {
+        case Pair::mutex: return surelock_mutex_lock(m) | surelock_mutex_unlock(m);
+        case Pair::rlock: return surelock_rlock_lock(r) | surelock_rlock_unlock(r);
+        case Pair::read: return surelock_rwlock_rdlock(l) | surelock_rwlock_unlock(l);
+        case Pair::write: return surelock_rwlock_wrlock(l) | surelock_rwlock_unlock(l);
+        }
+        return -1;
+    }
+};
+template <> struct PairLock<false> {
+    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_t r = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+    pthread_rwlock_t l = PTHREAD_RWLOCK_INITIALIZER;
+    int pair(Pair p)
+    {
+        switch (p) {
+        case Pair::mutex: return pthread_mutex_lock(&m) | pthread_mutex_unlock(&m);
+        case Pair::rlock: return pthread_mutex_lock(&r) | pthread_mutex_unlock(&r);
+        case Pair::read: return pthread_rwlock_rdlock(&l) | pthread_rwlock_unlock(&l);
+        case Pair::write: return pthread_rwlock_wrlock(&l) | pthread_rwlock_unlock(&l);
+        }
+        return -1;
+    }
+};
+
+template <bool Surelock> Sampler pair_with_others_held(const Options &o, Pair p, int per_kind)
+{
+    return LoopSampler(
+        LoopSampler::SelfTimed{},
+        [p, per_kind](uint64_t n) {
+            using Others = std::conditional_t<Surelock, SurelockOthersHeld, PthreadOthersHeld>;
+            Others others(per_kind); // taken before the clock starts, released after it stops
+            auto lock = std::make_unique<PairLock<Surelock>>();
+            uint64_t bad = 0;
+            auto t0 = Clock::now();
+            switch (p) { // one loop per pair kind: no switch inside the timed loop
+            case Pair::mutex:
+                for (uint64_t i = 0; i < n; i++) bad += lock->pair(Pair::mutex) != 0;
+                break;
+            case Pair::rlock:
+                for (uint64_t i = 0; i < n; i++) bad += lock->pair(Pair::rlock) != 0;
+                break;
+            case Pair::read:
+                for (uint64_t i = 0; i < n; i++) bad += lock->pair(Pair::read) != 0;
+                break;
+            case Pair::write:
+                for (uint64_t i = 0; i < n; i++) bad += lock->pair(Pair::write) != 0;
+                break;
+            }
+            double seconds = seconds_between(t0, Clock::now());
+            if (bad) complain("lock/unlock with other locks held failed");
+            return seconds;
+        },
+        o.loop_seconds());
 }
 
 // ---- Groups -------------------------------------------------------------------------------------
@@ -448,27 +578,37 @@ inline void eat(Table5 *t, int p)
     t->meals[p].ops++;
 }
 
-template <class Dine> Sample dine(double seconds, Dine &&meal)
+// `diners` of the five philosophers eat (4: one seat stays empty); `thinking` is the local
+// work between meals (0: pure contention, every meal right after the last).
+struct Dinner {
+    int diners = philosophers;
+    int thinking = work_steps;
+};
+
+template <class Dine> Sample dine(double seconds, Dinner dinner, Dine &&meal)
 {
     auto table = std::make_unique<Table5>();
     Table5 *tp = table.get();
     double elapsed = 0, cpus = 0;
+    int thinking = dinner.thinking;
     uint64_t total = run_threads(
-        philosophers, seconds,
-        [tp, &meal](int p) {
+        dinner.diners, seconds,
+        [tp, &meal, thinking](int p) {
             meal(tp, p);
-            uint64_t x = local_work(uint64_t(p) + 1, work_steps);
-            do_not_optimize(x);
+            if (thinking > 0) {
+                uint64_t x = local_work(uint64_t(p) + 1, thinking);
+                do_not_optimize(x);
+            }
         },
         &elapsed, &cpus);
     if (!table->check()) complain("dining philosophers: a fork's count is wrong: exclusion failed");
     return Sample(double(total) / elapsed / 1e6, cpus);
 }
 
-Sampler philosophers_surelock(const Options &o)
+Sampler philosophers_surelock(const Options &o, Dinner dinner = {})
 {
     double seconds = o.threaded_seconds();
-    return [seconds]() -> Sample {
+    return [seconds, dinner]() -> Sample {
         std::array<surelock_mutex *, philosophers> forks{};
         std::array<surelock_group *, philosophers> groups{};
         bool ok = true;
@@ -486,7 +626,7 @@ Sampler philosophers_surelock(const Options &o)
             complain("cannot build the philosophers' groups");
         } else {
             std::atomic<uint64_t> bad{0};
-            s = dine(seconds, [&groups, &bad](Table5 *t, int p) {
+            s = dine(seconds, dinner, [&groups, &bad](Table5 *t, int p) {
                 if (__builtin_expect(surelock_group_lock(groups[p]) != 0, 0)) bad++;
                 eat(t, p);
                 if (__builtin_expect(surelock_group_unlock(groups[p]) != 0, 0)) bad++;
@@ -501,26 +641,26 @@ Sampler philosophers_surelock(const Options &o)
     };
 }
 
-Sampler philosophers_scoped(const Options &o)
+Sampler philosophers_scoped(const Options &o, Dinner dinner = {})
 {
     double seconds = o.threaded_seconds();
-    return [seconds]() -> Sample {
+    return [seconds, dinner]() -> Sample {
         auto forks = std::make_unique<StdMutexes<philosophers>>();
         auto *m = &forks->m;
-        return dine(seconds, [m](Table5 *t, int p) {
+        return dine(seconds, dinner, [m](Table5 *t, int p) {
             std::scoped_lock lock((*m)[p], (*m)[(p + 1) % philosophers]);
             eat(t, p);
         });
     };
 }
 
-Sampler philosophers_std_lock(const Options &o)
+Sampler philosophers_std_lock(const Options &o, Dinner dinner = {})
 {
     double seconds = o.threaded_seconds();
-    return [seconds]() -> Sample {
+    return [seconds, dinner]() -> Sample {
         auto forks = std::make_unique<StdMutexes<philosophers>>();
         auto *m = &forks->m;
-        return dine(seconds, [m](Table5 *t, int p) {
+        return dine(seconds, dinner, [m](Table5 *t, int p) {
             std::mutex &a = (*m)[p], &b = (*m)[(p + 1) % philosophers];
             std::lock(a, b);
             eat(t, p);
@@ -530,14 +670,14 @@ Sampler philosophers_std_lock(const Options &o)
     };
 }
 
-Sampler philosophers_ordered(const Options &o)
+Sampler philosophers_ordered(const Options &o, Dinner dinner = {})
 {
     double seconds = o.threaded_seconds();
-    return [seconds]() -> Sample {
+    return [seconds, dinner]() -> Sample {
         auto forks = std::make_unique<PthreadMutexes<philosophers>>();
         auto *m = &forks->m;
         std::atomic<uint64_t> bad{0};
-        Sample s = dine(seconds, [m, &bad](Table5 *t, int p) {
+        Sample s = dine(seconds, dinner, [m, &bad](Table5 *t, int p) {
             int lo = std::min(p, (p + 1) % philosophers), hi = std::max(p, (p + 1) % philosophers);
             if (pthread_mutex_lock(&(*m)[lo]) != 0 || pthread_mutex_lock(&(*m)[hi]) != 0) bad++;
             eat(t, p);
@@ -588,7 +728,35 @@ int run_group(const Options &o)
                    {read_mostly<SurelockRwlock>(o, 4), read_mostly<PthreadRwlock>(o, 4),
                     read_mostly<StdSharedMutex>(o, 4)},
                    o.runs);
+    Row &mix = locks.add_row("rwlock 50/50 reads and writes, 4 threads", mops_per_s,
+                             {l_pthread, 1.0});
+    mix.threads = 4;
+    Table::measure(mix,
+                   {read_mostly<SurelockRwlock>(o, 4, 2), read_mostly<PthreadRwlock>(o, 4, 2),
+                    read_mostly<StdSharedMutex>(o, 4, 2)},
+                   o.runs);
     locks.print(stdout, o);
+    printf("\n");
+    fflush(stdout);
+
+    Table held;
+    held.title = std::string("surelock bench group: held-lock bookkeeping (libsurelock ") +
+                 surelock_version() + ")\nuncontended lock+unlock of one lock while the thread "
+                 "holds 0 or 1024 other locks (256 each: mutex, rlock, rwlock read, rwlock "
+                 "write; pthread: the same kinds)";
+    held.columns = {"surelock", "pthread"};
+    for (Pair p : {Pair::mutex, Pair::rlock, Pair::read, Pair::write}) {
+        for (int per_kind : {0, others_per_kind}) {
+            Row &row = held.add_row(std::string(pair_name(p)) + ", " +
+                                        std::to_string(4 * per_kind) + " others held",
+                                    ns_per_op);
+            Table::measure(row,
+                           {pair_with_others_held<true>(o, p, per_kind),
+                            pair_with_others_held<false>(o, p, per_kind)},
+                           o.runs);
+        }
+    }
+    held.print(stdout, o);
     printf("\n");
     fflush(stdout);
 
@@ -610,7 +778,7 @@ int run_group(const Options &o)
     Table::measure(g4, {group_surelock<4>(o), group_scoped<4>(o), group_std_lock<4>(o),
                         group_ordered<4>(o)},
                    o.runs);
-    Row &g8 = groups.add_row("group of 8, uncontended lock+unlock", ns_per_op, {g_scoped, 0.5});
+    Row &g8 = groups.add_row("group of 8, uncontended lock+unlock", ns_per_op, {g_scoped, 0.6});
     Table::measure(g8, {group_surelock<8>(o), group_scoped<8>(o), group_std_lock<8>(o),
                         group_ordered<8>(o)},
                    o.runs);
@@ -620,6 +788,17 @@ int run_group(const Options &o)
                    {philosophers_surelock(o), philosophers_scoped(o), philosophers_std_lock(o),
                     philosophers_ordered(o)},
                    o.runs);
+    for (int diners : {4, 5}) {
+        Row &row = groups.add_row("dining philosophers, " + std::to_string(diners) +
+                                      " threads, no thinking between meals",
+                                  mops_per_s, {g_std_lock, 1.0});
+        row.threads = diners;
+        Dinner pure{diners, 0};
+        Table::measure(row,
+                       {philosophers_surelock(o, pure), philosophers_scoped(o, pure),
+                        philosophers_std_lock(o, pure), philosophers_ordered(o, pure)},
+                       o.runs);
+    }
     groups.print(stdout, o);
     fflush(stdout);
 

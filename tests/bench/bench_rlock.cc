@@ -20,6 +20,7 @@
 #include <mutex>
 
 #include "bench.h"
+#include "peers.h"
 #include "surelock.h"
 
 namespace surelock::bench {
@@ -28,46 +29,7 @@ namespace {
 
 // ---- The contenders: lock() / unlock() return 0 or an errno ---------------------------------
 
-struct alignas(64) SurelockRlock {
-    surelock_rlock *l = nullptr;
-    SurelockRlock()
-    {
-        if (int rc = surelock_rlock_new(&l); rc != 0) {
-            fprintf(stderr, "surelock bench rlock: surelock_rlock_new: %s (%s)\n", strerror(rc),
-                    surelock_errmsg());
-            l = nullptr;
-        }
-    }
-    ~SurelockRlock()
-    {
-        if (l) surelock_rlock_free(l);
-    }
-    bool ok() const { return l != nullptr; }
-    int lock() { return surelock_rlock_lock(l); }
-    int unlock() { return surelock_rlock_unlock(l); }
-};
 
-template <int Type> struct alignas(64) PthreadMutex {
-    pthread_mutex_t m;
-    bool ready = false;
-    PthreadMutex()
-    {
-        pthread_mutexattr_t a;
-        pthread_mutexattr_init(&a);
-        pthread_mutexattr_settype(&a, Type);
-        ready = pthread_mutex_init(&m, &a) == 0;
-        pthread_mutexattr_destroy(&a);
-    }
-    ~PthreadMutex()
-    {
-        if (ready) pthread_mutex_destroy(&m);
-    }
-    bool ok() const { return ready; }
-    int lock() { return pthread_mutex_lock(&m); }
-    int unlock() { return pthread_mutex_unlock(&m); }
-};
-using PthreadRecursive = PthreadMutex<PTHREAD_MUTEX_RECURSIVE>;
-using PthreadNormal = PthreadMutex<PTHREAD_MUTEX_DEFAULT>;
 
 struct alignas(64) StdRecursive {
     std::recursive_mutex m;

@@ -7,9 +7,9 @@
 //   lock_async on a free amutex + unlock   ns per pair             target <= 2.0x pthread normal
 //                                          (peer: plain lock+unlock)
 //   sem acquire(1)+release(1), uncontended ns per pair             context: vs sem_t
-//   contended, 2 threads                   Mops/s; lock; counter++; unlock; local work.
-//                                          surelock uses blocking amutex_lock. Target
-//                                          >= 2.0x the ticket lock (the FIFO peer); pthread
+//   amutex / sem(1) contended, 2 and 8     Mops/s; lock; counter++; unlock; local work.
+//   threads                                surelock blocks (amutex_lock, sem_acquire). Target
+//                                          >= 10x the ticket lock (the FIFO peer); pthread
 //                                          normal and sem_t are not FIFO (for context)
 //   hand-off: release -> blocked waiter    ns from the holder's unlock call to the return of
 //     returns                              the lock call of a thread asleep in it
@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "bench.h"
+#include "peers.h"
 #include "surelock.h"
 
 namespace surelock::bench {
@@ -46,55 +47,8 @@ void complain(const char *what)
 
 // ---- The contenders: lock() / unlock() return 0 or an errno ---------------------------------
 
-struct alignas(64) SurelockAmutex {
-    surelock_amutex *m = nullptr;
-    SurelockAmutex()
-    {
-        if (surelock_amutex_new(&m) != 0) m = nullptr;
-    }
-    ~SurelockAmutex()
-    {
-        if (m) surelock_amutex_free(m);
-    }
-    bool ok() const { return m != nullptr; }
-    int lock() { return surelock_amutex_lock(m); }
-    int unlock() { return surelock_amutex_unlock(m); }
-};
 
-struct alignas(64) PthreadNormal {
-    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
-    ~PthreadNormal() { pthread_mutex_destroy(&m); }
-    bool ok() const { return true; }
-    int lock() { return pthread_mutex_lock(&m); }
-    int unlock() { return pthread_mutex_unlock(&m); }
-};
 
-// Strict FIFO: take a ticket, wait (on the condition variable) until it is served.
-struct alignas(64) TicketLock {
-    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
-    pthread_cond_t c = PTHREAD_COND_INITIALIZER;
-    uint64_t next = 0, serving = 0;
-    ~TicketLock()
-    {
-        pthread_cond_destroy(&c);
-        pthread_mutex_destroy(&m);
-    }
-    bool ok() const { return true; }
-    int lock()
-    {
-        int rc = pthread_mutex_lock(&m);
-        uint64_t mine = next++;
-        while (serving != mine) pthread_cond_wait(&c, &m);
-        return rc | pthread_mutex_unlock(&m);
-    }
-    int unlock()
-    {
-        int rc = pthread_mutex_lock(&m);
-        serving++;
-        pthread_cond_broadcast(&c);
-        return rc | pthread_mutex_unlock(&m);
-    }
-};
 
 struct alignas(64) PosixSem {
     sem_t s;
@@ -192,6 +146,22 @@ Sampler sem_uncontended(const Options &o)
 }
 
 // ---- Contended --------------------------------------------------------------------------------
+
+// A surelock semaphore of one permit, used as a FIFO lock.
+struct alignas(64) SurelockSem1 {
+    surelock_sem *s = nullptr;
+    SurelockSem1()
+    {
+        if (surelock_sem_new(1, &s) != 0) s = nullptr;
+    }
+    ~SurelockSem1()
+    {
+        if (s) surelock_sem_free(s);
+    }
+    bool ok() const { return s != nullptr; }
+    int lock() { return surelock_sem_acquire(s, 1); }
+    int unlock() { return surelock_sem_release(s, 1); }
+};
 
 constexpr int work_steps = 32; // local work between acquisitions, see local_work()
 
@@ -394,12 +364,23 @@ int run_sem(const Options &o)
     se.cells[c_ticket].applicable = false;
     Table::measure(se, {sem_uncontended(o), nullptr, nullptr, uncontended<PosixSem>(o)}, o.runs);
 
-    Row &co = table.add_row("contended, 2 threads", mops_per_s, {c_ticket, 2.0});
-    co.threads = 2;
-    Table::measure(co,
-                   {contended<SurelockAmutex>(o, 2), contended<PthreadNormal>(o, 2),
-                    contended<TicketLock>(o, 2), contended<PosixSem>(o, 2)},
-                   o.runs);
+    for (int threads : {2, 8}) {
+        Row &co = table.add_row("amutex contended, " + std::to_string(threads) + " threads",
+                                mops_per_s, {c_ticket, 10.0});
+        co.threads = threads;
+        Table::measure(co,
+                       {contended<SurelockAmutex>(o, threads), contended<PthreadNormal>(o, threads),
+                        contended<TicketLock>(o, threads), contended<PosixSem>(o, threads)},
+                       o.runs);
+        Row &cs = table.add_row("sem(1) acquire+release contended, " + std::to_string(threads) +
+                                    " threads",
+                                mops_per_s, {c_ticket, 10.0});
+        cs.threads = threads;
+        Table::measure(cs,
+                       {contended<SurelockSem1>(o, threads), contended<PthreadNormal>(o, threads),
+                        contended<TicketLock>(o, threads), contended<PosixSem>(o, threads)},
+                       o.runs);
+    }
 
     Row &hb = table.add_row("hand-off: release -> blocked waiter returns", ns_per_op);
     Table::measure(hb,

@@ -1,0 +1,46 @@
+#include "sys/hold_set.h"
+
+#include "sys/alloc.h"
+
+namespace surelock::sys {
+
+bool HoldSet::grow()
+{
+    uint32_t capacity = slots == nullptr ? 8 : 2 * (mask + 1);
+    if (capacity == 0) return false; // 2^32 holds: cannot happen (one per lock per thread)
+    auto *fresh =
+        static_cast<const void **>(allocate(capacity * sizeof(void *), alignof(void *)));
+    if (fresh == nullptr) return false;
+    const void **old = slots;
+    uint32_t old_capacity = old == nullptr ? 0 : mask + 1;
+    slots = fresh;
+    mask = capacity - 1;
+    for (uint32_t i = 0; i < old_capacity; i++) {
+        if (old[i] == nullptr) continue;
+        uint32_t j = home(old[i]);
+        while (slots[j] != nullptr) j = (j + 1) & mask;
+        slots[j] = old[i];
+    }
+    deallocate(old);
+    return true;
+}
+
+void HoldSet::drain()
+{
+    if (slots != nullptr) {
+        for (uint32_t i = 0; i <= mask; i++)
+            if (slots[i] != nullptr) owner_exited(slots[i]);
+        deallocate(slots);
+    }
+    slots = nullptr;
+    mask = count = 0;
+}
+
+void HoldSet::forget()
+{
+    deallocate(slots);
+    slots = nullptr;
+    mask = count = 0;
+}
+
+} // namespace surelock::sys
