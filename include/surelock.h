@@ -539,7 +539,8 @@ SURELOCK_API int surelock_set_deadlock_detection(int enabled);
  * order:
  *   "thread 7 (tid 4242): holds rlock 'libA', rwlock #5 (read); waits for rlock 'libB' held by thread 9"
  *   "thread 9 (tid 4243): holds nothing; not waiting"
- * Held entries: "rlock 'NAME'" / "rlock #N", "mutex #N", "rwlock #N (read)" or "(write)",
+ * Held entries, exclusive holds newest first, then read holds:
+ * "rlock 'NAME'" / "rlock #N", "mutex #N", "rwlock #N (read)" or "(write)",
  * "lock group", "ipc lock" (at most 32, then "..."). A wait ends with "held by thread N",
  * "held for reading" (an rwlock with readers only) or "held by no thread" (being handed over).
  * Async-signal-safe: no allocation, no stdio, no lock; other threads' data is read through

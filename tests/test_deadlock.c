@@ -672,15 +672,16 @@ static void dump_waits_writes_each_threads_holds_and_wait_in_the_documented_form
     unsigned long long n1[8], n2[8], n3[8];
     char line[1024];
     assert_non_null(line_of_tid(text, a1.tid, line, sizeof line));
-    /* Held locks are listed newest first. */
+    /* Exclusive holds are listed newest first, then read holds (kept apart, in the thread's
+     * read-hold set). */
     EXPECT_MATCH(line,
                  "thread %llu (tid %llu): holds mutex #%llu, rlock 'dump-test:libA'; waits for "
                  "rlock 'dump-test:it\\x27s\\x01' held by thread %llu",
                  n1);
     assert_non_null(line_of_tid(text, a2.tid, line, sizeof line));
     EXPECT_MATCH(line,
-                 "thread %llu (tid %llu): holds rwlock #%llu (read), rlock "
-                 "'dump-test:it\\x27s\\x01'; not waiting",
+                 "thread %llu (tid %llu): holds rlock 'dump-test:it\\x27s\\x01', "
+                 "rwlock #%llu (read); not waiting",
                  n2);
     assert_non_null(line_of_tid(text, a3.tid, line, sizeof line));
     EXPECT_MATCH(line,
