@@ -107,6 +107,7 @@ bool held_by(const surelock_rwlock *l, ThreadRecord *me)
 
 bool try_read(surelock_rwlock *l)
 {
+    SURELOCK_STEP(&l->state);
     uint32_t s = l->state.load(std::memory_order_relaxed);
     while (is_read_lockable(s))
         if (l->state.compare_exchange_weak(s, s + 1, std::memory_order_acquire,
@@ -117,6 +118,7 @@ bool try_read(surelock_rwlock *l)
 
 bool try_write(surelock_rwlock *l)
 {
+    SURELOCK_STEP(&l->state);
     uint32_t s = l->state.load(std::memory_order_relaxed);
     while (is_unlocked(s))
         if (l->state.compare_exchange_weak(s, s + WRITE_LOCKED, std::memory_order_acquire,
@@ -127,8 +129,10 @@ bool try_write(surelock_rwlock *l)
 
 int read_contended(surelock_rwlock *l, const Deadline &deadline)
 {
+    SURELOCK_STEP(&l->state);
     uint32_t s = l->state.load(std::memory_order_relaxed);
     for (;;) {
+        SURELOCK_STEP(&l->state);
         if (is_read_lockable(s)) {
             if (l->state.compare_exchange_weak(s, s + 1, std::memory_order_acquire,
                                                std::memory_order_relaxed))
@@ -141,6 +145,7 @@ int read_contended(surelock_rwlock *l, const Deadline &deadline)
         if (futex_wait(&l->state, s | READERS_WAITING, deadline, false, READER_SLEEPER) ==
             ETIMEDOUT)
             return ETIMEDOUT;
+        SURELOCK_STEP(&l->state);
         s = l->state.load(std::memory_order_relaxed);
     }
 }
@@ -150,7 +155,9 @@ int read_contended(surelock_rwlock *l, const Deadline &deadline)
 // that queued behind it, and nudge any writer just starting to wait (it sets the bit again).
 void writer_gave_up(surelock_rwlock *l)
 {
+    SURELOCK_STEP(&l->writers_waiting);
     if (l->writers_waiting.fetch_sub(1) != 1) return;
+    SURELOCK_STEP(&l->state);
     uint32_t s = l->state.load(std::memory_order_relaxed);
     uint32_t cleared;
     do {
@@ -165,19 +172,23 @@ void writer_gave_up(surelock_rwlock *l)
 
 int write_contended(surelock_rwlock *l, const Deadline &deadline)
 {
+    SURELOCK_STEP(&l->state);
     uint32_t s = l->state.load(std::memory_order_relaxed);
     bool counted = false; // in writers_waiting; then we also keep WRITERS_WAITING when we win
     for (;;) {
+        SURELOCK_STEP(&l->state);
         if (is_unlocked(s)) {
             uint32_t taken = s | WRITE_LOCKED | (counted ? WRITERS_WAITING : 0);
             if (l->state.compare_exchange_weak(s, taken, std::memory_order_acquire,
                                                std::memory_order_relaxed)) {
+                SURELOCK_STEP(&l->writers_waiting);
                 if (counted) l->writers_waiting.fetch_sub(1);
                 return 0;
             }
             continue;
         }
         if (!counted) {
+            SURELOCK_STEP(&l->writers_waiting);
             l->writers_waiting.fetch_add(1);
             counted = true;
         }
@@ -190,6 +201,7 @@ int write_contended(surelock_rwlock *l, const Deadline &deadline)
             writer_gave_up(l);
             return ETIMEDOUT;
         }
+        SURELOCK_STEP(&l->state);
         s = l->state.load(std::memory_order_relaxed);
     }
 }
@@ -202,8 +214,10 @@ void wake_writer_or_readers(surelock_rwlock *l, uint32_t s)
 {
     for (;;) {
         if (!is_unlocked(s)) return;
+        if (s & WRITERS_WAITING) SURELOCK_STEP(&l->writers_waiting);
         if ((s & WRITERS_WAITING) && l->writers_waiting.load() != 0) {
             // Readers stay flagged: the writer's unlock (or its giving up) lets them in.
+            SURELOCK_STEP(&l->state);
             if (!l->state.compare_exchange_weak(s, s & ~WRITERS_WAITING,
                                                 std::memory_order_relaxed))
                 continue;
@@ -214,6 +228,7 @@ void wake_writer_or_readers(surelock_rwlock *l, uint32_t s)
         // up): let the readers in, and wake one writer in case it raced in behind that bit.
         uint32_t cleared = s & ~(WRITERS_WAITING | READERS_WAITING);
         if (cleared == s) return;
+        SURELOCK_STEP(&l->state);
         if (!l->state.compare_exchange_weak(s, cleared, std::memory_order_relaxed)) continue;
         if (s & WRITERS_WAITING) futex_wake(&l->state, 1, false, WRITER_SLEEPER);
         if (s & READERS_WAITING) futex_wake(&l->state, INT_MAX, false, READER_SLEEPER);
@@ -223,12 +238,14 @@ void wake_writer_or_readers(surelock_rwlock *l, uint32_t s)
 
 void read_unlock_state(surelock_rwlock *l)
 {
+    SURELOCK_STEP(&l->state);
     uint32_t s = l->state.fetch_sub(1, std::memory_order_release) - 1;
     if (is_unlocked(s) && (s & (READERS_WAITING | WRITERS_WAITING))) wake_writer_or_readers(l, s);
 }
 
 void write_unlock_state(surelock_rwlock *l)
 {
+    SURELOCK_STEP(&l->state);
     uint32_t s = l->state.fetch_sub(WRITE_LOCKED, std::memory_order_release) - WRITE_LOCKED;
     if (s & (READERS_WAITING | WRITERS_WAITING)) wake_writer_or_readers(l, s);
 }
@@ -237,6 +254,7 @@ void write_unlock_state(surelock_rwlock *l)
 
 int took(surelock_rwlock *l)
 {
+    SURELOCK_STEP(&l->writer_died);
     if (__builtin_expect(l->writer_died.load(std::memory_order_relaxed), 0) &&
         l->writer_died.exchange(false, std::memory_order_relaxed))
         return EOWNERDEAD;
@@ -290,6 +308,7 @@ int rwlock_acquire(surelock_rwlock *l, ThreadRecord *me, bool exclusive, Wait wa
 
 bool rwlock_release(surelock_rwlock *l, ThreadRecord *me, bool pass_owner_death)
 {
+    SURELOCK_STEP(&l->writer);
     if (pass_owner_death) l->writer_died.store(true, std::memory_order_relaxed);
     if (l->writer.load(std::memory_order_relaxed) == me->serial) {
         l->write_held.unlink();
@@ -349,6 +368,7 @@ SURELOCK_API int surelock_rwlock_new(surelock_rwlock **out)
 SURELOCK_API int surelock_rwlock_free(surelock_rwlock *l)
 {
     if (l == nullptr) return fail(EINVAL, "surelock_rwlock_free: the rwlock is NULL");
+    SURELOCK_STEP(&l->state);
     if (l->state.load(std::memory_order_acquire) != 0)
         return fail(EBUSY, "surelock_rwlock_free: the rwlock is held or waited on; nothing freed");
     if (l->member.groups.load() != 0)

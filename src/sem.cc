@@ -98,6 +98,7 @@ void unlink_waiter(surelock_sem *s, Waiter *w)
     if (w->next != nullptr) w->next->prev = w->prev;
     else s->tail = w->prev;
     s->queued--;
+    SURELOCK_STEP(&s->word);
     if (s->head == nullptr) s->word.fetch_and(~QUEUED, std::memory_order_relaxed);
 }
 
@@ -109,6 +110,7 @@ void unlink_waiter(surelock_sem *s, Waiter *w)
 bool settle(surelock_sem *s, Waiter *w, uint32_t state, Delivery *d)
 {
     unlink_waiter(s, w);
+    SURELOCK_STEP(&w->state);
     if (w->fn == nullptr) {
         w->state.store(state, std::memory_order_release);
         futex_wake(&w->state, 1);
@@ -220,6 +222,7 @@ template <class Take> void settle_and_unlock(surelock_sem *s, uint32_t state, Ta
 void dispatch_and_unlock(surelock_sem *s)
 {
     settle_and_unlock(s, GRANTED, [s](Waiter *head) {
+        SURELOCK_STEP(&s->word);
         uint64_t word = s->word.load(std::memory_order_relaxed);
         if ((word & SHUT_DOWN) || permits_of(word) < head->n) return false;
         s->word.fetch_sub(as_permits(head->n), std::memory_order_acquire);
@@ -241,6 +244,7 @@ int check_request(const surelock_sem *s, uint64_t n, const char *fn)
 // Lock-free attempt: succeeds only while nobody is queued.
 bool try_take(surelock_sem *s, uint64_t n)
 {
+    SURELOCK_STEP(&s->word);
     uint64_t w = s->word.load(std::memory_order_relaxed);
     while ((w & (QUEUED | SHUT_DOWN)) == 0 && permits_of(w) >= n)
         if (s->word.compare_exchange_weak(w, w - as_permits(n), std::memory_order_acquire,
@@ -259,6 +263,7 @@ int shut_down_error(const char *fn)
 // cannot slip in between). Returns 0 (taken), EINPROGRESS (queued) or ECANCELED.
 int take_or_enqueue_locked(surelock_sem *s, uint64_t n, Waiter *w)
 {
+    SURELOCK_STEP(&s->word);
     uint64_t word = s->word.load(std::memory_order_relaxed);
     for (;;) {
         if (word & SHUT_DOWN) return ECANCELED;
@@ -282,6 +287,7 @@ int acquire_blocking(surelock_sem *s, uint64_t n, uint64_t timeout_ns, const cha
     int rc = check_request(s, n, fn);
     if (rc != 0) return rc;
     if (__builtin_expect(try_take(s, n), 1)) return 0;
+    SURELOCK_STEP(&s->word);
     if (s->word.load(std::memory_order_relaxed) & SHUT_DOWN) return shut_down_error(fn);
     if (timeout_ns == 0) return fail(ETIMEDOUT, "%s: not available now (timeout 0)", fn);
 
@@ -295,11 +301,13 @@ int acquire_blocking(surelock_sem *s, uint64_t n, uint64_t timeout_ns, const cha
     if (rc == 0) return 0;
     if (rc == ECANCELED) return shut_down_error(fn);
     for (;;) {
+        SURELOCK_STEP(&w.state);
         uint32_t state = w.state.load(std::memory_order_acquire);
         if (state == GRANTED) return 0;
         if (state == CANCELED) return shut_down_error(fn);
         if (futex_wait(&w.state, WAITING, deadline) != ETIMEDOUT) continue;
         s->queue_lock.lock();
+        SURELOCK_STEP(&w.state);
         if (w.state.load(std::memory_order_acquire) != WAITING) { // settled meanwhile
             s->queue_lock.unlock();
             continue;
@@ -338,6 +346,7 @@ int cancel(surelock_sem *s, surelock_waiter *sw, const char *fn)
         return fail(EINVAL, "%s: the %s is NULL", fn, s == nullptr ? "semaphore" : "waiter");
     auto *w = reinterpret_cast<Waiter *>(sw->opaque);
     s->queue_lock.lock();
+    SURELOCK_STEP(&w->state);
     uint32_t state = w->state.load(std::memory_order_acquire);
     if (w->sem != s || w->fn == nullptr || state == IDLE) {
         s->queue_lock.unlock();
@@ -364,6 +373,7 @@ int release(surelock_sem *s, uint64_t n, const char *fn)
         return fail(EINVAL, "%s: releasing %llu permits; valid is 1..%llu", fn,
                     (unsigned long long)n, (unsigned long long)SURELOCK_SEM_MAX);
     bool locked = false;
+    SURELOCK_STEP(&s->word);
     uint64_t word = s->word.load(std::memory_order_relaxed);
     for (;;) {
         if (permits_of(word) > SURELOCK_SEM_MAX - n) {
@@ -371,6 +381,7 @@ int release(surelock_sem *s, uint64_t n, const char *fn)
             return fail(EAGAIN, "%s: %llu + %llu permits would exceed SURELOCK_SEM_MAX", fn,
                         (unsigned long long)permits_of(word), (unsigned long long)n);
         }
+        SURELOCK_STEP(&s->word);
         if (!(word & QUEUED)) {
             if (s->word.compare_exchange_weak(word, word + as_permits(n),
                                               std::memory_order_release,
@@ -386,6 +397,7 @@ int release(surelock_sem *s, uint64_t n, const char *fn)
             word = s->word.load(std::memory_order_relaxed);
             continue;
         }
+        SURELOCK_STEP(&s->word);
         s->word.fetch_add(as_permits(n), std::memory_order_release);
         dispatch_and_unlock(s);
         return 0;
@@ -470,6 +482,7 @@ SURELOCK_API int surelock_sem_shutdown(surelock_sem *s)
 {
     if (s == nullptr) return fail(EINVAL, "surelock_sem_shutdown: the semaphore is NULL");
     s->queue_lock.lock();
+    SURELOCK_STEP(&s->word);
     s->word.fetch_or(SHUT_DOWN, std::memory_order_relaxed);
     settle_and_unlock(s, CANCELED, [](Waiter *) { return true; });
     return 0;
@@ -496,6 +509,7 @@ SURELOCK_API int surelock_amutex_free(surelock_amutex *m)
     // Under the queue lock, like sem_free: an unlock that handed the mutex over may still be
     // finishing its hold of that lock when the new holder unlocks and frees.
     m->sem.queue_lock.lock();
+    SURELOCK_STEP(&m->sem.word);
     bool locked = permits_of(m->sem.word.load(std::memory_order_acquire)) == 0 || m->sem.queued;
     m->sem.queue_lock.unlock();
     if (locked) return fail(EBUSY, "surelock_amutex_free: the mutex is locked; nothing freed");
@@ -540,10 +554,12 @@ SURELOCK_API int surelock_amutex_unlock(surelock_amutex *m)
     const char *fn = "surelock_amutex_unlock";
     if (m == nullptr) return fail(EINVAL, "%s: the mutex is NULL", fn);
     surelock_sem *s = &m->sem;
+    SURELOCK_STEP(&s->word);
     uint64_t word = s->word.load(std::memory_order_relaxed);
     // Fast path: free it with one CAS while nobody queues; 1 permit means it was not locked.
     while (!(word & QUEUED)) {
         if (permits_of(word) != 0) return fail(EPERM, "%s: the mutex is not locked", fn);
+        SURELOCK_STEP(&s->word);
         if (s->word.compare_exchange_weak(word, word + as_permits(1), std::memory_order_release,
                                           std::memory_order_relaxed))
             return 0;

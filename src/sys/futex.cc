@@ -51,6 +51,11 @@ int futex_wait(std::atomic<uint32_t> *word, uint32_t expected, const Deadline &d
 {
     // FUTEX_WAIT_BITSET takes an absolute timeout, on CLOCK_MONOTONIC unless
     // FUTEX_CLOCK_REALTIME is given: retries after EINTR keep the original deadline.
+#ifdef SURELOCK_TESTING
+    int simulated; // a thread run by the interleaving explorer sleeps in its scheduler instead
+    if (surelock_testing_futex_wait(word, expected, !deadline.forever, bits, &simulated))
+        return simulated;
+#endif
     int op = FUTEX_WAIT_BITSET | (shared ? 0 : FUTEX_PRIVATE_FLAG);
     long r = syscall(SYS_futex, reinterpret_cast<uint32_t *>(word), op, expected,
                      deadline.forever ? nullptr : &deadline.at, nullptr, bits);
@@ -60,6 +65,10 @@ int futex_wait(std::atomic<uint32_t> *word, uint32_t expected, const Deadline &d
 
 int futex_wake(std::atomic<uint32_t> *word, int count, bool shared, uint32_t bits)
 {
+#ifdef SURELOCK_TESTING
+    int woken_there;
+    if (surelock_testing_futex_wake(word, count, bits, &woken_there)) return woken_there;
+#endif
     int op = FUTEX_WAKE_BITSET | (shared ? 0 : FUTEX_PRIVATE_FLAG);
     long woken = syscall(SYS_futex, reinterpret_cast<uint32_t *>(word), op, count, nullptr,
                          nullptr, bits);
