@@ -328,7 +328,10 @@ bool run_once()
     bool ok = wait_for_schedule();
     pthread_mutex_unlock(&ex.mu);
     if (!ok) {
-        release_quarantine(); // the violating schedule's threads never run again
+        // The violating schedule's threads never run again: parked ones stay parked, and
+        // finished ones are not waited for.
+        for (int i = 0; i < ex.threads; i++) pthread_detach(t[i]);
+        release_quarantine();
         return false;
     }
     for (int i = 0; i < ex.threads; i++) pthread_join(t[i], nullptr);

@@ -47,7 +47,14 @@ void surelock_testing_ipc_init_point(void);
  * The threads of a violating schedule are left parked for the life of the process.
  *
  * SURELOCK_INTERLEAVE_PREEMPTIONS=<n> raises every scenario's preemption bound to n (a deeper
- * run than CI's). */
+ * run than CI's).
+ *
+ * What is not explored: spurious futex wake-ups (a wake picks the longest sleepers, as the
+ * kernel does), reorderings of relaxed atomics (steps are sequentially consistent), and work
+ * a thread does after its body returns (its thread-exit handlers run unscheduled, so owner
+ * death is out of scope). Place SURELOCK_STEP before each access to shared lock memory, never
+ * inside a time-bounded spin (the step count would vary between runs of one schedule), and
+ * never before an access that a branch may skip (a step counts as touching addr). */
 #define SURELOCK_INTERLEAVE_MAX_THREADS 3
 
 typedef struct surelock_testing_scenario {
