@@ -80,6 +80,9 @@ static struct {
     volatile int left;     /* threads done with the object; the last one frees it */
     volatile int ready, waiting, all_waiting, granted, canceled;
     int users; /* how many leave before the last one frees */
+    surelock_mutex *m2;
+    surelock_group *grp[2];
+    volatile int tokens, consumed, queued1, queued2;
     int rc[3], rc2[3];
     bool freed;
 } g;
@@ -653,6 +656,210 @@ static void shutdown_and_grant_race_to_an_async_waiter_that_hears_exactly_once(v
     expect_clean(&s, 100);
 }
 
+static void cond_tokens_setup(void *ctx)
+{
+    cond_setup(ctx);
+}
+
+/* Takes one token, waiting for it (timed: may give up). */
+static void cond_consumer(bool timed)
+{
+    surelock_mutex_lock(g.m);
+    while (g.tokens == 0) {
+        int rc = timed ? surelock_cond_timedwait(g.c, g.m, 1000000000ull)
+                       : surelock_cond_wait(g.c, g.m);
+        if (rc == ETIMEDOUT) break;
+        if (rc != 0) surelock_testing_violation("cond wait returned %d", rc);
+    }
+    if (g.tokens > 0) {
+        g.tokens--;
+        g.consumed++;
+    }
+    surelock_mutex_unlock(g.m);
+}
+
+static void cond_timed_consumer(void *ctx) { (void)ctx; cond_consumer(true); }
+static void cond_consumer_forever(void *ctx) { (void)ctx; cond_consumer(false); }
+
+static void cond_two_token_producer(void *ctx)
+{
+    (void)ctx;
+    for (int i = 0; i < 2; i++) {
+        surelock_mutex_lock(g.m);
+        g.tokens++;
+        surelock_mutex_unlock(g.m);
+        surelock_cond_signal(g.c);
+    }
+}
+
+static const char *cond_tokens_check(void *ctx)
+{
+    if (g.tokens + g.consumed != 2) return WRONG("%d tokens left + %d consumed", g.tokens, g.consumed);
+    if (g.consumed == 0) return WRONG("the waiting consumer took nothing");
+    return cond_check(ctx);
+}
+
+/* A timed waiter that times out must not swallow the signal meant for the one that waits on:
+ * the forever-consumer always gets a token (else the explorer sees it blocked forever). */
+static void a_timed_out_waiter_never_swallows_a_signal_another_waiter_needs(void **state)
+{
+    (void)state;
+    surelock_testing_scenario s =
+        SCENARIO("cond: timed and untimed consumers, two signals", 3, cond_tokens_setup,
+                 cond_tokens_check, cond_timed_consumer, cond_two_token_producer,
+                 cond_consumer_forever);
+    s.preemption_bound = 2; /* two timed waits: bound 3 runs ~450 000 schedules (~1 min) */
+    expect_clean(&s, 100);
+}
+
+/* ---- lock groups over mutexes -------------------------------------------------------------- */
+
+static void group_setup(void *ctx)
+{
+    (void)ctx;
+    reset();
+    surelock_mutex_new(&g.m);
+    surelock_mutex_new(&g.m2);
+    surelock_group_new(&g.grp[0]);
+    surelock_group_new(&g.grp[1]);
+    surelock_group_add_mutex(g.grp[0], g.m); /* added in opposite orders */
+    surelock_group_add_mutex(g.grp[0], g.m2);
+    surelock_group_add_mutex(g.grp[1], g.m2);
+    surelock_group_add_mutex(g.grp[1], g.m);
+}
+
+static const char *group_check(void *ctx)
+{
+    (void)ctx;
+    for (int i = 0; i < 3; i++)
+        if (g.rc[i] != 0 && g.rc[i] != ETIMEDOUT) return WRONG("thread %d got %d", i + 1, g.rc[i]);
+    if (surelock_group_free(g.grp[0]) != 0 || surelock_group_free(g.grp[1]) != 0)
+        return WRONG("a group is not freeable at the end: %s", surelock_errmsg());
+    if (surelock_mutex_free(g.m) != 0 || surelock_mutex_free(g.m2) != 0)
+        return WRONG("a member is not freeable at the end: %s", surelock_errmsg());
+    return wrong;
+}
+
+static void group_locker(int i, bool timed)
+{
+    surelock_group *grp = g.grp[i == 0 ? 0 : 1];
+    g.rc[i] = timed ? surelock_group_timedlock(grp, 1000000000ull) : surelock_group_lock(grp);
+    if (g.rc[i] != 0) return;
+    critical_section("both members");
+    surelock_group_unlock(grp);
+}
+
+static void group_locker_1(void *ctx) { (void)ctx; group_locker(0, false); }
+static void group_locker_2(void *ctx) { (void)ctx; group_locker(1, false); }
+static void group_timed_locker_2(void *ctx) { (void)ctx; group_locker(1, true); }
+
+static void member_locker(void *ctx)
+{
+    (void)ctx;
+    g.rc[2] = surelock_mutex_lock(g.m2);
+    if (g.rc[2] != 0) return;
+    critical_section("both members"); /* a group holder holds m2 too */
+    surelock_mutex_unlock(g.m2);
+}
+
+static void groups_with_members_in_opposite_orders_never_deadlock(void **state)
+{
+    (void)state;
+    surelock_testing_scenario s =
+        SCENARIO("group: opposite orders and a member alone", 3, group_setup, group_check,
+                 group_locker_1, group_locker_2, member_locker);
+    expect_clean(&s, 100);
+}
+
+static void a_group_that_times_out_backs_out_and_strands_nobody(void **state)
+{
+    (void)state;
+    surelock_testing_scenario s =
+        SCENARIO("group: lock vs timedlock vs a member", 3, group_setup, group_check,
+                 group_locker_1, group_timed_locker_2, member_locker);
+    expect_clean(&s, 100);
+}
+
+/* ---- sem: timeouts and cancellation never strand permits ---------------------------------- */
+
+static void sem_timed_taker(void *ctx)
+{
+    (void)ctx;
+    int rc = surelock_sem_timedacquire(g.s, 1, 1000000000ull);
+    if (rc == 0) g.granted++;
+    else if (rc != ETIMEDOUT) surelock_testing_violation("timedacquire returned %d", rc);
+}
+
+static const char *sem_one_permit_check(void *ctx)
+{
+    (void)ctx;
+    if (g.rc[1] != 0) return WRONG("release returned %d", g.rc[1]);
+    uint64_t left = surelock_sem_available(g.s);
+    if ((uint64_t)g.granted + left != 1)
+        return WRONG("1 permit released, %d granted, %llu available", g.granted,
+                     (unsigned long long)left);
+    if (surelock_sem_free(g.s) != 0) return WRONG("sem not freeable: %s", surelock_errmsg());
+    return wrong;
+}
+
+static void a_permit_released_while_timed_waiters_give_up_is_never_stranded(void **state)
+{
+    (void)state;
+    surelock_testing_scenario s =
+        SCENARIO("sem: two timed waiters and one release", 3, sem_setup, sem_one_permit_check,
+                 sem_timed_taker, sem_releaser, sem_timed_taker);
+    s.preemption_bound = 2; /* two timed waits: bound 3 runs ~450 000 schedules (~1 min) */
+    expect_clean(&s, 100);
+}
+
+static void sem_big_then_cancel(void *ctx)
+{
+    (void)ctx;
+    g.rc[0] = surelock_sem_acquire_async(g.s, 2, &g.w[0], sem_record, NULL);
+    g.queued1 = 1;
+    surelock_testing_await(&g.queued2);
+    g.rc2[0] = surelock_sem_cancel(g.s, &g.w[0]);
+}
+
+static void sem_small_behind(void *ctx)
+{
+    (void)ctx;
+    surelock_testing_await(&g.queued1);
+    g.rc[1] = surelock_sem_acquire_async(g.s, 1, &g.w[1], sem_record, NULL);
+    g.queued2 = 1;
+}
+
+static void sem_release_one_when_queued(void *ctx)
+{
+    (void)ctx;
+    surelock_testing_await(&g.queued2);
+    g.rc[2] = surelock_sem_release(g.s, 1);
+}
+
+static const char *sem_cancel_head_check(void *ctx)
+{
+    (void)ctx;
+    if (g.rc[0] != EINPROGRESS || g.rc[1] != EINPROGRESS || g.rc[2] != 0)
+        return WRONG("acquire_async %d and %d, release %d", g.rc[0], g.rc[1], g.rc[2]);
+    if (g.rc2[0] != 0) return WRONG("cancel of the head returned %d", g.rc2[0]);
+    if (g.granted != 1 || g.canceled != 0)
+        return WRONG("the request behind the cancelled head: granted %d, cancelled %d", g.granted,
+                     g.canceled);
+    if (surelock_sem_available(g.s) != 0) return WRONG("a permit left over");
+    if (surelock_sem_free(g.s) != 0) return WRONG("sem not freeable: %s", surelock_errmsg());
+    return wrong;
+}
+
+static void cancelling_the_head_lets_the_request_behind_it_in_whatever_the_order(void **state)
+{
+    (void)state;
+    surelock_testing_scenario s =
+        SCENARIO("sem: cancel the head vs release, a small request behind", 3, sem_setup,
+                 sem_cancel_head_check, sem_big_then_cancel, sem_small_behind,
+                 sem_release_one_when_queued);
+    expect_clean(&s, 100);
+}
+
 /* ---- the explorer itself: a broken protocol must fail ------------------------------------- */
 
 /* A "lock" that checks, then sets, in two steps: two threads can both get in. */
@@ -739,6 +946,8 @@ int main(int argc, char **argv)
         TEST(two_threads_never_hold_a_mutex_at_once_and_none_sleeps_forever),
         TEST(a_timed_out_mutex_waiter_strands_nobody),
         TEST(the_last_unlocker_may_free_the_mutex_at_once),
+        TEST(groups_with_members_in_opposite_orders_never_deadlock),
+        TEST(a_group_that_times_out_backs_out_and_strands_nobody),
     };
     const struct CMUnitTest rwlock_tests[] = {
         TEST(a_read_unlock_never_touches_an_rwlock_a_writer_then_freed),
@@ -751,6 +960,7 @@ int main(int argc, char **argv)
         TEST(a_timed_waiter_and_a_signal_leave_the_cond_freeable),
         TEST(signal_never_touches_a_cond_its_woken_waiter_freed),
         TEST(broadcast_never_touches_a_cond_its_woken_waiters_freed),
+        TEST(a_timed_out_waiter_never_swallows_a_signal_another_waiter_needs),
     };
     const struct CMUnitTest sem_tests[] = {
         TEST(an_amutex_handed_to_a_blocking_waiter_may_be_freed_by_it_at_once),
@@ -758,6 +968,8 @@ int main(int argc, char **argv)
         TEST(cancel_and_grant_of_one_waiter_exclude_each_other),
         TEST(shutdown_and_grant_race_to_a_blocking_waiter_without_losing_it),
         TEST(shutdown_and_grant_race_to_an_async_waiter_that_hears_exactly_once),
+        TEST(a_permit_released_while_timed_waiters_give_up_is_never_stranded),
+        TEST(cancelling_the_head_lets_the_request_behind_it_in_whatever_the_order),
     };
     const struct CMUnitTest explorer_tests[] = {
         TEST(the_explorer_finds_two_holders_of_a_test_then_set_lock),
