@@ -174,6 +174,7 @@ static void a_timed_out_mutex_waiter_strands_nobody(void **state)
     surelock_testing_scenario s =
         SCENARIO("mutex: lock, timedlock, lock", 3, mutex_setup, mutex_check, mutex_once,
                  mutex_timed, mutex_once);
+    s.preemption_bound = 2; /* three threads: bound 3 multiplies the schedules by ~8 */
     expect_clean(&s, 100);
 }
 
@@ -210,6 +211,44 @@ static void the_last_unlocker_may_free_the_mutex_at_once(void **state)
     surelock_testing_scenario s =
         SCENARIO("mutex: last unlocker frees", 3, mutex_setup, mutex_check, mutex_first_holder,
                  mutex_then_last_frees, mutex_then_last_frees);
+    s.preemption_bound = 2; /* three threads: bound 3 multiplies the schedules by ~8 */
+    expect_clean(&s, 100);
+}
+
+/* Owner death: the first holder's thread ends holding the mutex. Its thread-exit handler
+ * releases it (scheduled like any step): exactly one of the two waiters is told EOWNERDEAD,
+ * and neither sleeps forever. */
+static void mutex_dies_holding(void *ctx)
+{
+    (void)ctx;
+    g.rc[0] = surelock_mutex_lock(g.m);
+    g.held = 1;
+}
+
+static void mutex_after_death(void *ctx)
+{
+    (void)ctx;
+    surelock_testing_await(&g.held);
+    int rc = surelock_mutex_lock(g.m);
+    if (rc == EOWNERDEAD) g.granted++; /* counts the notices */
+    else if (rc != 0) surelock_testing_violation("lock returned %d", rc);
+    critical_section("the mutex");
+    surelock_mutex_unlock(g.m);
+}
+
+static const char *owner_death_check(void *ctx)
+{
+    if (g.granted != 1) return WRONG("%d threads were told the owner died (want 1)", g.granted);
+    return ctx == NULL ? mutex_check(ctx) : wrong;
+}
+
+static void one_waiter_hears_that_the_mutex_owner_died_and_none_sleeps_forever(void **state)
+{
+    (void)state;
+    surelock_testing_scenario s =
+        SCENARIO("mutex: owner dies holding, two waiters", 3, mutex_setup, owner_death_check,
+                 mutex_dies_holding, mutex_after_death, mutex_after_death);
+    s.preemption_bound = 2; /* three threads: bound 3 multiplies the schedules by ~8 */
     expect_clean(&s, 100);
 }
 
@@ -319,6 +358,43 @@ static void a_read_unlock_with_a_writer_and_a_reader_waiting_is_safe_and_wakes_b
     expect_clean(&s, 100);
 }
 
+static void rw_writer_dies_holding(void *ctx)
+{
+    (void)ctx;
+    if (surelock_rwlock_wrlock(g.rw) != 0) surelock_testing_violation("wrlock failed");
+    g.held = 1;
+}
+
+static void rw_after_death(bool write)
+{
+    surelock_testing_await(&g.held);
+    int rc = write ? surelock_rwlock_wrlock(g.rw) : surelock_rwlock_rdlock(g.rw);
+    if (rc == EOWNERDEAD) g.granted++;
+    else if (rc != 0) surelock_testing_violation("%s returned %d", write ? "wrlock" : "rdlock", rc);
+    if (write) critical_section("the rwlock (writing)");
+    surelock_rwlock_unlock(g.rw);
+}
+
+static void rw_writer_after_death(void *ctx) { (void)ctx; rw_after_death(true); }
+static void rw_reader_after_death(void *ctx) { (void)ctx; rw_after_death(false); }
+
+static const char *rw_owner_death_check(void *ctx)
+{
+    if (g.granted != 1) return WRONG("%d threads were told the writer died (want 1)", g.granted);
+    return rw_check(ctx);
+}
+
+static void one_acquirer_hears_that_the_writer_died_and_none_sleeps_forever(void **state)
+{
+    (void)state;
+    surelock_testing_scenario s =
+        SCENARIO("rwlock: writer dies holding, a writer and a reader wait", 3, rw_setup,
+                 rw_owner_death_check, rw_writer_dies_holding, rw_writer_after_death,
+                 rw_reader_after_death);
+    s.preemption_bound = 2; /* three threads: bound 3 multiplies the schedules by ~8 */
+    expect_clean(&s, 100);
+}
+
 static void rw_timed_writer(void *ctx)
 {
     (void)ctx;
@@ -340,6 +416,7 @@ static void a_writer_that_times_out_leaves_no_waiting_bit_to_block_readers(void 
         SCENARIO("rwlock: read hold, timed writer, reader", 3, rw_setup, rw_check,
                  rw_first_reader_leaves, rw_timed_writer, rw_then_reader);
     s.ctx = (void *)3;
+    s.preemption_bound = 2; /* three threads: bound 3 multiplies the schedules by ~8 */
     expect_clean(&s, 100);
 }
 
@@ -443,6 +520,7 @@ static void broadcast_never_touches_a_cond_its_woken_waiters_freed(void **state)
     surelock_testing_scenario s =
         SCENARIO("cond: broadcast vs woken waiters, the last frees", 3, cond_setup, cond_check,
                  cond_wait_then_free_of_two, cond_broadcast_late, cond_wait_then_free_of_two);
+    /* bound 3: the use-after-free on the current code needs three preemptions here */
     expect_clean(&s, 50);
 }
 
@@ -644,6 +722,7 @@ static void shutdown_and_grant_race_to_a_blocking_waiter_without_losing_it(void 
     surelock_testing_scenario s =
         SCENARIO("sem: shutdown vs grant, blocking waiter", 3, sem_setup, sem_shutdown_check,
                  sem_blocking_waiter, sem_releaser, sem_shutter);
+    s.preemption_bound = 2; /* three threads: bound 3 multiplies the schedules by ~8 */
     expect_clean(&s, 100);
 }
 
@@ -653,6 +732,7 @@ static void shutdown_and_grant_race_to_an_async_waiter_that_hears_exactly_once(v
     surelock_testing_scenario s =
         SCENARIO("sem: shutdown vs grant, async waiter", 3, sem_setup, sem_shutdown_check,
                  sem_async_waiter, sem_releaser, sem_shutter);
+    s.preemption_bound = 2; /* three threads: bound 3 multiplies the schedules by ~8 */
     expect_clean(&s, 100);
 }
 
@@ -768,6 +848,7 @@ static void groups_with_members_in_opposite_orders_never_deadlock(void **state)
     surelock_testing_scenario s =
         SCENARIO("group: opposite orders and a member alone", 3, group_setup, group_check,
                  group_locker_1, group_locker_2, member_locker);
+    s.preemption_bound = 2; /* three threads: bound 3 multiplies the schedules by ~8 */
     expect_clean(&s, 100);
 }
 
@@ -777,6 +858,7 @@ static void a_group_that_times_out_backs_out_and_strands_nobody(void **state)
     surelock_testing_scenario s =
         SCENARIO("group: lock vs timedlock vs a member", 3, group_setup, group_check,
                  group_locker_1, group_timed_locker_2, member_locker);
+    s.preemption_bound = 2; /* three threads: bound 3 multiplies the schedules by ~8 */
     expect_clean(&s, 100);
 }
 
@@ -857,6 +939,7 @@ static void cancelling_the_head_lets_the_request_behind_it_in_whatever_the_order
         SCENARIO("sem: cancel the head vs release, a small request behind", 3, sem_setup,
                  sem_cancel_head_check, sem_big_then_cancel, sem_small_behind,
                  sem_release_one_when_queued);
+    s.preemption_bound = 2; /* three threads: bound 3 multiplies the schedules by ~8 */
     expect_clean(&s, 100);
 }
 
@@ -946,6 +1029,7 @@ int main(int argc, char **argv)
         TEST(two_threads_never_hold_a_mutex_at_once_and_none_sleeps_forever),
         TEST(a_timed_out_mutex_waiter_strands_nobody),
         TEST(the_last_unlocker_may_free_the_mutex_at_once),
+        TEST(one_waiter_hears_that_the_mutex_owner_died_and_none_sleeps_forever),
         TEST(groups_with_members_in_opposite_orders_never_deadlock),
         TEST(a_group_that_times_out_backs_out_and_strands_nobody),
     };
@@ -954,6 +1038,7 @@ int main(int argc, char **argv)
         TEST(a_write_unlock_never_touches_an_rwlock_the_last_user_freed),
         TEST(a_read_unlock_with_a_writer_and_a_reader_waiting_is_safe_and_wakes_both),
         TEST(a_writer_that_times_out_leaves_no_waiting_bit_to_block_readers),
+        TEST(one_acquirer_hears_that_the_writer_died_and_none_sleeps_forever),
     };
     const struct CMUnitTest cond_tests[] = {
         TEST(a_signal_is_never_lost),

@@ -15,6 +15,7 @@
 
 #include "sys/interleave.h"
 #include "sys/testing.h"
+#include "sys/thread.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -92,11 +93,15 @@ struct Explorer {
 
 Explorer ex;
 pthread_once_t ex_once = PTHREAD_ONCE_INIT;
+pthread_key_t exit_key; // its destructor ends a scenario thread after surelock's exit handlers
 __thread int my_index = -1; // scenario thread number, -1 for every other thread
 __thread unsigned my_generation;
 
+void thread_exit_step(void *);
+
 void init_explorer()
 {
+    pthread_key_create(&exit_key, thread_exit_step);
     pthread_mutex_init(&ex.mu, nullptr);
     for (auto &cv : ex.cv) pthread_cond_init(&cv, nullptr);
     pthread_cond_init(&ex.controller, nullptr);
@@ -252,6 +257,32 @@ void step_locked(const void *addr, const char *where, const char *what, bool rea
     }
 }
 
+// With mu held: thread `me` is finished; whoever is next runs. What the thread frees after
+// this (its own thread record, at the latest) is freed for real.
+void finish(int me)
+{
+    record(me, nullptr, "(end)", "thread ends");
+    ex.state[me] = DONE;
+    ex.done++;
+    decide(me);
+    my_index = -1;
+}
+
+// Key destructor. glibc runs key destructors in rounds while any value is set: until
+// surelock's own thread-exit handler has run (it releases what the thread still holds, marked
+// "owner died", with scheduled steps), this re-arms itself for the next round.
+void thread_exit_step(void *)
+{
+    if (my_index < 0) return;
+    if (surelock::sys::current_record != nullptr) {
+        pthread_setspecific(exit_key, &ex);
+        return;
+    }
+    pthread_mutex_lock(&ex.mu);
+    finish(my_index);
+    pthread_mutex_unlock(&ex.mu);
+}
+
 void *thread_main(void *arg)
 {
     int me = (int)(intptr_t)arg;
@@ -267,12 +298,14 @@ void *thread_main(void *arg)
     s->body[me](s->ctx);
 
     pthread_mutex_lock(&ex.mu);
-    record(me, nullptr, "(end)", "returns");
-    ex.state[me] = DONE;
-    ex.done++;
-    decide(me);
-    // What the thread frees on its way out (its thread record) is freed for real.
-    my_index = -1;
+    decide(me); // the thread's exit is a step: others may run before its exit handlers
+    record(me, nullptr, "(body returns)", "thread exits");
+    if (surelock::sys::current_record != nullptr) {
+        // The thread's exit handlers (owner death) are part of the schedule too.
+        pthread_setspecific(exit_key, &ex);
+    } else {
+        finish(me);
+    }
     pthread_mutex_unlock(&ex.mu);
     return nullptr;
 }

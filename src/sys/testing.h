@@ -43,16 +43,16 @@ void surelock_testing_ipc_init_point(void);
  * surelock_testing_violation (e.g. two holders at once); check() returns a reason; or a
  * schedule exceeds max_steps. The first violation ends the exploration: its report names the
  * violation and lists the schedule step by step (thread, file:line, function), and the
- * choice string that replays it (SURELOCK_INTERLEAVE_REPLAY=<choices>, for that scenario).
+ * choice string that replays it (SURELOCK_INTERLEAVE_REPLAY='<scenario name>:<choices>').
  * The threads of a violating schedule are left parked for the life of the process.
  *
  * SURELOCK_INTERLEAVE_PREEMPTIONS=<n> raises every scenario's preemption bound to n (a deeper
  * run than CI's).
  *
  * What is not explored: spurious futex wake-ups (a wake picks the longest sleepers, as the
- * kernel does), reorderings of relaxed atomics (steps are sequentially consistent), and work
- * a thread does after its body returns (its thread-exit handlers run unscheduled, so owner
- * death is out of scope). Place SURELOCK_STEP before each access to shared lock memory, never
+ * kernel does) and reorderings of relaxed atomics (steps are sequentially consistent). A
+ * thread's exit is scheduled too: surelock's thread-exit handler (owner death) runs as part
+ * of the schedule before the thread counts as finished. Place SURELOCK_STEP before each access to shared lock memory, never
  * inside a time-bounded spin (the step count would vary between runs of one schedule), and
  * never before an access that a branch may skip (a step counts as touching addr). */
 #define SURELOCK_INTERLEAVE_MAX_THREADS 3
