@@ -37,11 +37,22 @@
 #define BOUND 3
 #define MAX_STEPS 1500
 
+/* Reports go to stdout as TAP comments (meson parses stdout as TAP), a violation's schedule to
+ * stderr. */
+static void print_report(const char *report, FILE *to)
+{
+    for (const char *line = report; *line != '\0';) {
+        size_t len = strcspn(line, "\n");
+        fprintf(to, "# %.*s\n", (int)len, line);
+        line += len + (line[len] == '\n');
+    }
+}
+
 static void expect_clean(const surelock_testing_scenario *s, long at_least)
 {
     long schedules = surelock_testing_explore(s);
     const char *report = surelock_testing_explore_report();
-    fputs(report, schedules < 0 ? stderr : stdout);
+    print_report(report, schedules < 0 ? stderr : stdout);
     if (schedules < 0) fail_msg("scenario \"%s\" violated (the schedule is above)", s->name);
     if (schedules < at_least)
         fail_msg("scenario \"%s\": only %ld schedules explored (expected >= %ld): the steps are "
@@ -59,7 +70,7 @@ static void expect_violation(const surelock_testing_scenario *s, const char *why
         fail_msg("scenario \"%s\" failed, but not for \"%s\":\n%s", s->name, why, report);
     if (strstr(report, "SURELOCK_INTERLEAVE_REPLAY") == NULL)
         fail_msg("violation report without a replayable schedule:\n%s", report);
-    printf("as expected: %.*s\n", (int)strcspn(report, "\n"), report);
+    printf("# as expected: %.*s\n", (int)strcspn(report, "\n"), report);
 }
 
 #define SCENARIO(nm, n, setup_fn, check_fn, ...)                                               \
