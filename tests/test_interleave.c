@@ -250,7 +250,7 @@ static void mutex_after_death(void *ctx)
 static const char *owner_death_check(void *ctx)
 {
     if (g.granted != 1) return WRONG("%d threads were told the owner died (want 1)", g.granted);
-    return ctx == NULL ? mutex_check(ctx) : wrong;
+    return mutex_check(ctx);
 }
 
 static void one_waiter_hears_that_the_mutex_owner_died_and_none_sleeps_forever(void **state)
@@ -747,11 +747,6 @@ static void shutdown_and_grant_race_to_an_async_waiter_that_hears_exactly_once(v
     expect_clean(&s, 100);
 }
 
-static void cond_tokens_setup(void *ctx)
-{
-    cond_setup(ctx);
-}
-
 /* Takes one token, waiting for it (timed: may give up). */
 static void cond_consumer(bool timed)
 {
@@ -796,7 +791,7 @@ static void a_timed_out_waiter_never_swallows_a_signal_another_waiter_needs(void
 {
     (void)state;
     surelock_testing_scenario s =
-        SCENARIO("cond: timed and untimed consumers, two signals", 3, cond_tokens_setup,
+        SCENARIO("cond: timed and untimed consumers, two signals", 3, cond_setup,
                  cond_tokens_check, cond_timed_consumer, cond_two_token_producer,
                  cond_consumer_forever);
     s.preemption_bound = 2; /* two timed waits: bound 3 runs ~450 000 schedules (~1 min) */
