@@ -38,15 +38,19 @@ int wait(surelock_cond *c, surelock_mutex *m, uint64_t timeout_ns, const char *f
     Deadline deadline = Deadline::after(timeout_ns);
     // Sequentially consistent with signal's bump-then-check, so a signaller either sees this
     // waiter or this waiter sees the bumped sequence (and does not sleep).
+    SURELOCK_STEP(&c->waiters);
     c->waiters.fetch_add(1);
+    SURELOCK_STEP(&c->sequence);
     uint32_t seen = c->sequence.load();
     m->lock.release();
     bool timed_out = false;
     if (timeout_ns == 0) {
         timed_out = true;
     } else if (futex_wait(&c->sequence, seen, deadline) == ETIMEDOUT) {
+        SURELOCK_STEP(&c->sequence);
         timed_out = c->sequence.load(std::memory_order_acquire) == seen;
     }
+    SURELOCK_STEP(&c->waiters);
     c->waiters.fetch_sub(1, std::memory_order_relaxed);
     // Re-acquire before returning, whatever happened: the caller's invariant is "I hold m".
     int rc = m->lock.acquire(me, Wait::until_deadline, SURELOCK_FOREVER, fn);
@@ -64,6 +68,7 @@ int wait(surelock_cond *c, surelock_mutex *m, uint64_t timeout_ns, const char *f
 void wake(surelock_cond *c, int count)
 {
     std::atomic<uint32_t> *sequence = &c->sequence;
+    SURELOCK_STEP(sequence);
     sequence->fetch_add(1);
 #ifdef SURELOCK_TESTING
     surelock_testing_cond_woken_point();
@@ -87,6 +92,7 @@ SURELOCK_API int surelock_cond_new(surelock_cond **out)
 SURELOCK_API int surelock_cond_free(surelock_cond *c)
 {
     if (c == nullptr) return fail(EINVAL, "surelock_cond_free: the condition is NULL");
+    SURELOCK_STEP(&c->waiters);
     uint32_t waiting = c->waiters.load(std::memory_order_acquire);
     if (waiting != 0)
         return fail(EBUSY, "surelock_cond_free: %u thread(s) wait on it; nothing freed", waiting);
@@ -107,6 +113,7 @@ SURELOCK_API int surelock_cond_timedwait(surelock_cond *c, surelock_mutex *m, ui
 SURELOCK_API int surelock_cond_signal(surelock_cond *c)
 {
     if (c == nullptr) return fail(EINVAL, "surelock_cond_signal: the condition is NULL");
+    SURELOCK_STEP(&c->waiters);
     if (c->waiters.load() == 0) return 0;
     wake(c, 1);
     return 0;
@@ -115,6 +122,7 @@ SURELOCK_API int surelock_cond_signal(surelock_cond *c)
 SURELOCK_API int surelock_cond_broadcast(surelock_cond *c)
 {
     if (c == nullptr) return fail(EINVAL, "surelock_cond_broadcast: the condition is NULL");
+    SURELOCK_STEP(&c->waiters);
     if (c->waiters.load() == 0) return 0;
     wake(c, INT_MAX);
     return 0;

@@ -133,8 +133,10 @@ void wake_by_address(std::atomic<uint32_t> *word, Wake wake)
 void release_state(surelock_rwlock *l, State hold)
 {
     std::atomic<uint32_t> *word = futex_word(l); // computed before: no touch after the release
+    SURELOCK_STEP(&l->state);
     State s = l->state.load(std::memory_order_relaxed);
     Wake wake;
+    SURELOCK_STEP(&l->state);
     while (!l->state.compare_exchange_weak(s, hand_on(s - hold, &wake), std::memory_order_release,
                                            std::memory_order_relaxed)) {
     }
@@ -144,6 +146,7 @@ void release_state(surelock_rwlock *l, State hold)
 
 bool try_read(surelock_rwlock *l)
 {
+    SURELOCK_STEP(&l->state);
     State s = l->state.load(std::memory_order_relaxed);
     while (readers_may_enter(s))
         if (l->state.compare_exchange_weak(s, s + READER, std::memory_order_acquire,
@@ -156,6 +159,7 @@ bool try_read(surelock_rwlock *l)
 // woken one goes back to sleep and is woken again by this writer's unlock).
 bool try_write(surelock_rwlock *l)
 {
+    SURELOCK_STEP(&l->state);
     State s = l->state.load(std::memory_order_relaxed);
     while (!has_holders(s))
         if (l->state.compare_exchange_weak(s, s | WRITE_HELD, std::memory_order_acquire,
@@ -189,15 +193,18 @@ template <class Busy> State spin_while(surelock_rwlock *l, Busy busy)
 // The blocking reader: flags itself and sleeps until readers may enter.
 int read_contended(surelock_rwlock *l, const Deadline &deadline)
 {
+    SURELOCK_STEP(&l->state); // before the spin, not in it: the spin is bounded by time
     State s = spin_while(l, [](State x) { return !readers_may_enter(x); });
     for (;;) {
         if (readers_may_enter(s)) {
+            SURELOCK_STEP(&l->state);
             if (l->state.compare_exchange_weak(s, s + READER, std::memory_order_acquire,
                                                std::memory_order_relaxed))
                 return 0;
             continue;
         }
         if (!(s & READERS_WAITING)) {
+            SURELOCK_STEP(&l->state);
             if (!l->state.compare_exchange_weak(s, s | READERS_WAITING, std::memory_order_relaxed))
                 continue;
             s |= READERS_WAITING;
@@ -206,6 +213,7 @@ int read_contended(surelock_rwlock *l, const Deadline &deadline)
         if (futex_wait(futex_word(l), futex_half(s), deadline, false, READER_SLEEPER) ==
             ETIMEDOUT)
             return ETIMEDOUT;
+        SURELOCK_STEP(&l->state);
         s = l->state.load(std::memory_order_relaxed);
     }
 }
@@ -215,6 +223,7 @@ int read_contended(surelock_rwlock *l, const Deadline &deadline)
 // other writers still wait, this one may have swallowed their wake: pass it on.
 void writer_gave_up(surelock_rwlock *l)
 {
+    SURELOCK_STEP(&l->state);
     State s = l->state.load(std::memory_order_relaxed);
     State next;
     Wake wake;
@@ -230,6 +239,7 @@ void writer_gave_up(surelock_rwlock *l)
             wake = Wake::all_readers;
             next = next_phase(next & ~READERS_WAITING);
         }
+        SURELOCK_STEP(&l->state);
     } while (!l->state.compare_exchange_weak(s, next, std::memory_order_relaxed));
     wake_by_address(futex_word(l), wake);
 }
@@ -249,11 +259,13 @@ bool poll_for_write(surelock_rwlock *l, const Deadline &deadline)
 // and sleeps until the lock has no holders.
 int write_contended(surelock_rwlock *l, const Deadline &deadline)
 {
+    SURELOCK_STEP(&l->state);
     State s = l->state.load(std::memory_order_relaxed);
     bool counted = false;
     for (;;) {
         if (!has_holders(s)) {
             State taken = (s | WRITE_HELD) - (counted ? WRITER_WAITING : 0);
+            SURELOCK_STEP(&l->state);
             if (l->state.compare_exchange_weak(s, taken, std::memory_order_acquire,
                                                std::memory_order_relaxed))
                 return 0;
@@ -262,6 +274,7 @@ int write_contended(surelock_rwlock *l, const Deadline &deadline)
         if (!counted) {
             if (writers_waiting(s) == MAX_WRITERS_WAITING)
                 return poll_for_write(l, deadline) ? 0 : ETIMEDOUT;
+            SURELOCK_STEP(&l->state);
             if (!l->state.compare_exchange_weak(s, s + WRITER_WAITING, std::memory_order_relaxed))
                 continue;
             s += WRITER_WAITING;
@@ -275,6 +288,7 @@ int write_contended(surelock_rwlock *l, const Deadline &deadline)
             writer_gave_up(l);
             return ETIMEDOUT;
         }
+        SURELOCK_STEP(&l->state);
         s = l->state.load(std::memory_order_relaxed);
     }
 }
@@ -484,6 +498,7 @@ SURELOCK_API int surelock_rwlock_new(surelock_rwlock **out)
 SURELOCK_API int surelock_rwlock_free(surelock_rwlock *l)
 {
     if (l == nullptr) return fail(EINVAL, "surelock_rwlock_free: the rwlock is NULL");
+    SURELOCK_STEP(&l->state);
     if ((l->state.load(std::memory_order_acquire) & ~PHASE_MASK) != 0)
         return fail(EBUSY, "surelock_rwlock_free: the rwlock is held or waited on; nothing freed");
     if (l->member.groups.load() != 0)

@@ -104,6 +104,7 @@ void unlink_waiter(surelock_sem *s, Waiter *w)
     if (w->next != nullptr) w->next->prev = w->prev;
     else s->tail = w->prev;
     s->queued--;
+    SURELOCK_STEP(&s->word);
     if (s->head == nullptr) s->word.fetch_and(~QUEUED, std::memory_order_relaxed);
 }
 
@@ -135,6 +136,7 @@ struct Wakes {
 bool settle(surelock_sem *s, Waiter *w, uint32_t state, Delivery *d, Wakes *wakes)
 {
     unlink_waiter(s, w);
+    SURELOCK_STEP(&w->state);
     if (w->fn == nullptr) {
         // The exchange is the last touch of w; a waiter still spinning sees it without a
         // system call, one that announced its sleep gets a wake (after the lock is dropped).
@@ -269,6 +271,7 @@ void settle_and_unlock(surelock_sem *s, uint32_t state, Take take, Fits fits)
 void dispatch_and_unlock(surelock_sem *s)
 {
     auto fits = [s](Waiter *head) {
+        SURELOCK_STEP(&s->word);
         uint64_t word = s->word.load(std::memory_order_relaxed);
         return !(word & SHUT_DOWN) && permits_of(word) >= head->n;
     };
@@ -296,6 +299,7 @@ int check_request(const surelock_sem *s, uint64_t n, const char *fn)
 // Lock-free attempt: succeeds only while nobody is queued.
 bool try_take(surelock_sem *s, uint64_t n)
 {
+    SURELOCK_STEP(&s->word);
     uint64_t w = s->word.load(std::memory_order_relaxed);
     while ((w & (QUEUED | SHUT_DOWN)) == 0 && permits_of(w) >= n)
         if (s->word.compare_exchange_weak(w, w - as_permits(n), std::memory_order_acquire,
@@ -314,6 +318,7 @@ int shut_down_error(const char *fn)
 // cannot slip in between). Returns 0 (taken), EINPROGRESS (queued) or ECANCELED.
 int take_or_enqueue_locked(surelock_sem *s, uint64_t n, Waiter *w)
 {
+    SURELOCK_STEP(&s->word);
     uint64_t word = s->word.load(std::memory_order_relaxed);
     for (;;) {
         if (word & SHUT_DOWN) return ECANCELED;
@@ -353,6 +358,7 @@ uint32_t wait_for_settle_or_sleep(Waiter *w, uint64_t budget_ns)
         if (monotonic_ns() >= end) break;
     }
     uint32_t expected = WAITING;
+    SURELOCK_STEP(&w->state); // not inside the spin: it is bounded by time, not by steps
     if (w->state.compare_exchange_strong(expected, SLEEPING, std::memory_order_acquire))
         return SLEEPING;
     return expected; // settled just now
@@ -363,6 +369,7 @@ int acquire_blocking(surelock_sem *s, uint64_t n, uint64_t timeout_ns, const cha
     int rc = check_request(s, n, fn);
     if (rc != 0) return rc;
     if (__builtin_expect(try_take(s, n), 1)) return 0;
+    SURELOCK_STEP(&s->word);
     if (s->word.load(std::memory_order_relaxed) & SHUT_DOWN) return shut_down_error(fn);
     if (timeout_ns == 0) return fail(ETIMEDOUT, "%s: not available now (timeout 0)", fn);
 
@@ -384,10 +391,12 @@ int acquire_blocking(surelock_sem *s, uint64_t n, uint64_t timeout_ns, const cha
         if (state == GRANTED) return 0;
         if (state == CANCELED) return shut_down_error(fn);
         if (futex_wait(&w.state, SLEEPING, deadline) != ETIMEDOUT) {
+            SURELOCK_STEP(&w.state);
             state = w.state.load(std::memory_order_acquire);
             continue;
         }
         s->queue_lock.lock();
+        SURELOCK_STEP(&w.state);
         state = w.state.load(std::memory_order_acquire);
         if (state != SLEEPING) { // settled meanwhile
             s->queue_lock.unlock();
@@ -427,6 +436,7 @@ int cancel(surelock_sem *s, surelock_waiter *sw, const char *fn)
         return fail(EINVAL, "%s: the %s is NULL", fn, s == nullptr ? "semaphore" : "waiter");
     auto *w = reinterpret_cast<Waiter *>(sw->opaque);
     s->queue_lock.lock();
+    SURELOCK_STEP(&w->state);
     uint32_t state = w->state.load(std::memory_order_acquire);
     if (w->sem != s || w->fn == nullptr || state == IDLE) {
         s->queue_lock.unlock();
@@ -453,6 +463,7 @@ int release(surelock_sem *s, uint64_t n, const char *fn)
         return fail(EINVAL, "%s: releasing %llu permits; valid is 1..%llu", fn,
                     (unsigned long long)n, (unsigned long long)SURELOCK_SEM_MAX);
     bool locked = false;
+    SURELOCK_STEP(&s->word);
     uint64_t word = s->word.load(std::memory_order_relaxed);
     for (;;) {
         if (permits_of(word) > SURELOCK_SEM_MAX - n) {
@@ -460,6 +471,7 @@ int release(surelock_sem *s, uint64_t n, const char *fn)
             return fail(EAGAIN, "%s: %llu + %llu permits would exceed SURELOCK_SEM_MAX", fn,
                         (unsigned long long)permits_of(word), (unsigned long long)n);
         }
+        SURELOCK_STEP(&s->word);
         if (!(word & QUEUED)) {
             if (s->word.compare_exchange_weak(word, word + as_permits(n),
                                               std::memory_order_release,
@@ -475,6 +487,7 @@ int release(surelock_sem *s, uint64_t n, const char *fn)
             word = s->word.load(std::memory_order_relaxed);
             continue;
         }
+        SURELOCK_STEP(&s->word);
         s->word.fetch_add(as_permits(n), std::memory_order_release);
         dispatch_and_unlock(s);
         return 0;
@@ -563,6 +576,7 @@ SURELOCK_API int surelock_sem_shutdown(surelock_sem *s)
 {
     if (s == nullptr) return fail(EINVAL, "surelock_sem_shutdown: the semaphore is NULL");
     s->queue_lock.lock();
+    SURELOCK_STEP(&s->word);
     s->word.fetch_or(SHUT_DOWN, std::memory_order_relaxed);
     auto every = [](Waiter *) { return true; };
     settle_and_unlock(s, CANCELED, every, every);
@@ -590,6 +604,7 @@ SURELOCK_API int surelock_amutex_free(surelock_amutex *m)
     // Under the queue lock, like sem_free: an unlock that handed the mutex over may still be
     // finishing its hold of that lock when the new holder unlocks and frees.
     m->sem.queue_lock.lock();
+    SURELOCK_STEP(&m->sem.word);
     bool locked = permits_of(m->sem.word.load(std::memory_order_acquire)) == 0 || m->sem.queued;
     bool settling = m->sem.settling_after_callback != 0;
     m->sem.queue_lock.unlock();
@@ -638,10 +653,12 @@ SURELOCK_API int surelock_amutex_unlock(surelock_amutex *m)
     const char *fn = "surelock_amutex_unlock";
     if (m == nullptr) return fail(EINVAL, "%s: the mutex is NULL", fn);
     surelock_sem *s = &m->sem;
+    SURELOCK_STEP(&s->word);
     uint64_t word = s->word.load(std::memory_order_relaxed);
     // Fast path: free it with one CAS while nobody queues; 1 permit means it was not locked.
     while (!(word & QUEUED)) {
         if (permits_of(word) != 0) return fail(EPERM, "%s: the mutex is not locked", fn);
+        SURELOCK_STEP(&s->word);
         if (s->word.compare_exchange_weak(word, word + as_permits(1), std::memory_order_release,
                                           std::memory_order_relaxed))
             return 0;

@@ -56,6 +56,11 @@ uint64_t Deadline::remaining_ns() const
 int futex_wait(std::atomic<uint32_t> *word, uint32_t expected, const Deadline &deadline,
                bool shared, uint32_t bits)
 {
+#ifdef SURELOCK_TESTING
+    int simulated; // a thread run by the interleaving explorer sleeps in its scheduler instead
+    if (surelock_testing_futex_wait(word, expected, !deadline.forever, bits, &simulated))
+        return simulated;
+#endif
     // FUTEX_WAIT_BITSET takes an absolute timeout, on CLOCK_MONOTONIC unless
     // FUTEX_CLOCK_REALTIME is given: retries after EINTR keep the original deadline.
     int op = FUTEX_WAIT_BITSET | (shared ? 0 : FUTEX_PRIVATE_FLAG);
@@ -67,6 +72,10 @@ int futex_wait(std::atomic<uint32_t> *word, uint32_t expected, const Deadline &d
 
 int futex_wake(std::atomic<uint32_t> *word, int count, bool shared, uint32_t bits)
 {
+#ifdef SURELOCK_TESTING
+    int woken_there;
+    if (surelock_testing_futex_wake(word, count, bits, &woken_there)) return woken_there;
+#endif
     int op = FUTEX_WAKE_BITSET | (shared ? 0 : FUTEX_PRIVATE_FLAG);
     long woken = syscall(SYS_futex, reinterpret_cast<uint32_t *>(word), op, count, nullptr,
                          nullptr, bits);

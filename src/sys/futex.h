@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "sys/interleave.h" // SURELOCK_STEP, for every protocol built on these calls
+
 namespace surelock::sys {
 
 // An absolute point on CLOCK_MONOTONIC, or "never". Wall-clock jumps change nothing.

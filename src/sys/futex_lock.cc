@@ -14,13 +14,15 @@ bool FutexLock::lock_until(const Deadline &deadline)
     // would only bounce the holder's cache line). Then take the lock whenever the exchange
     // shows it was free; a lock taken this way stays marked 2, which costs at most one
     // unneeded wake at release.
+    SURELOCK_STEP(&word);
     if (word.load(std::memory_order_relaxed) == HELD_WITH_SLEEPERS &&
         futex_wait(&word, HELD_WITH_SLEEPERS, deadline) == ETIMEDOUT)
         return false;
-    while (word.exchange(HELD_WITH_SLEEPERS, std::memory_order_acquire) != FREE) {
+    for (;;) {
+        SURELOCK_STEP(&word);
+        if (word.exchange(HELD_WITH_SLEEPERS, std::memory_order_acquire) == FREE) return true;
         if (futex_wait(&word, HELD_WITH_SLEEPERS, deadline) == ETIMEDOUT) return false;
     }
-    return true;
 }
 
 bool FutexLock::watch_until_free(uint64_t budget_ns) const

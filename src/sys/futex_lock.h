@@ -19,6 +19,7 @@ struct FutexLock {
 
     bool try_lock()
     {
+        SURELOCK_STEP(&word);
         uint32_t expected = FREE;
         return word.compare_exchange_strong(expected, HELD, std::memory_order_acquire,
                                             std::memory_order_relaxed);
@@ -43,6 +44,7 @@ struct FutexLock {
     // address to the kernel), so the memory may be freed as soon as another thread takes it.
     void unlock()
     {
+        SURELOCK_STEP(&word);
         if (word.exchange(FREE, std::memory_order_release) == HELD_WITH_SLEEPERS)
             futex_wake(&word, 1);
     }

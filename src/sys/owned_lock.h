@@ -40,6 +40,7 @@ struct OwnedLock {
     // the previous owner thread exited holding the lock.
     int become_owner(ThreadRecord *me)
     {
+        SURELOCK_STEP(&owner);
         owner.store(me->serial, std::memory_order_relaxed);
         me->link_held(&held);
         if (__builtin_expect(previous_owner_died, 0)) {
@@ -65,6 +66,7 @@ struct OwnedLock {
     void release()
     {
         held.unlink();
+        SURELOCK_STEP(&owner);
         owner.store(0, std::memory_order_relaxed);
         word.unlock();
     }

@@ -8,6 +8,7 @@
 #define SURELOCK_SYS_TESTING_H
 
 #include "surelock.h"
+#include "sys/interleave.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -60,6 +61,61 @@ void surelock_testing_ipc_header_read_point(void);
  * is recoverable: a test sets the hook to kill the process there. */
 extern void (*surelock_testing_ipc_acquired_hook)(void);
 void surelock_testing_ipc_acquired_point(void);
+
+/* ---- Interleaving exploration (src/sys/interleave.cc) ------------------------------------
+ *
+ * A scenario is 1-3 thread bodies run against the library. The explorer runs them on real
+ * threads, but only one at a time: at every SURELOCK_STEP in the library (and every step a
+ * body marks itself), and at every futex wait and wake, the running thread parks and the
+ * explorer chooses who performs the next step. It runs the scenario once per schedule,
+ * from scratch, depth-first over those choices (stateless, as CHESS), until every schedule
+ * with at most `preemption_bound` switches away from a thread that could have continued has
+ * been run. Futex waits and wakes are simulated (a wait re-checks the word and blocks the
+ * thread; a wake unblocks up to N; a timed wait may also be ended as "timed out", a choice
+ * the explorer enumerates like any other), so no schedule depends on real time.
+ *
+ * A schedule violates the scenario when: every thread still running is blocked (a lost
+ * wake-up or a deadlock); a step touches memory the library freed earlier in the schedule
+ * (freed memory is poisoned and kept out of reuse until the schedule ends); a body reports
+ * surelock_testing_violation (e.g. two holders at once); check() returns a reason; or a
+ * schedule exceeds max_steps. The first violation ends the exploration: its report names the
+ * violation and lists the schedule step by step (thread, file:line, function), and the
+ * choice string that replays it (SURELOCK_INTERLEAVE_REPLAY='<scenario name>:<choices>').
+ * The threads of a violating schedule are left parked for the life of the process.
+ *
+ * SURELOCK_INTERLEAVE_PREEMPTIONS=<n> raises every scenario's preemption bound to n (a deeper
+ * run than CI's).
+ *
+ * What is not explored: spurious futex wake-ups (a wake picks the longest sleepers, as the
+ * kernel does) and reorderings of relaxed atomics (steps are sequentially consistent). A
+ * thread's exit is scheduled too: surelock's thread-exit handler (owner death) runs as part
+ * of the schedule before the thread counts as finished. Place SURELOCK_STEP before each access to shared lock memory, never
+ * inside a time-bounded spin (the step count would vary between runs of one schedule), and
+ * never before an access that a branch may skip (a step counts as touching addr). */
+#define SURELOCK_INTERLEAVE_MAX_THREADS 3
+
+typedef struct surelock_testing_scenario {
+    const char *name;
+    int threads;
+    void (*setup)(void *ctx);             /* before each schedule, on the exploring thread */
+    void (*body[SURELOCK_INTERLEAVE_MAX_THREADS])(void *ctx);
+    const char *(*check)(void *ctx);      /* after each schedule (threads joined): NULL = ok */
+    void *ctx;
+    int preemption_bound;
+    int max_steps;
+} surelock_testing_scenario;
+
+/* Number of schedules run, all without violation; -1 after a violation (see the report). */
+long surelock_testing_explore(const surelock_testing_scenario *scenario);
+/* The last exploration's report: the violation and its schedule, or a one-line summary. */
+const char *surelock_testing_explore_report(void);
+/* From a body: a step of the body's own (e.g. inside a critical section), so the explorer
+ * may switch threads there too. */
+#define SURELOCK_TESTING_STEP(addr) SURELOCK_STEP(addr)
+/* From a body: blocks the thread until *flag != 0 (another body sets it). */
+void surelock_testing_await(const volatile int *flag);
+/* From a body: the scenario's own promise broke; ends the exploration with this reason. */
+void surelock_testing_violation(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #ifdef __cplusplus
 }
