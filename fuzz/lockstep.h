@@ -32,7 +32,7 @@
 #include <string>
 #include <vector>
 
-#include "sys/testing.h" // surelock_testing_forget_finished_thread_records
+#include "sys/testing.h" // surelock_testing_never_reuse_thread_records
 #include "sys/thread.h"  // current_record, only to keep LeakSanitizer from a false report
 
 namespace lockstep {
@@ -152,9 +152,6 @@ public:
                      kHangSeconds, strerror(rc));
             on_hang_(buf);
         }
-        // The library recycles a finished thread's record; the models expect every new
-        // thread to allocate its own (its first lock can then fail with ENOMEM).
-        surelock_testing_forget_finished_thread_records();
         start(w);
     }
 
@@ -209,6 +206,15 @@ private:
         S.index = w;
         S.incarnation++;
         S.has_job = S.exit = S.done = false;
+        // The library recycles a finished thread's record; the models expect every new
+        // thread to allocate its own (its first lock can then fail with ENOMEM), whichever
+        // worker ends meanwhile.
+        surelock_testing_never_reuse_thread_records();
+        // The models predict plain waits (a timed wait that expires, a blocked wait the
+        // driver ends by making the holders exit), not the deadlock detector's EDEADLK for a
+        // wait that closes a cycle of workers: it is off here. The detector has its own
+        // checks (test_deadlock's reference wait-for graph, the spin model in tests/model).
+        surelock_set_deadlock_detection(0);
         int rc = pthread_create(&S.thread, nullptr, main, &S);
         if (rc != 0) {
             char buf[128];

@@ -23,6 +23,10 @@ int surelock_testing_rlock_set_depth(surelock_rlock *l, unsigned depth);
 /* Thread records are recycled (a new thread takes a finished one's, allocating nothing):
  * forget the finished ones, so the next new thread allocates its record again (ENOMEM tests). */
 void surelock_testing_forget_finished_thread_records(void);
+/* From now on in this process, no finished thread's record is reused: every new thread
+ * allocates its own (the fuzzers' models, whose workers start and end concurrently with
+ * other workers' first calls, predict that allocation). */
+void surelock_testing_never_reuse_thread_records(void);
 
 /* Called by the ipc initialiser after the magic is written and before the header is marked
  * ready: a test sets the hook to kill the process there (a creator dying half-way). */

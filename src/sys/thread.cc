@@ -41,9 +41,18 @@ void unlock_free_records()
     free_records_locked.store(false, std::memory_order_release);
 }
 
+#ifdef SURELOCK_TESTING
+// The fuzzers' models expect every new thread to allocate its record (their workers start and
+// end in an order the library cannot see): surelock_testing_never_reuse_thread_records().
+std::atomic<bool> reuse_disabled{false};
+#endif
+
 void recycle(ThreadRecord *record)
 {
     record->in_use.store(false, std::memory_order_release);
+#ifdef SURELOCK_TESTING
+    if (reuse_disabled.load(std::memory_order_relaxed)) return; // stays on all_records, unused
+#endif
     lock_free_records();
     record->free_next = free_records;
     free_records = record;
@@ -169,6 +178,12 @@ ThreadRecord *all_thread_records()
 
 #ifdef SURELOCK_TESTING
 // The forgotten records stay on all_records (never freed), marked not in use.
+extern "C" void surelock_testing_never_reuse_thread_records(void)
+{
+    surelock::sys::reuse_disabled.store(true, std::memory_order_relaxed);
+    surelock_testing_forget_finished_thread_records();
+}
+
 extern "C" void surelock_testing_forget_finished_thread_records(void)
 {
     surelock::sys::lock_free_records();
