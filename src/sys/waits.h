@@ -64,8 +64,10 @@ struct LockKind {
     // The serial of the thread holding `lock` exclusively, 0 if none. nullptr: not a lock
     // the graph follows (group, ipc).
     uint64_t (*exclusive_holder)(const void *lock, CopyFn copy);
-    // Whether registered thread r holds `lock` shared (rwlock readers); nullptr when the kind
-    // has no shared holders. Called only under the graph lock.
+    // Besides the exclusive holder, whether registered thread r is one the waiter waits for:
+    // for a write wait on an rwlock, r reads it; for a read wait, r waits to write it (writer
+    // preference); nullptr when the kind has no such threads. Called only under the graph
+    // lock.
     bool (*held_shared_by)(const void *lock, const ThreadRecord *r);
     // "rlock 'libA'" or "mutex #12" into out (always terminated); returns the length.
     size_t (*describe)(const void *lock, char *out, size_t cap, CopyFn copy);
