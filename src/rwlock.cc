@@ -428,15 +428,15 @@ namespace {
 
 const void *rwlock_of_write_link(const HeldLink *link, CopyFn)
 {
-    return reinterpret_cast<const char *>(link) - offsetof(surelock_rwlock, write_held);
+    return field_address(link, -(ptrdiff_t)offsetof(surelock_rwlock, write_held));
 }
 
 uint64_t rwlock_writer(const void *lock, CopyFn copy)
 {
-    auto *l = static_cast<const surelock_rwlock *>(lock);
-    if (copy == nullptr) return l->writer.load(std::memory_order_relaxed);
+    if (copy == nullptr)
+        return static_cast<const surelock_rwlock *>(lock)->writer.load(std::memory_order_relaxed);
     uint64_t writer = 0;
-    return copy(&writer, &l->writer, sizeof writer) ? writer : 0;
+    return SURELOCK_READ_FIELD(copy, &writer, surelock_rwlock, lock, writer) ? writer : 0;
 }
 
 // r is a registered waiter, so its read-hold set stays as it is while the graph lock is held.
@@ -460,9 +460,7 @@ bool rwlock_write_waited_by(const void *lock, const ThreadRecord *r)
 size_t describe_rwlock(const void *lock, char *out, size_t cap, CopyFn copy)
 {
     uint64_t serial = 0;
-    if (lock != nullptr)
-        read_via(copy, &serial, &static_cast<const surelock_rwlock *>(lock)->member.serial,
-                 sizeof serial);
+    if (lock != nullptr) SURELOCK_READ_FIELD(copy, &serial, surelock_rwlock, lock, member.serial);
     return describe_numbered("rwlock", serial, out, cap);
 }
 

@@ -347,6 +347,62 @@ static void a_reader_queued_behind_a_waiting_writer_closes_the_cycle_through_it(
     EXPECT_RC(surelock_mutex_free(m), 0);
 }
 
+/* The dump copies other threads' read-hold tables while they grow (the old table freed) and
+ * while threads exit (freed), so a stale copy reads reused memory as lock addresses. Those
+ * must only ever go through the fault-proof copy: forming a member address from a misaligned
+ * one was undefined behaviour, and the ASan+UBSan build (halt_on_error) aborted here within
+ * seconds before the fix. The dump must return 0 throughout. */
+#define CHURN_LOCKS 64
+static surelock_rwlock *churn_locks[CHURN_LOCKS];
+static atomic_bool churn_stop;
+
+static void *hold_table_churner(void *arg)
+{
+    (void)arg;
+    for (int n = 5; n <= CHURN_LOCKS; n *= 2) { /* 8 -> 16 -> ... -> 128 slots */
+        for (int i = 0; i < n; i++)
+            if (surelock_rwlock_rdlock(churn_locks[i]) != 0) return (void *)1;
+        for (int k = 0; k < 8; k++) { /* refill what was just freed with odd bytes */
+            char *p = malloc((size_t)64 << (k % 4));
+            if (p != NULL) memset(p, 0x5b + k, (size_t)64 << (k % 4));
+            free(p);
+        }
+        for (int i = 0; i < n; i++)
+            if (surelock_rwlock_unlock(churn_locks[i]) != 0) return (void *)1;
+    }
+    return NULL;
+}
+
+static void hold_table_spawner(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&churn_stop)) {
+        pthread_t t;
+        void *bad = NULL;
+        if (pthread_create(&t, NULL, hold_table_churner, NULL) != 0) return;
+        pthread_join(t, &bad);
+        if (bad != NULL) atomic_store(&churn_stop, true);
+    }
+}
+
+static void the_dump_copes_with_hold_tables_freed_and_reused_while_it_reads_them(void **state)
+{
+    (void)state;
+    for (int i = 0; i < CHURN_LOCKS; i++) churn_locks[i] = new_rwlock();
+    int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    assert_true(devnull >= 0);
+    atomic_store(&churn_stop, false);
+    static helper spawners[3];
+    for (int i = 0; i < 3; i++) helper_start(&spawners[i], hold_table_spawner, NULL);
+    uint64_t end = now_ns() + 3000 * MS;
+    while (now_ns() < end && !atomic_load(&churn_stop)) EXPECT_RC(surelock_dump_waits(devnull), 0);
+    assert_false(atomic_load(&churn_stop)); /* the churners' own calls all succeeded */
+    atomic_store(&churn_stop, true);
+    for (int i = 0; i < 3; i++) JOIN(&spawners[i]);
+    close(devnull);
+    for (int i = 0; i < CHURN_LOCKS; i++) EXPECT_RC(surelock_rwlock_free(churn_locks[i]), 0);
+}
+
 static void a_group_waiting_for_a_member_is_refused_and_holds_nothing(void **state)
 {
     (void)state;
@@ -1129,6 +1185,7 @@ int main(int argc, char **argv)
         TEST(a_reader_waiting_behind_a_writer_closes_a_cycle_through_the_writer),
         TEST(a_reader_is_not_refused_when_the_writer_it_queued_behind_left_before_the_walk),
         TEST(a_reader_queued_behind_a_waiting_writer_closes_the_cycle_through_it),
+        TEST(the_dump_copes_with_hold_tables_freed_and_reused_while_it_reads_them),
         TEST(a_group_waiting_for_a_member_is_refused_and_holds_nothing),
         TEST(a_cond_wait_whose_reacquire_would_close_a_cycle_returns_edeadlk_without_the_mutex),
         TEST(a_holder_that_exited_makes_no_cycle_and_its_recycled_record_is_a_new_thread),

@@ -50,7 +50,7 @@ static void *child_reader(void *arg)
 
 static int child(void)
 {
-    alarm(10);
+    alarm(60);
     CHECK(surelock_rwlock_new(&cR) == 0, "new");
     CHECK(surelock_mutex_new(&cM) == 0, "new");
     CHECK(surelock_mutex_lock(cM) == 0, "lock");
@@ -79,7 +79,18 @@ int main(int argc, char **argv)
         pid_t pid = fork();
         if (pid == 0) _exit(child());
         int st;
-        waitpid(pid, &st, 0);
+        double give_up = now_s() + 10;
+        while (waitpid(pid, &st, WNOHANG) == 0) {
+            if (now_s() > give_up) { /* hung: show where, then kill */
+                char cmd[128];
+                snprintf(cmd, sizeof cmd, "gdb -p %d -batch -ex 'thread apply all bt' 2>&1 | grep -E '^#|^Thread' >&2", pid);
+                fprintf(stderr, "fork %d: child %d hung:\n", f, pid);
+                if (system(cmd) != 0) fprintf(stderr, "(no gdb)\n");
+                kill(pid, SIGKILL);
+                give_up = 1e300;
+            }
+            sleep_ms(5);
+        }
         if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
             bad++;
             fprintf(stderr, "fork %d: %s %d\n", f, WIFSIGNALED(st) ? "signal" : "exit",
