@@ -515,7 +515,9 @@ SURELOCK_API int surelock_amutex_unlock(surelock_amutex *m);
  *    still returns ETIMEDOUT) or the timed one leaves first and nothing is refused.
  *  - A cycle too long for errmsg is named up to what fits, then ", ... (N threads in the
  *    cycle)".
- *  - An rwlock held for reading by several threads counts as a wait on each reader. A group
+ *  - An rwlock held for reading by several threads counts as a wait on each reader (for a
+ *    writer). A reader waits only for writers: the one holding it, or those waiting for it
+ *    (who keep new readers out), named "behind a write waited for by thread N". A group
  *    waits for one member at a time, in its global order, so groups never form a cycle with
  *    each other.
  *  - surelock_sem and surelock_amutex are not owned by a thread and are not part of the

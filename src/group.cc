@@ -82,7 +82,7 @@ void group_holder_exited(HeldLink *link)
 // surelock_dump_waits; the walk follows its members, which a group takes one at a time.
 const void *group_of_link(const HeldLink *link, CopyFn)
 {
-    return reinterpret_cast<const char *>(link) - offsetof(surelock_group, held);
+    return field_address(link, -(ptrdiff_t)offsetof(surelock_group, held));
 }
 
 size_t describe_group(const void *, char *out, size_t cap, CopyFn)

@@ -979,7 +979,7 @@ int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
 namespace {
 const void *ipc_of_link(const HeldLink *link, CopyFn)
 {
-    return reinterpret_cast<const char *>(link) - offsetof(surelock_ipc, held);
+    return field_address(link, -(ptrdiff_t)offsetof(surelock_ipc, held));
 }
 size_t describe_ipc(const void *, char *out, size_t cap, CopyFn)
 {

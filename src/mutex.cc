@@ -28,8 +28,7 @@ namespace {
 size_t describe_mutex(const void *lock, char *out, size_t cap, CopyFn copy)
 {
     uint64_t serial = 0;
-    read_via(copy, &serial, &static_cast<const surelock_mutex *>(lock)->member.serial,
-             sizeof serial);
+    SURELOCK_READ_FIELD(copy, &serial, surelock_mutex, lock, member.serial);
     return describe_numbered("mutex", serial, out, cap);
 }
 

@@ -71,18 +71,17 @@ size_t hash_name(const char *name, size_t length)
 // Deadlock detector (waits.h): "rlock 'libA'" for a process-wide lock, "rlock #12" otherwise.
 size_t describe_rlock(const void *lock, char *out, size_t cap, CopyFn copy)
 {
-    auto *l = static_cast<const surelock_rlock *>(lock);
     bool is_global = false;
     uint64_t serial = 0;
-    if (!read_via(copy, &is_global, &l->is_global, sizeof is_global) ||
-        !read_via(copy, &serial, &l->member.serial, sizeof serial))
+    if (!SURELOCK_READ_FIELD(copy, &is_global, surelock_rlock, lock, is_global) ||
+        !SURELOCK_READ_FIELD(copy, &serial, surelock_rlock, lock, member.serial))
         return describe_numbered("rlock", 0, out, cap);
-    if (is_global) {
-        auto *e = reinterpret_cast<const GlobalEntry *>(l);
+    if (is_global) { // a GlobalEntry, whose first member is the rlock
         size_t length = 0;
         char name[max_name_length];
-        if (read_via(copy, &length, &e->name_length, sizeof length) &&
-            length <= max_name_length && read_via(copy, name, e->name, length))
+        if (SURELOCK_READ_FIELD(copy, &length, GlobalEntry, lock, name_length) &&
+            length <= max_name_length &&
+            read_via(copy, name, field_address(lock, offsetof(GlobalEntry, name)), length))
             return describe_named("rlock", name, length, out, cap);
     }
     return describe_numbered("rlock", serial, out, cap);

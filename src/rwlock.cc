@@ -370,7 +370,10 @@ namespace surelock::locks {
 {
     Deadline deadline = Deadline::after(timeout_ns);
     // ---- Deadlock detection (waits.h): refuse a wait that would close a cycle.
-    if (int rc = begin_wait(me, rwlock_kind, l, fn)) return rc;
+    // A write waits for the holders (the writer, or every reader); a read waits for the writer
+    // holding it or the writers waiting for it (which keep new readers out), never for
+    // readers: its own kind tells the walk so (rwlock_read_kind).
+    if (int rc = begin_wait(me, exclusive ? rwlock_kind : rwlock_read_kind, l, fn)) return rc;
     int waited = (exclusive ? write_contended : read_contended)(l, deadline);
     end_wait(me); // before recording the hold
     // ----
@@ -425,15 +428,15 @@ namespace {
 
 const void *rwlock_of_write_link(const HeldLink *link, CopyFn)
 {
-    return reinterpret_cast<const char *>(link) - offsetof(surelock_rwlock, write_held);
+    return field_address(link, -(ptrdiff_t)offsetof(surelock_rwlock, write_held));
 }
 
 uint64_t rwlock_writer(const void *lock, CopyFn copy)
 {
-    auto *l = static_cast<const surelock_rwlock *>(lock);
-    if (copy == nullptr) return l->writer.load(std::memory_order_relaxed);
+    if (copy == nullptr)
+        return static_cast<const surelock_rwlock *>(lock)->writer.load(std::memory_order_relaxed);
     uint64_t writer = 0;
-    return copy(&writer, &l->writer, sizeof writer) ? writer : 0;
+    return SURELOCK_READ_FIELD(copy, &writer, surelock_rwlock, lock, writer) ? writer : 0;
 }
 
 // r is a registered waiter, so its read-hold set stays as it is while the graph lock is held.
@@ -442,12 +445,22 @@ bool rwlock_read_by(const void *lock, const ThreadRecord *r)
     return r->read_holds.contains(lock);
 }
 
+// What a waiting reader waits for besides a write holder: the writers waiting for the lock
+// (writer preference keeps it out while one waits). Not the readers: a reader is admitted
+// alongside readers, so edges to them would refuse a reader whose try failed behind a writer
+// that then gave up before the walk (no writer left, no cycle, yet EDEADLK). Registration
+// comes before a writer counts itself and ends after it uncounts, so every writer that keeps
+// readers out is found here. Under the graph lock, where r's wait is stable.
+bool rwlock_write_waited_by(const void *lock, const ThreadRecord *r)
+{
+    return r->wait_lock.load(std::memory_order_relaxed) == lock &&
+           r->wait_kind.load(std::memory_order_relaxed) == &rwlock_kind;
+}
+
 size_t describe_rwlock(const void *lock, char *out, size_t cap, CopyFn copy)
 {
     uint64_t serial = 0;
-    if (lock != nullptr)
-        read_via(copy, &serial, &static_cast<const surelock_rwlock *>(lock)->member.serial,
-                 sizeof serial);
+    if (lock != nullptr) SURELOCK_READ_FIELD(copy, &serial, surelock_rwlock, lock, member.serial);
     return describe_numbered("rwlock", serial, out, cap);
 }
 
@@ -456,10 +469,12 @@ size_t describe_rwlock(const void *lock, char *out, size_t cap, CopyFn copy)
 namespace surelock::sys {
 const LockKind rwlock_kind = {"rwlock",     writer_exited,  rwlock_of_write_link, " (write)",
                               rwlock_writer, rwlock_read_by, describe_rwlock};
-// Read holds are not in held lists but in each thread's read-hold set (the dump reads those
-// through describe); no link of a held list is of this kind.
-const LockKind rwlock_read_kind = {"rwlock",     nullptr,        nullptr,        " (read)",
-                                   rwlock_writer, rwlock_read_by, describe_rwlock};
+// Read holds and read waits. Read holds are not in held lists but in each thread's read-hold
+// set (the dump reads those through describe); no link of a held list is of this kind. A
+// thread waiting to read is registered with this kind: it waits for the write holder and
+// the waiting writers, not for other readers.
+const LockKind rwlock_read_kind = {"rwlock",      nullptr, nullptr, " (read)", rwlock_writer,
+                                   rwlock_write_waited_by, describe_rwlock};
 } // namespace surelock::sys
 
 namespace {

@@ -21,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <surelock.h>
@@ -249,6 +251,156 @@ static void a_reader_waiting_behind_a_writer_closes_a_cycle_through_the_writer(v
     agent_stop(&a2);
     EXPECT_RC(surelock_rwlock_free(r), 0);
     EXPECT_RC(surelock_mutex_free(m), 0);
+}
+
+/* A reader waits only for a writer: the one holding the rwlock or those waiting for it (writer
+ * preference), never for other readers. Here a1 reads r and sleeps on a2's mutex; a3 waits to
+ * write r (timed), so a2's read try fails; a3 then times out and returns before a2's walk
+ * (a2 is held in the clock read between its try and the walk, see clock_gettime below). At
+ * the walk r is only read, by a1: no cycle, and a2 reads at once. Refused before the fix. */
+static _Atomic pid_t hold_clock_of; /* the thread whose next clock read waits for... */
+static flag hold_clock_until;        /* ...this flag */
+
+/* Interposes the library's clock reads (its PLT resolves to the executable's symbol): the
+ * armed thread's next one, which is Deadline::after in the rwlock's blocking path (after its
+ * try failed, before the deadlock walk), waits for hold_clock_until. Every other read passes
+ * straight to the kernel. */
+int clock_gettime(clockid_t clock, struct timespec *ts)
+{
+    if (hold_clock_of != 0 && hold_clock_of == (pid_t)syscall(SYS_gettid)) {
+        hold_clock_of = 0;
+        flag_wait(&hold_clock_until, 1, WAIT_LIMIT_MS);
+    }
+    return (int)syscall(SYS_clock_gettime, clock, ts);
+}
+
+static int do_timedwrlock_then_raise(void *l)
+{
+    int rc = surelock_rwlock_timedwrlock(l, 300 * MS);
+    flag_raise(&hold_clock_until);
+    return rc;
+}
+
+static int do_timedrdlock(void *l) { return surelock_rwlock_timedrdlock(l, 20000 * MS); }
+
+static void a_reader_is_not_refused_when_the_writer_it_queued_behind_left_before_the_walk(void **state)
+{
+    (void)state;
+    surelock_rwlock *r = new_rwlock();
+    surelock_mutex *m = new_mutex();
+    agent_start(&a1);
+    agent_start(&a2);
+    agent_start(&a3);
+    flag_init(&hold_clock_until);
+    EXPECT_RC(agent_call(&a1, do_rdlock, r), 0);
+    EXPECT_RC(agent_call(&a2, do_mlock, m), 0);
+    post_and_wait_asleep(&a1, &calls[0], do_mlock, m);                    /* a1 waits for a2 */
+    post_and_wait_asleep(&a3, &calls[1], do_timedwrlock_then_raise, r); /* a3 keeps readers out */
+    hold_clock_of = a2.tid;
+    EXPECT_RC(agent_call(&a2, do_timedrdlock, r), 0);
+    EXPECT_RC(agent_wait(&a3), ETIMEDOUT);
+    EXPECT_RC(agent_call(&a2, do_rwunlock, r), 0);
+    EXPECT_RC(agent_call(&a2, do_munlock, m), 0);
+    EXPECT_RC(agent_wait(&a1), 0);
+    EXPECT_RC(agent_call(&a1, do_munlock, m), 0);
+    EXPECT_RC(agent_call(&a1, do_rwunlock, r), 0);
+    agent_stop(&a1);
+    agent_stop(&a2);
+    agent_stop(&a3);
+    EXPECT_RC(surelock_rwlock_free(r), 0);
+    EXPECT_RC(surelock_mutex_free(m), 0);
+}
+
+/* The cycle a reader closes behind a waiting writer goes through that writer, and says so:
+ * a1 reads r and waits for a2's mutex; a3 waits to write r (for a1); a2's read queues behind
+ * a3. */
+static void a_reader_queued_behind_a_waiting_writer_closes_the_cycle_through_it(void **state)
+{
+    (void)state;
+    surelock_rwlock *r = new_rwlock();
+    surelock_mutex *m = new_mutex();
+    agent_start(&a1);
+    agent_start(&a2);
+    agent_start(&a3);
+    EXPECT_RC(agent_call(&a1, do_rdlock, r), 0);
+    EXPECT_RC(agent_call(&a2, do_mlock, m), 0);
+    post_and_wait_asleep(&a1, &calls[0], do_mlock, m);
+    post_and_wait_asleep(&a3, &calls[1], do_wrlock, r);
+    EXPECT_RC(agent_call(&a2, do_rdlock, r), EDEADLK);
+    unsigned long long n[8];
+    EXPECT_MATCH(a2.errmsg,
+                 "surelock_rwlock_rdlock: deadlock: thread %llu waits for rwlock #%llu behind a "
+                 "write waited for by thread %llu, which waits for rwlock #%llu held by thread "
+                 "%llu, which waits for mutex #%llu held by thread %llu",
+                 n);
+    assert_true(n[0] == n[6] && n[1] == n[3] && n[2] != n[4] && n[2] != n[0]);
+    EXPECT_RC(agent_call(&a2, do_munlock, m), 0);
+    EXPECT_RC(agent_wait(&a1), 0);
+    EXPECT_RC(agent_call(&a1, do_munlock, m), 0);
+    EXPECT_RC(agent_call(&a1, do_rwunlock, r), 0);
+    EXPECT_RC(agent_wait(&a3), 0);
+    EXPECT_RC(agent_call(&a3, do_rwunlock, r), 0);
+    agent_stop(&a1);
+    agent_stop(&a2);
+    agent_stop(&a3);
+    EXPECT_RC(surelock_rwlock_free(r), 0);
+    EXPECT_RC(surelock_mutex_free(m), 0);
+}
+
+/* The dump copies other threads' read-hold tables while they grow (the old table freed) and
+ * while threads exit (freed), so a stale copy reads reused memory as lock addresses. Those
+ * must only ever go through the fault-proof copy: forming a member address from a misaligned
+ * one was undefined behaviour, and the ASan+UBSan build (halt_on_error) aborted here within
+ * seconds before the fix. The dump must return 0 throughout. */
+#define CHURN_LOCKS 64
+static surelock_rwlock *churn_locks[CHURN_LOCKS];
+static atomic_bool churn_stop;
+
+static void *hold_table_churner(void *arg)
+{
+    (void)arg;
+    for (int n = 5; n <= CHURN_LOCKS; n *= 2) { /* 8 -> 16 -> ... -> 128 slots */
+        for (int i = 0; i < n; i++)
+            if (surelock_rwlock_rdlock(churn_locks[i]) != 0) return (void *)1;
+        for (int k = 0; k < 8; k++) { /* refill what was just freed with odd bytes */
+            char *p = malloc((size_t)64 << (k % 4));
+            if (p != NULL) memset(p, 0x5b + k, (size_t)64 << (k % 4));
+            free(p);
+        }
+        for (int i = 0; i < n; i++)
+            if (surelock_rwlock_unlock(churn_locks[i]) != 0) return (void *)1;
+    }
+    return NULL;
+}
+
+static void hold_table_spawner(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&churn_stop)) {
+        pthread_t t;
+        void *bad = NULL;
+        if (pthread_create(&t, NULL, hold_table_churner, NULL) != 0) return;
+        pthread_join(t, &bad);
+        if (bad != NULL) atomic_store(&churn_stop, true);
+    }
+}
+
+static void the_dump_copes_with_hold_tables_freed_and_reused_while_it_reads_them(void **state)
+{
+    (void)state;
+    for (int i = 0; i < CHURN_LOCKS; i++) churn_locks[i] = new_rwlock();
+    int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    assert_true(devnull >= 0);
+    atomic_store(&churn_stop, false);
+    static helper spawners[3];
+    for (int i = 0; i < 3; i++) helper_start(&spawners[i], hold_table_spawner, NULL);
+    uint64_t end = now_ns() + 3000 * MS;
+    while (now_ns() < end && !atomic_load(&churn_stop)) EXPECT_RC(surelock_dump_waits(devnull), 0);
+    assert_false(atomic_load(&churn_stop)); /* the churners' own calls all succeeded */
+    atomic_store(&churn_stop, true);
+    for (int i = 0; i < 3; i++) JOIN(&spawners[i]);
+    close(devnull);
+    for (int i = 0; i < CHURN_LOCKS; i++) EXPECT_RC(surelock_rwlock_free(churn_locks[i]), 0);
 }
 
 static void a_group_waiting_for_a_member_is_refused_and_holds_nothing(void **state)
@@ -1031,6 +1183,9 @@ int main(int argc, char **argv)
         TEST(a_cycle_of_three_mutexes_is_refused_to_the_last_waiter_also_when_timed),
         TEST(an_rwlock_read_by_several_threads_is_a_wait_on_each_reader),
         TEST(a_reader_waiting_behind_a_writer_closes_a_cycle_through_the_writer),
+        TEST(a_reader_is_not_refused_when_the_writer_it_queued_behind_left_before_the_walk),
+        TEST(a_reader_queued_behind_a_waiting_writer_closes_the_cycle_through_it),
+        TEST(the_dump_copes_with_hold_tables_freed_and_reused_while_it_reads_them),
         TEST(a_group_waiting_for_a_member_is_refused_and_holds_nothing),
         TEST(a_cond_wait_whose_reacquire_would_close_a_cycle_returns_edeadlk_without_the_mutex),
         TEST(a_holder_that_exited_makes_no_cycle_and_its_recycled_record_is_a_new_thread),

@@ -37,15 +37,15 @@ void OwnedLock::reentrant_owner_exited(HeldLink *link)
 
 const void *OwnedLock::lock_of_link(const HeldLink *link, CopyFn)
 {
-    return reinterpret_cast<const char *>(link) - offsetof(OwnedLock, held);
+    return field_address(link, -(ptrdiff_t)offsetof(OwnedLock, held));
 }
 
 uint64_t OwnedLock::holder(const void *lock, CopyFn copy)
 {
-    auto *l = static_cast<const OwnedLock *>(lock);
-    if (copy == nullptr) return l->owner.load(std::memory_order_relaxed);
+    if (copy == nullptr)
+        return static_cast<const OwnedLock *>(lock)->owner.load(std::memory_order_relaxed);
     uint64_t owner = 0;
-    return copy(&owner, &l->owner, sizeof owner) ? owner : 0;
+    return SURELOCK_READ_FIELD(copy, &owner, OwnedLock, lock, owner) ? owner : 0;
 }
 
 } // namespace surelock::sys

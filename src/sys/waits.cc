@@ -214,8 +214,14 @@ void describe_cycle(Text &t, ThreadRecord *me, ThreadRecord *closing)
         Text step(step_text, sizeof step_text);
         step.add(r == me ? " waits for " : ", which waits for ");
         describe_wait(step, r);
-        step.add(" held by thread ");
-        step.number(r->walk_parent != nullptr ? r->walk_parent->serial : me->serial);
+        uint64_t next = r->walk_parent != nullptr ? r->walk_parent->serial : me->serial;
+        // A reader waits for a write holder, or queues behind a waiting writer.
+        const LockKind *kind = r->wait_kind.load(std::memory_order_relaxed);
+        bool behind = kind == &rwlock_read_kind &&
+                      kind->exclusive_holder(r->wait_lock.load(std::memory_order_relaxed),
+                                             nullptr) != next;
+        step.add(behind ? " behind a write waited for by thread " : " held by thread ");
+        step.number(next);
         bool last = r->walk_parent == nullptr;
         if (t.len + step.len + (last ? 0 : reserve) + 1 > t.cap) {
             t.add(", ... (");

@@ -51,6 +51,22 @@ inline bool read_via(CopyFn copy, void *dst, const void *src, size_t n)
     return copy(dst, src, n);
 }
 
+// The address `offset` bytes into the object at `object`, by integer arithmetic. The dump
+// passes addresses it read from other threads' memory, which may be stale (a hold table
+// freed and reused meanwhile) and so any value, misaligned or near 0: a member access or
+// pointer arithmetic on those is undefined behaviour (UBSan aborts), while copy() merely
+// reads garbage or fails. So every address the kinds hand to copy is formed here.
+inline const void *field_address(const void *object, ptrdiff_t offset)
+{
+    return reinterpret_cast<const void *>(reinterpret_cast<uintptr_t>(object) + (uintptr_t)offset);
+}
+
+// Reads member `member` of the T at `object` (see field_address) into *dst.
+#define SURELOCK_READ_FIELD(copy, dst, T, object, member)                                      \
+    ::surelock::sys::read_via((copy), (dst),                                                   \
+                              ::surelock::sys::field_address((object), offsetof(T, member)),   \
+                              sizeof *(dst))
+
 // What the detector and the dump need of one lock kind. Each kind defines its instance next
 // to its own code (rlock.cc, mutex.cc, rwlock.cc, group.cc, ipc.cc).
 struct LockKind {
@@ -64,8 +80,10 @@ struct LockKind {
     // The serial of the thread holding `lock` exclusively, 0 if none. nullptr: not a lock
     // the graph follows (group, ipc).
     uint64_t (*exclusive_holder)(const void *lock, CopyFn copy);
-    // Whether registered thread r holds `lock` shared (rwlock readers); nullptr when the kind
-    // has no shared holders. Called only under the graph lock.
+    // Besides the exclusive holder, whether registered thread r is one the waiter waits for:
+    // for a write wait on an rwlock, r reads it; for a read wait, r waits to write it (writer
+    // preference); nullptr when the kind has no such threads. Called only under the graph
+    // lock.
     bool (*held_shared_by)(const void *lock, const ThreadRecord *r);
     // "rlock 'libA'" or "mutex #12" into out (always terminated); returns the length.
     size_t (*describe)(const void *lock, char *out, size_t cap, CopyFn copy);
