@@ -25,22 +25,26 @@ bool HoldSet::grow()
     return true;
 }
 
+// Both empty the set before freeing its table: a fork landing in between must not leave the
+// child's copy pointing at a table that is already freed (it would be freed again).
 void HoldSet::drain()
 {
-    if (slots != nullptr) {
-        for (uint32_t i = 0; i <= mask; i++)
-            if (slots[i] != nullptr) owner_exited(slots[i]);
-        deallocate(slots);
-    }
+    const void **table = slots;
+    uint32_t last = mask;
+    if (table != nullptr)
+        for (uint32_t i = 0; i <= last; i++)
+            if (table[i] != nullptr) owner_exited(table[i]);
     slots = nullptr;
     mask = count = 0;
+    deallocate(table);
 }
 
 void HoldSet::forget()
 {
-    deallocate(slots);
+    const void **table = slots;
     slots = nullptr;
     mask = count = 0;
+    deallocate(table);
 }
 
 } // namespace surelock::sys
