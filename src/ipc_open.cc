@@ -136,19 +136,6 @@ int check_file_system(const char *path, int where, const char *dir)
     return 0;
 }
 
-// 1 when no other handle of the file is open in any process (an OFD write lock on byte 0
-// taken at once: every handle holds a read lock there), 0 when one is, or -errno.
-int no_other_handle(int fd)
-{
-    struct flock fl{};
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    fl.l_start = 0;
-    fl.l_len = 1;
-    if (fcntl(fd, F_OFD_SETLK, &fl) == 0) return 1;
-    return errno == EAGAIN || errno == EACCES ? 0 : -errno;
-}
-
 // OFD lock on byte 0: a read lock marks "a handle is open"; a write lock that succeeds at once
 // proves no other handle is.
 bool set_open_marker(int fd, short type)
@@ -161,15 +148,30 @@ bool set_open_marker(int fd, short type)
     return fcntl(fd, F_OFD_SETLK, &fl) == 0;
 }
 
-int open_existing(const char *path, int *fd_out)
+// 1 when no other handle of the file is open in any process (an OFD write lock on byte 0
+// taken at once: every handle holds a read lock there), 0 when one is, or -errno.
+int no_other_handle(int fd)
 {
-    int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (set_open_marker(fd, F_WRLCK)) return 1;
+    return errno == EAGAIN || errno == EACCES ? 0 : -errno;
+}
+
+// Opens path as a lock file is opened (never through a symlink, never waiting on a FIFO), to
+// use it or, when `unlinking`, to check it before removing it. A missing file is a bare
+// ENOENT to open (not final: it may create the file).
+int open_no_follow(const char *path, int flags, bool unlinking, int *fd_out)
+{
+    int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         int e = errno;
-        if (e == ELOOP) return fail_path(ELOOP, path, "is a symlink; refusing to follow it");
+        if (e == ELOOP)
+            return fail_path(ELOOP, path, "is a symlink; %s",
+                             unlinking ? "not removing it" : "refusing to follow it");
         if (e == EISDIR) return fail_path(EPROTO, path, "is a directory, not a lock file");
-        if (e == ENXIO) return fail_path(EPROTO, path, "is not a regular file");
-        if (e == ENOENT) return ENOENT; // not final: the caller may create it
+        if (e == ENXIO)
+            return fail_path(EPROTO, path, "is not a regular file%s",
+                             unlinking ? "; not removing it" : "");
+        if (e == ENOENT && !unlinking) return ENOENT;
         return fail_path(e, path, "cannot open: %s", strerror(e));
     }
     *fd_out = fd;
@@ -249,7 +251,7 @@ int parent_dir(const char *path, char (&dir)[PATH_MAX])
 int open_or_create(const char *path, const Options &opt, const Identity &id, int *fd_out)
 {
     for (int attempt = 0; attempt < 16; attempt++) {
-        int rc = open_existing(path, fd_out);
+        int rc = open_no_follow(path, O_RDWR, false, fd_out);
         if (rc == 0 && (rc = check_file_system(path, *fd_out, nullptr)) != 0) {
             close(*fd_out);
             *fd_out = -1;
@@ -414,14 +416,9 @@ SURELOCK_API int surelock_ipc_unlink(const char *path)
 {
     surelock::ipc_open::NoCancel no_cancel;
     if (path == nullptr) return fail(EINVAL, "surelock_ipc_unlink: path is NULL");
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-    if (fd < 0) {
-        int e = errno;
-        if (e == ELOOP) return fail_path(ELOOP, path, "is a symlink; not removing it");
-        if (e == EISDIR) return fail_path(EPROTO, path, "is a directory, not a lock file");
-        if (e == ENXIO) return fail_path(EPROTO, path, "is not a regular file; not removing it");
-        return fail_path(e, path, "cannot open: %s", strerror(e));
-    }
+    int fd = -1;
+    int rc = surelock::ipc_open::open_no_follow(path, O_RDONLY, true, &fd);
+    if (rc != 0) return rc;
     struct stat st;
     char magic[sizeof file_magic];
     bool ours = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
