@@ -18,7 +18,8 @@
 // not forwarded. SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1 and SIGUSR2 sent by a process to
 // `surelock` are forwarded to CMD once. They are blocked from before fork() and taken with
 // sigwaitinfo() once CMD runs (no handler), so none is lost in between. `kill -- -PGID` from a
-// process is indistinguishable from `kill PID` (both SI_USER) and is forwarded too: CMD then sees it twice (documented in surelock.1).
+// process is indistinguishable from `kill PID` (both SI_USER) and is forwarded too: CMD then
+// sees it twice (documented in surelock.1).
 //
 // Exit status: CMD's (128+N when killed by signal N, 127 not found, 126 not executable);
 // 1 when the lock is busy with -n or not acquired within -w (flock's; -E changes it) or the

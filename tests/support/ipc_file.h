@@ -1,8 +1,14 @@
 /*
- * Rules every ipc test follows (test_ipc_open.c, test_ipc_lock.c, test_ipc_group.c,
- * test_ipc_fork.c, and test_ipc_internal.c and test_ipc_stress.c with them):
+ * ipc_file.h — lock files for the ipc tests (test_ipc_open.c, test_ipc_lock.c,
+ * test_ipc_group.c, test_ipc_fork.c, test_ipc_internal.c, test_ipc_stress.c): the per-test
+ * directory and fixtures, the file layout documented in surelock.h (section 4), files crafted
+ * or corrupted byte by byte, "left exactly as it was" snapshots, and the refusal check every
+ * bad file gets. Built on support/bounded.h. Forked holders: ipc_holder.h.
+ *
+ * Rules every ipc test follows:
  *  - Each test gets a fresh mkdtemp directory under /tmp (removed afterwards, whatever the
- *    outcome) and restores the umask it found.
+ *    outcome) and restores the umask it found. /tmp, not $TMPDIR: a lock file on NFS or SMB is
+ *    refused (EOPNOTSUPP), and the tests must not depend on where $TMPDIR points.
  *  - CMocka assertions run on the test's own thread and process only. Helper threads record
  *    what they saw and the test asserts after joining them; child processes check what they
  *    see themselves, print the mismatch on stderr and _exit with a non-zero status, which the
@@ -18,15 +24,6 @@
  *  - Files are crafted byte by byte from the layout documented in surelock.h (section 4).
  *  - Nothing measures speed: timeouts are checked from below (a timed wait lasts at least its
  *    timeout) with a generous ceiling that only catches "never returns".
- *
- * ipc_file.h — lock files for those tests: the per-test directory, the file layout documented in surelock.h
- * (section 4), files crafted or corrupted byte by byte, "left exactly as it was" snapshots, and
- * the refusal check every bad file gets (exact errno, errmsg naming the path and the reason,
- * out-pointer and file untouched). Built on support/bounded.h; same rules (CMocka on the test's
- * own thread only, every wait bounded).
- *
- * The per-test directory is a fresh mkdtemp directory under /tmp, not $TMPDIR: a lock file on
- * NFS or SMB is refused (EOPNOTSUPP), and the tests must not depend on where $TMPDIR points.
  */
 #ifndef SURELOCK_TESTS_IPC_FILE_H
 #define SURELOCK_TESTS_IPC_FILE_H
