@@ -31,6 +31,9 @@
 /* Bound on the 8-process races (16000 contended cross-process lock round trips). */
 #define RACE_LIMIT_MS 90000
 
+/* =========================================================================================
+ * What a fork child inherits: handles, never holds
+ * ========================================================================================= */
 
 /* After fork(), the child's copy of the holding thread is not the owner (robust futexes go by
  * TID): it can neither release nor repair the parent's hold, and its attempts change nothing. */
@@ -274,7 +277,9 @@ static void eight_processes_racing_on_an_empty_placeholder_count_to_an_exact_tot
     run_race(P("placeholder"));
 }
 
-/* ---- fork ---- */
+/* =========================================================================================
+ * A fork child closing its parent's held handle (issue 9's review)
+ * ========================================================================================= */
 
 static surelock_ipc *parents_held_handle;
 static const char *other_lock_path;

@@ -35,6 +35,9 @@
 /* Ceiling for "a call that must not block returned" (never a speed check). */
 #define NONBLOCKING_CEILING_NS (1ull * 1000000000ull)
 
+/* =========================================================================================
+ * Recovery while a recursive file is re-entered through a second handle
+ * ========================================================================================= */
 
 /* A recursive file re-entered through a second handle while the outer hold is recovering:
  * the inner acquisition is a plain re-entry (0), and releasing it neither ends nor spoils the
@@ -648,7 +651,9 @@ static void unlock_without_consistent_makes_it_not_recoverable_for_every_process
     EXPECT_RC(surelock_ipc_close(m), 0);
 }
 
-/* ---- close ---- */
+/* =========================================================================================
+ * Close, from the adversarial review (issue 9)
+ * ========================================================================================= */
 
 /* API.md: close is EBUSY only while a thread holds the lock through this handle; another
  * handle of the file closes (0) and the hold stays intact. */

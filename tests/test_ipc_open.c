@@ -824,10 +824,8 @@ static void unlink_removes_a_lock_file_and_refuses_symlinks_and_other_files(void
     assert_int_equal(lstat(path, &st), -1); /* and close does not bring it back */
 }
 
-/* ========================================================================================= */
-
 /* =========================================================================================
- * Faults from the adversarial review (issue 9): two holders, freed memory, unbounded waits
+ * Faults from the adversarial review (issue 9): two holders, unbounded waits, messages
  * ========================================================================================= */
 
 /* An opener whose boot id differs from the file's (another mount namespace's view of /proc)
