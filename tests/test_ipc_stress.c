@@ -7,8 +7,9 @@
  *    fail the round);
  *  - an opener is SIGKILLed 0-500 us after it starts (mid-open, mid-creation, mid-lock): the
  *    next opener must succeed within open's bound, and the lock must still be one lock.
- * Same rules as test_ipc.c: a fresh mkdtemp directory per test, children bounded by alarm(),
- * every wait bounded, a watchdog per test.
+ * Same rules and fixtures as every ipc test (support/ipc_file.h, support/ipc_holder.h); its
+ * children die of SIGALRM only after 600 s (CHILD_ALARM_S, set in tests/meson.build): a whole
+ * run of rounds, under sanitizers, on a loaded machine.
  */
 #define _GNU_SOURCE
 
@@ -39,8 +40,9 @@
 #include <surelock.h>
 
 #include "support/bounded.h"
+#include "support/ipc_file.h"
+#include "support/ipc_holder.h"
 
-#define CHILD_ALARM_S 600 /* a whole run of rounds, under sanitizers, on a loaded machine */
 #define OPENERS 8
 #ifndef ROUNDS
 #define ROUNDS 1000
@@ -48,25 +50,6 @@
 #define KILL_ROUNDS 300 /* a multiple of 3 */
 /* open's own bound is 5 s; this is "it returned at all" for one round. */
 #define ROUND_LIMIT_MS 20000
-
-static char tmpdir[64];
-
-static const char *P(const char *name)
-{
-    return temp_path(tmpdir, name);
-}
-
-static int entries_in_tmpdir(void)
-{
-    DIR *d = opendir(tmpdir);
-    if (d == NULL) fail_msg("opendir: %s", strerror(errno));
-    struct dirent *e;
-    int n = 0;
-    while ((e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) n++;
-    closedir(d);
-    return n;
-}
 
 /* ---- 8 openers of one fresh path, many rounds --------------------------------------------- */
 
@@ -145,10 +128,10 @@ static void eight_processes_opening_one_fresh_path_at_once_never_fail_in_1000_ro
     board = mmap(NULL, sizeof *board, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     assert_true(board != MAP_FAILED);
     memset(board, 0, sizeof *board);
-    snprintf(board->dir, sizeof board->dir, "%s", tmpdir);
+    snprintf(board->dir, sizeof board->dir, "%s", test_dir);
     pid_t pids[OPENERS];
     for (int i = 0; i < OPENERS; i++)
-        pids[i] = child_spawn_tracked(opener_main, (void *)(intptr_t)i, CHILD_ALARM_S);
+        pids[i] = spawn(opener_main, (void *)(intptr_t)i);
     int failures = 0;
     char first_failure[512] = "";
     for (int round = 1; round <= ROUNDS; round++) {
@@ -190,7 +173,7 @@ static void eight_processes_opening_one_fresh_path_at_once_never_fail_in_1000_ro
         EXPECT_RC(surelock_ipc_unlink(path), 0);
     }
     for (int i = 0; i < OPENERS; i++) child_expect_ok_at(__LINE__, pids[i], WAIT_LIMIT_MS);
-    assert_int_equal(entries_in_tmpdir(), 0); /* no file left under any other name */
+    assert_int_equal(entries_in_test_dir(), 0); /* no file left under any other name */
     munmap(board, sizeof *board);
 }
 
@@ -242,7 +225,7 @@ static void openers_killed_at_random_points_never_block_or_break_the_next_opener
             assert_true(fd >= 0);
             close(fd);
         }
-        pid_t victim = child_spawn_tracked(victim_main, NULL, CHILD_ALARM_S);
+        pid_t victim = spawn(victim_main, NULL);
         sleep_us(xorshift(&seed) % 501);
         kill(victim, SIGKILL);
         int status = child_reap_at(__LINE__, victim, WAIT_LIMIT_MS);
@@ -277,42 +260,9 @@ static void openers_killed_at_random_points_never_block_or_break_the_next_opener
         EXPECT_RC(surelock_ipc_close(m), 0);
     }
     /* Only the lock files: no half-made file under another name. */
-    assert_int_equal(entries_in_tmpdir(), KILL_ROUNDS / 3 * 2);
+    assert_int_equal(entries_in_test_dir(), KILL_ROUNDS / 3 * 2);
     print_message("%d rounds, %d deaths of a holder reported\n", KILL_ROUNDS, deaths_seen);
 }
-
-/* ---- fixtures ------------------------------------------------------------------------------ */
-
-static void bail_cleanup(void)
-{
-    children_kill_tracked(false);
-    temp_dir_remove(tmpdir);
-}
-
-static int group_setup(void **state)
-{
-    watchdog_on_bail(bail_cleanup);
-    return watchdog_start(state);
-}
-
-static int test_setup(void **state)
-{
-    watchdog_arm(state);
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/surelock-test-ipc-stress-XXXXXX");
-    return mkdtemp(tmpdir) == NULL ? -1 : 0;
-}
-
-static int test_teardown(void **state)
-{
-    (void)state;
-    children_kill_tracked(true);
-    temp_dir_remove(tmpdir);
-    temp_paths_free();
-    return watchdog_disarm(state);
-}
-
-#undef TEST
-#define TEST(f) {#f, f, test_setup, test_teardown, (void *)#f}
 
 int main(void)
 {
@@ -320,5 +270,5 @@ int main(void)
         TEST(eight_processes_opening_one_fresh_path_at_once_never_fail_in_1000_rounds),
         TEST(openers_killed_at_random_points_never_block_or_break_the_next_opener),
     };
-    return cmocka_run_group_tests_name("ipc_stress", tests, group_setup, watchdog_stop);
+    return cmocka_run_group_tests_name("ipc_stress", tests, ipc_group_setup, watchdog_stop);
 }

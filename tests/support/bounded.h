@@ -1,6 +1,6 @@
 /*
  * bounded.h — small helpers shared by the CMocka tests (test_mutex.c, test_rwlock.c,
- * test_cond.c, test_group.c, test_rlock.c, test_sem.c, test_ipc.c, test_internal.c and
+ * test_cond.c, test_group.c, test_rlock.c, test_sem.c, test_ipc_*.c, test_internal.c and
  * test_ipc_internal.c): return-code and errmsg assertions, a CLOCK_MONOTONIC clock, flags, a
  * start gate, helper threads joined with a bound, a per-test watchdog, forked children waited
  * for with a bound, and pipes read with a bound. Every wait here ends: a broken library fails a test, it never hangs it.
