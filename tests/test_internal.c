@@ -286,13 +286,17 @@ static void first_lock_in_a_new_thread_out_of_memory_is_enomem_and_holds_nothing
 static surelock_cond *woken_cond;
 static surelock_mutex *woken_mutex;
 static _Atomic int woken_go, woken_free_rc;
-static flag woken_freed;
+static flag woken_freed, woken_waiting;
 
+/* The waiter leaves only when signalled: it waits without a timeout (the watchdog bounds the
+ * test), so it cannot free the cond while signal still looks at the waiter count (a polling
+ * waiter could, a race of the test itself that TSan reported). */
 static void wait_then_free_the_cond(void *arg)
 {
     (void)arg;
     surelock_mutex_lock(woken_mutex);
-    while (!atomic_load(&woken_go)) surelock_cond_timedwait(woken_cond, woken_mutex, 1 * MS);
+    flag_raise(&woken_waiting);
+    while (!atomic_load(&woken_go)) surelock_cond_wait(woken_cond, woken_mutex);
     surelock_mutex_unlock(woken_mutex);
     atomic_store(&woken_free_rc, surelock_cond_free(woken_cond));
     flag_raise(&woken_freed);
@@ -312,11 +316,15 @@ static void cond_signal_and_broadcast_touch_nothing_after_waking(void **state)
         atomic_store(&woken_go, 0);
         atomic_store(&woken_free_rc, -1);
         flag_init(&woken_freed);
+        flag_init(&woken_waiting);
         helper waiter;
         helper_start(&waiter, wait_then_free_the_cond, NULL);
-        sleep_ms(20); /* let it wait (not needed for correctness: it polls) */
-        surelock_testing_cond_woken_hook = let_the_woken_waiter_free_the_cond;
+        flag_wait(&woken_waiting, 1, WAIT_LIMIT_MS);
+        /* Taking the mutex proves the waiter is inside cond_wait (it let the mutex go there). */
+        EXPECT_RC(surelock_mutex_lock(woken_mutex), 0);
         atomic_store(&woken_go, 1);
+        EXPECT_RC(surelock_mutex_unlock(woken_mutex), 0);
+        surelock_testing_cond_woken_hook = let_the_woken_waiter_free_the_cond;
         if (form == 0) EXPECT_RC(surelock_cond_signal(woken_cond), 0);
         else EXPECT_RC(surelock_cond_broadcast(woken_cond), 0);
         surelock_testing_cond_woken_hook = NULL;
@@ -325,6 +333,7 @@ static void cond_signal_and_broadcast_touch_nothing_after_waking(void **state)
         EXPECT_SAVED_RC(atomic_load(&woken_free_rc), 0, "cond_free by the woken waiter");
         EXPECT_RC(surelock_mutex_free(woken_mutex), 0);
         flag_destroy(&woken_freed);
+        flag_destroy(&woken_waiting);
     }
 }
 
