@@ -12,6 +12,11 @@ use surelock::{IpcMutex, IpcOptions};
 
 const HOLDER_ENV: &str = "SURELOCK_TEST_IPC_HOLDER";
 
+/// Held while spawning a child, and by a test that needs its files open nowhere else: a child
+/// between fork and exec holds copies of every descriptor of this process, so a file another
+/// test just closed is still open there (the library rightly refuses to re-initialise it).
+static SPAWNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn with_payload(n: usize) -> IpcOptions {
     IpcOptions::new().payload_size(n)
 }
@@ -41,6 +46,7 @@ fn a_lock_held_by_a_sigkilled_process_is_recovered_by_the_survivor() {
     let dir = TempDir::new();
     let path = dir.file("killed.lock");
     let lock = IpcMutex::open(&path, &with_payload(64)).unwrap();
+    let spawning = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
     let mut child = KillOnDrop(Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "a_lock_held_by_a_sigkilled_process_is_recovered_by_the_survivor",
                "--nocapture", "--test-threads=1"])
@@ -48,6 +54,7 @@ fn a_lock_held_by_a_sigkilled_process_is_recovered_by_the_survivor() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap());
+    drop(spawning);
     // Bounded: the child prints at once or dies (EOF); the watchdog bounds the rest.
     let out = BufReader::new(child.0.stdout.take().unwrap());
     let locked = out.lines().map(|l| l.unwrap()).any(|l| l == "locked");
@@ -88,6 +95,7 @@ fn an_unrepaired_guard_leaves_the_lock_not_recoverable_for_everyone() {
     assert_eq!(e.code(), ENOTRECOVERABLE, "{}", e);
     assert_eq!(a.try_lock().unwrap_err().code(), ENOTRECOVERABLE);
     // Once nobody has it open, the next open re-initialises it.
+    let _no_spawn = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
     drop(a);
     drop(b);
     let c = IpcMutex::open(&path, &IpcOptions::new()).unwrap();
