@@ -182,12 +182,12 @@ void watch_if_held_elsewhere(const Member &m, ThreadRecord *me)
     case Kind::rlock: {
         auto *l = static_cast<surelock_rlock *>(m.lock);
         if (!l->lock.is_free() && !l->lock.held_by(me))
-            l->lock.word.watch_until_free(watch_next_member_ns);
+            l->lock.futex.watch_until_free(watch_next_member_ns);
         break;
     }
     case Kind::mutex: {
         auto *l = static_cast<surelock_mutex *>(m.lock);
-        if (!l->lock.is_free()) l->lock.word.watch_until_free(watch_next_member_ns);
+        if (!l->lock.is_free()) l->lock.futex.watch_until_free(watch_next_member_ns);
         break;
     }
     case Kind::rwlock:
@@ -195,21 +195,19 @@ void watch_if_held_elsewhere(const Member &m, ThreadRecord *me)
     }
 }
 
-int member_acquire(const Member &m, ThreadRecord *me, Wait wait, uint64_t timeout_ns,
-                   const char *fn)
+int member_acquire(const Member &m, ThreadRecord *me, Wait wait, const char *fn)
 {
     switch (m.kind) {
     case Kind::rlock:
-        return static_cast<surelock_rlock *>(m.lock)->acquire(me, wait, timeout_ns, fn);
+        return static_cast<surelock_rlock *>(m.lock)->acquire(me, wait, fn);
     case Kind::mutex:
-        return static_cast<surelock_mutex *>(m.lock)->lock.acquire(me, wait, timeout_ns, fn);
+        return static_cast<surelock_mutex *>(m.lock)->lock.acquire(me, wait, fn);
     case Kind::rwlock:
-        return rwlock_acquire(static_cast<surelock_rwlock *>(m.lock), me, !m.shared, wait,
-                              timeout_ns, fn);
+        return rwlock_acquire(static_cast<surelock_rwlock *>(m.lock), me, !m.shared, wait, fn);
     case Kind::ipc: {
         auto *h = static_cast<surelock_ipc *>(m.lock);
-        if (wait == Wait::never) return surelock_ipc_trylock(h);
-        return surelock_ipc_timedlock(h, timeout_ns);
+        if (wait.is_try_once()) return surelock_ipc_trylock(h);
+        return surelock_ipc_timedlock(h, wait.is_spent() ? 0 : wait.deadline().remaining_ns());
     }
     }
     return EINVAL;
@@ -264,22 +262,19 @@ int check_nothing_held(surelock_group *g, ThreadRecord *me, const char *fn)
     return 0;
 }
 
-int acquire_all(surelock_group *g, Wait wait, uint64_t timeout_ns, const char *fn)
+int acquire_all(surelock_group *g, Wait wait, const char *fn)
 {
     if (g == nullptr) return fail(EINVAL, "%s: the group is NULL", fn);
     ThreadRecord *me = current_thread();
     if (me == nullptr) return ENOMEM;
     int rc = check_nothing_held(g, me, fn);
     if (rc != 0) return rc;
-    // A bounded wait hands what remains of one deadline to each member; FOREVER (and 0) need
-    // no clock at all.
-    bool bounded = wait == Wait::until_deadline && timeout_ns != 0 && timeout_ns != SURELOCK_FOREVER;
-    Deadline deadline = bounded ? Deadline::after(timeout_ns) : Deadline::never();
+    // Every member waits against the one deadline, fixed now (FOREVER and 0 read no clock).
+    wait.start_clock();
     bool owner_died = false;
     for (size_t i = 0; i < g->count; i++) {
-        uint64_t remaining = bounded ? deadline.remaining_ns() : timeout_ns;
-        if (i > 0 && wait == Wait::until_deadline) watch_if_held_elsewhere(g->members[i], me);
-        rc = member_acquire(g->members[i], me, wait, remaining, fn);
+        if (i > 0 && !wait.is_try_once()) watch_if_held_elsewhere(g->members[i], me);
+        rc = member_acquire(g->members[i], me, wait, fn);
         g->members[i].owner_died = rc == EOWNERDEAD;
         if (rc == EOWNERDEAD) {
             owner_died = true;
@@ -291,7 +286,7 @@ int acquire_all(surelock_group *g, Wait wait, uint64_t timeout_ns, const char *f
             ErrmsgSnapshot keep; // the member's failure is the one to report
             while (i-- > 0) member_release(g->members[i], me, true);
         }
-        if (rc == EBUSY && wait == Wait::until_deadline) rc = ETIMEDOUT;
+        if (rc == EBUSY && !wait.is_try_once()) rc = ETIMEDOUT;
         return rc;
     }
     g->holder = me->serial;
@@ -387,17 +382,17 @@ SURELOCK_API size_t surelock_group_size(const surelock_group *g)
 
 SURELOCK_API int surelock_group_lock(surelock_group *g)
 {
-    return acquire_all(g, Wait::until_deadline, SURELOCK_FOREVER, "surelock_group_lock");
+    return acquire_all(g, Wait::forever(), "surelock_group_lock");
 }
 
 SURELOCK_API int surelock_group_trylock(surelock_group *g)
 {
-    return acquire_all(g, Wait::never, 0, "surelock_group_trylock");
+    return acquire_all(g, Wait::try_once(), "surelock_group_trylock");
 }
 
 SURELOCK_API int surelock_group_timedlock(surelock_group *g, uint64_t timeout_ns)
 {
-    return acquire_all(g, Wait::until_deadline, timeout_ns, "surelock_group_timedlock");
+    return acquire_all(g, Wait::within(timeout_ns), "surelock_group_timedlock");
 }
 
 SURELOCK_API int surelock_group_unlock(surelock_group *g)

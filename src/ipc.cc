@@ -865,7 +865,7 @@ int clocklock(pthread_mutex_t *mutex, const struct timespec *at)
 // Whether the calling thread holds the lock through this handle. A fork child's copy of the
 // holding thread keeps its serial, but the child's holds were dropped at fork (robust futexes
 // go by TID: it does not own its parent's lock).
-bool held_by_caller(const surelock_ipc *m)
+bool handle_held_by_caller(const surelock_ipc *m)
 {
     ThreadRecord *me = current_record;
     return me != nullptr && m->holder.load(std::memory_order_relaxed) == me->serial;
@@ -885,21 +885,22 @@ surelock_ipc *anchor_of(ThreadRecord *me, const surelock_ipc *m)
     return nullptr;
 }
 
-int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
+int ipc_acquire(surelock_ipc *m, Wait wait, const char *fn)
 {
     if (m == nullptr) return fail(EINVAL, "%s: the handle is NULL", fn);
     ThreadRecord *me = current_thread();
     if (me == nullptr) return ENOMEM;
     FileHeader *h = m->header;
     int rc;
-    if (wait == Wait::never || timeout_ns == 0) {
+    bool no_sleep = wait.is_try_once() || wait.is_spent();
+    if (no_sleep) {
         rc = pthread_mutex_trylock(&h->mutex);
-        if (rc == EBUSY && wait == Wait::until_deadline) rc = ETIMEDOUT;
-    } else if (timeout_ns == SURELOCK_FOREVER) { // no clock read for a wait without end
+        if (rc == EBUSY && !wait.is_try_once()) rc = ETIMEDOUT;
+    } else if (wait.is_forever()) { // no clock read for a wait without end
         rc = pthread_mutex_lock(&h->mutex);
     } else {
-        Deadline d = Deadline::after(timeout_ns);
-        rc = d.forever ? pthread_mutex_lock(&h->mutex) : clocklock(&h->mutex, &d.at);
+        Deadline d = wait.deadline();
+        rc = d.never_ends ? pthread_mutex_lock(&h->mutex) : clocklock(&h->mutex, &d.at);
     }
     bool owner_died = false;
     if (rc == EOWNERDEAD) {
@@ -921,10 +922,10 @@ int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
     case EBUSY:
         return fail(EBUSY, "%s: held by another thread or process", fn);
     case ETIMEDOUT:
-        return timeout_ns == 0
+        return no_sleep
                    ? fail(ETIMEDOUT, "%s: held by another thread or process (timeout 0)", fn)
                    : fail(ETIMEDOUT, "%s: still held after %llu ns", fn,
-                          (unsigned long long)timeout_ns);
+                          (unsigned long long)wait.timeout_ns());
     case EDEADLK:
         return fail(EDEADLK, "%s: the calling thread already holds this lock (not recursive)",
                     fn);
@@ -948,7 +949,7 @@ int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
                                      "process has it open, or a reboot",
                     fn);
     }
-    if (held_by_caller(m)) { // re-entry of a recursive file through this handle
+    if (handle_held_by_caller(m)) { // re-entry of a recursive file through this handle
         m->depth++;          // glibc's own count (checked above) overflows first
         return 0;
     }
@@ -997,7 +998,7 @@ namespace surelock::ipc {
 int release(surelock_ipc *m, bool keep_needs_recovery, const char *fn)
 {
     if (m == nullptr) return fail(EINVAL, "%s: the handle is NULL", fn);
-    if (!held_by_caller(m))
+    if (!handle_held_by_caller(m))
         return fail(EPERM, "%s: the calling thread does not hold this lock through this handle",
                     fn);
     FileHeader *h = m->header;
@@ -1038,11 +1039,6 @@ void file_identity(const surelock_ipc *m, uint64_t *dev, uint64_t *ino)
 Membership *membership(surelock_ipc *m)
 {
     return &m->member;
-}
-
-bool held_by_caller(const surelock_ipc *m)
-{
-    return ::held_by_caller(m);
 }
 
 // The kernel-maintained lock word, not the header's informational holder_tid: a dead holder's
@@ -1133,23 +1129,23 @@ SURELOCK_API int surelock_ipc_close(surelock_ipc *m)
 
 SURELOCK_API int surelock_ipc_lock(surelock_ipc *m)
 {
-    return ipc_acquire(m, Wait::until_deadline, SURELOCK_FOREVER, "surelock_ipc_lock");
+    return ipc_acquire(m, Wait::forever(), "surelock_ipc_lock");
 }
 
 SURELOCK_API int surelock_ipc_trylock(surelock_ipc *m)
 {
-    return ipc_acquire(m, Wait::never, 0, "surelock_ipc_trylock");
+    return ipc_acquire(m, Wait::try_once(), "surelock_ipc_trylock");
 }
 
 SURELOCK_API int surelock_ipc_timedlock(surelock_ipc *m, uint64_t timeout_ns)
 {
-    return ipc_acquire(m, Wait::until_deadline, timeout_ns, "surelock_ipc_timedlock");
+    return ipc_acquire(m, Wait::within(timeout_ns), "surelock_ipc_timedlock");
 }
 
 SURELOCK_API int surelock_ipc_consistent(surelock_ipc *m)
 {
     if (m == nullptr) return fail(EINVAL, "surelock_ipc_consistent: the handle is NULL");
-    if (!held_by_caller(m))
+    if (!handle_held_by_caller(m))
         return fail(EINVAL, "surelock_ipc_consistent: the calling thread does not hold the lock");
     uint32_t expected = NEEDS_RECOVERY;
     if (!m->header->recovery_state.compare_exchange_strong(expected, CONSISTENT))
@@ -1159,7 +1155,7 @@ SURELOCK_API int surelock_ipc_consistent(surelock_ipc *m)
 
 SURELOCK_API int surelock_ipc_needs_recovery(const surelock_ipc *m)
 {
-    if (m == nullptr || !held_by_caller(m)) return 0;
+    if (m == nullptr || !handle_held_by_caller(m)) return 0;
     return m->header->recovery_state.load() == NEEDS_RECOVERY;
 }
 

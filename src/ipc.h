@@ -22,9 +22,6 @@ void file_identity(const surelock_ipc *m, uint64_t *dev, uint64_t *ino);
 // How many lock groups list this handle (close is EBUSY while any do).
 sys::Membership *membership(surelock_ipc *m);
 
-// Whether the calling thread holds the lock through this handle.
-bool held_by_caller(const surelock_ipc *m);
-
 // Whether the calling thread holds the lock file's mutex through any handle (lock groups:
 // every handle to one file is the same lock).
 bool file_held_by_caller(const surelock_ipc *m);

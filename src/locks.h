@@ -19,8 +19,7 @@ struct alignas(64) surelock_rlock {
 
     // Takes or re-enters the lock. Returns 0, EOWNERDEAD, EAGAIN (depth overflow), or
     // EBUSY/ETIMEDOUT.
-    int acquire(surelock::sys::ThreadRecord *me, surelock::sys::Wait wait, uint64_t timeout_ns,
-                const char *fn)
+    int acquire(surelock::sys::ThreadRecord *me, surelock::sys::Wait wait, const char *fn)
     {
         if (lock.held_by(me)) {
             if (__builtin_expect(depth == UINT_MAX, 0))
@@ -29,7 +28,7 @@ struct alignas(64) surelock_rlock {
             depth++;
             return 0;
         }
-        int rc = lock.acquire(me, wait, timeout_ns, fn);
+        int rc = lock.acquire(me, wait, fn);
         if (rc == 0 || rc == EOWNERDEAD) depth = 1;
         return rc;
     }
@@ -60,7 +59,7 @@ namespace surelock::locks {
 // pass_owner_death: the hold was taken with EOWNERDEAD and is given back unused (a lock group
 // backing out), so the next acquirer gets EOWNERDEAD instead.
 int rwlock_acquire(surelock_rwlock *l, sys::ThreadRecord *me, bool exclusive, sys::Wait wait,
-                   uint64_t timeout_ns, const char *fn);
+                   const char *fn);
 bool rwlock_release(surelock_rwlock *l, sys::ThreadRecord *me, bool pass_owner_death = false);
 bool rwlock_held_by(const surelock_rwlock *l, sys::ThreadRecord *me);
 sys::Membership *membership(surelock_rwlock *l);

@@ -13,15 +13,14 @@ using namespace surelock::sys;
 
 namespace {
 
-[[gnu::always_inline]] inline int acquire(surelock_mutex *m, Wait wait, uint64_t timeout_ns,
-                                          const char *fn)
+[[gnu::always_inline]] inline int acquire(surelock_mutex *m, Wait wait, const char *fn)
 {
     if (__builtin_expect(m == nullptr, 0)) return fail(EINVAL, "%s: the mutex is NULL", fn);
     ThreadRecord *me = current_thread();
     if (__builtin_expect(me == nullptr, 0)) return ENOMEM;
     if (__builtin_expect(m->lock.held_by(me), 0))
         return fail(EDEADLK, "%s: the calling thread already holds this mutex", fn);
-    return m->lock.acquire(me, wait, timeout_ns, fn);
+    return m->lock.acquire(me, wait, fn);
 }
 
 // Deadlock detector (waits.h): "mutex #12".
@@ -65,17 +64,17 @@ SURELOCK_API int surelock_mutex_free(surelock_mutex *m)
 
 SURELOCK_API int surelock_mutex_lock(surelock_mutex *m)
 {
-    return acquire(m, Wait::until_deadline, SURELOCK_FOREVER, "surelock_mutex_lock");
+    return acquire(m, Wait::forever(), "surelock_mutex_lock");
 }
 
 SURELOCK_API int surelock_mutex_trylock(surelock_mutex *m)
 {
-    return acquire(m, Wait::never, 0, "surelock_mutex_trylock");
+    return acquire(m, Wait::try_once(), "surelock_mutex_trylock");
 }
 
 SURELOCK_API int surelock_mutex_timedlock(surelock_mutex *m, uint64_t timeout_ns)
 {
-    return acquire(m, Wait::until_deadline, timeout_ns, "surelock_mutex_timedlock");
+    return acquire(m, Wait::within(timeout_ns), "surelock_mutex_timedlock");
 }
 
 SURELOCK_API int surelock_mutex_unlock(surelock_mutex *m)

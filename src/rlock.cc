@@ -28,13 +28,12 @@ using namespace surelock::sys;
 
 namespace {
 
-[[gnu::always_inline]] inline int acquire(surelock_rlock *l, Wait wait, uint64_t timeout_ns,
-                                          const char *fn)
+[[gnu::always_inline]] inline int acquire(surelock_rlock *l, Wait wait, const char *fn)
 {
     if (__builtin_expect(l == nullptr, 0)) return fail(EINVAL, "%s: the lock is NULL", fn);
     ThreadRecord *me = current_thread();
     if (__builtin_expect(me == nullptr, 0)) return ENOMEM;
-    return l->acquire(me, wait, timeout_ns, fn);
+    return l->acquire(me, wait, fn);
 }
 
 // ---- Process-wide registry ----------------------------------------------------------------
@@ -165,17 +164,17 @@ SURELOCK_API int surelock_rlock_global(const char *name, surelock_rlock **out)
 
 SURELOCK_API int surelock_rlock_lock(surelock_rlock *l)
 {
-    return acquire(l, Wait::until_deadline, SURELOCK_FOREVER, "surelock_rlock_lock");
+    return acquire(l, Wait::forever(), "surelock_rlock_lock");
 }
 
 SURELOCK_API int surelock_rlock_trylock(surelock_rlock *l)
 {
-    return acquire(l, Wait::never, 0, "surelock_rlock_trylock");
+    return acquire(l, Wait::try_once(), "surelock_rlock_trylock");
 }
 
 SURELOCK_API int surelock_rlock_timedlock(surelock_rlock *l, uint64_t timeout_ns)
 {
-    return acquire(l, Wait::until_deadline, timeout_ns, "surelock_rlock_timedlock");
+    return acquire(l, Wait::within(timeout_ns), "surelock_rlock_timedlock");
 }
 
 SURELOCK_API int surelock_rlock_unlock(surelock_rlock *l)

@@ -249,7 +249,7 @@ bool poll_for_write(surelock_rwlock *l, const Deadline &deadline)
 {
     for (;;) {
         if (try_write(l)) return true;
-        if (!deadline.forever && deadline.remaining_ns() == 0) return false;
+        if (deadline.remaining_ns() == 0) return false;
         struct timespec pause = {0, 100000};
         nanosleep(&pause, nullptr);
     }
@@ -317,7 +317,9 @@ bool held_by(const surelock_rwlock *l, ThreadRecord *me)
            me->read_holds.contains(l);
 }
 
-int took(surelock_rwlock *l)
+// After taking the lock in either mode: EOWNERDEAD for the first acquirer after a writer died
+// holding it (the notice is taken, so it is reported once), otherwise 0.
+int writer_death_notice(surelock_rwlock *l)
 {
     if (__builtin_expect(l->writer_died.load(std::memory_order_relaxed), 0) &&
         l->writer_died.exchange(false, std::memory_order_relaxed))
@@ -365,10 +367,10 @@ namespace surelock::locks {
 // The blocking part of rwlock_acquire, out of line (the uncontended path stays as it was).
 // Returns 0, ETIMEDOUT or EDEADLK with errmsg set.
 [[gnu::noinline, gnu::cold]] static int wait_to_acquire(surelock_rwlock *l, ThreadRecord *me,
-                                                       bool exclusive, uint64_t timeout_ns,
+                                                       bool exclusive, Wait wait,
                                                        const char *fn)
 {
-    Deadline deadline = Deadline::after(timeout_ns);
+    Deadline deadline = wait.deadline(); // the clock is read before the walk, not after
     // ---- Deadlock detection (waits.h): refuse a wait that would close a cycle.
     // A write waits for the holders (the writer, or every reader); a read waits for the writer
     // holding it or the writers waiting for it (which keep new readers out), never for
@@ -379,21 +381,21 @@ namespace surelock::locks {
     // ----
     if (waited != 0)
         return fail(ETIMEDOUT, "%s: not acquired within %llu ns", fn,
-                    (unsigned long long)timeout_ns);
+                    (unsigned long long)wait.timeout_ns());
     return 0;
 }
 
 int rwlock_acquire(surelock_rwlock *l, ThreadRecord *me, bool exclusive, Wait wait,
-                   uint64_t timeout_ns, const char *fn)
+                   const char *fn)
 {
     if (!exclusive && __builtin_expect(!me->read_holds.reserve_one(), 0))
         return fail(ENOMEM, "%s: out of memory for the calling thread's read-hold table", fn);
     if (!(exclusive ? try_write(l) : try_read(l))) {
-        if (wait == Wait::never)
+        if (wait.is_try_once())
             return fail(EBUSY, "%s: %s", fn,
                         exclusive ? "held by another thread" : "a writer holds it or waits for it");
-        if (timeout_ns == 0) return fail(ETIMEDOUT, "%s: busy (timeout 0)", fn);
-        if (int rc = wait_to_acquire(l, me, exclusive, timeout_ns, fn)) return rc;
+        if (wait.is_spent()) return fail(ETIMEDOUT, "%s: busy (timeout 0)", fn);
+        if (int rc = wait_to_acquire(l, me, exclusive, wait, fn)) return rc;
     }
     if (exclusive) {
         l->writer.store(me->serial, std::memory_order_relaxed);
@@ -402,7 +404,7 @@ int rwlock_acquire(surelock_rwlock *l, ThreadRecord *me, bool exclusive, Wait wa
     } else {
         me->read_holds.insert(l, reader_exited);
     }
-    return took(l);
+    return writer_death_notice(l);
 }
 
 bool rwlock_release(surelock_rwlock *l, ThreadRecord *me, bool pass_owner_death)
@@ -480,12 +482,12 @@ const LockKind rwlock_read_kind = {"rwlock",      nullptr, nullptr, " (read)", r
 namespace {
 
 [[gnu::always_inline]] inline int acquire(surelock_rwlock *l, bool exclusive, Wait wait,
-                                          uint64_t timeout_ns, const char *fn)
+                                          const char *fn)
 {
     if (l == nullptr) return fail(EINVAL, "%s: the rwlock is NULL", fn);
     if (!exclusive) {
         ThreadRecord *me = current_record;
-        if (__builtin_expect(me != nullptr && read_fast(l, me), 1)) return took(l);
+        if (__builtin_expect(me != nullptr && read_fast(l, me), 1)) return writer_death_notice(l);
     }
     ThreadRecord *me = current_thread();
     if (me == nullptr) return ENOMEM;
@@ -493,7 +495,7 @@ namespace {
         return fail(EDEADLK, "%s: the calling thread already holds this rwlock (%s)", fn,
                     l->writer.load(std::memory_order_relaxed) == me->serial ? "writing"
                                                                             : "reading");
-    return surelock::locks::rwlock_acquire(l, me, exclusive, wait, timeout_ns, fn);
+    return surelock::locks::rwlock_acquire(l, me, exclusive, wait, fn);
 }
 
 } // namespace
@@ -526,32 +528,32 @@ SURELOCK_API int surelock_rwlock_free(surelock_rwlock *l)
 
 SURELOCK_API int surelock_rwlock_rdlock(surelock_rwlock *l)
 {
-    return acquire(l, false, Wait::until_deadline, SURELOCK_FOREVER, "surelock_rwlock_rdlock");
+    return acquire(l, false, Wait::forever(), "surelock_rwlock_rdlock");
 }
 
 SURELOCK_API int surelock_rwlock_tryrdlock(surelock_rwlock *l)
 {
-    return acquire(l, false, Wait::never, 0, "surelock_rwlock_tryrdlock");
+    return acquire(l, false, Wait::try_once(), "surelock_rwlock_tryrdlock");
 }
 
 SURELOCK_API int surelock_rwlock_timedrdlock(surelock_rwlock *l, uint64_t timeout_ns)
 {
-    return acquire(l, false, Wait::until_deadline, timeout_ns, "surelock_rwlock_timedrdlock");
+    return acquire(l, false, Wait::within(timeout_ns), "surelock_rwlock_timedrdlock");
 }
 
 SURELOCK_API int surelock_rwlock_wrlock(surelock_rwlock *l)
 {
-    return acquire(l, true, Wait::until_deadline, SURELOCK_FOREVER, "surelock_rwlock_wrlock");
+    return acquire(l, true, Wait::forever(), "surelock_rwlock_wrlock");
 }
 
 SURELOCK_API int surelock_rwlock_trywrlock(surelock_rwlock *l)
 {
-    return acquire(l, true, Wait::never, 0, "surelock_rwlock_trywrlock");
+    return acquire(l, true, Wait::try_once(), "surelock_rwlock_trywrlock");
 }
 
 SURELOCK_API int surelock_rwlock_timedwrlock(surelock_rwlock *l, uint64_t timeout_ns)
 {
-    return acquire(l, true, Wait::until_deadline, timeout_ns, "surelock_rwlock_timedwrlock");
+    return acquire(l, true, Wait::within(timeout_ns), "surelock_rwlock_timedwrlock");
 }
 
 SURELOCK_API int surelock_rwlock_unlock(surelock_rwlock *l)

@@ -4,19 +4,19 @@
 
 namespace surelock::sys {
 
-int OwnedLock::acquire_contended(ThreadRecord *me, Wait wait, uint64_t timeout_ns, const char *fn)
+int OwnedLock::acquire_contended(ThreadRecord *me, Wait wait, const char *fn)
 {
-    if (wait == Wait::never) return fail(EBUSY, "%s: held by another thread", fn);
-    if (timeout_ns == 0) return fail(ETIMEDOUT, "%s: held by another thread (timeout 0)", fn);
-    Deadline deadline = Deadline::after(timeout_ns);
+    if (wait.is_try_once()) return fail(EBUSY, "%s: held by another thread", fn);
+    if (wait.is_spent()) return fail(ETIMEDOUT, "%s: held by another thread (timeout 0)", fn);
+    Deadline deadline = wait.deadline(); // the clock is read before the walk, not after
     // ---- Deadlock detection (waits.h): refuse a wait that would close a cycle.
     if (int rc = begin_wait(me, kind(), this, fn)) return rc;
-    bool taken = word.lock_until(deadline);
+    bool taken = futex.lock_until(deadline);
     end_wait(me); // deadlock detection: no longer waiting (before becoming the owner)
     // ----
     if (!taken)
         return fail(ETIMEDOUT, "%s: still held by another thread after %llu ns", fn,
-                    (unsigned long long)timeout_ns);
+                    (unsigned long long)wait.timeout_ns());
     return become_owner(me);
 }
 
@@ -27,7 +27,7 @@ void OwnedLock::owner_exited(HeldLink *link)
                                             offsetof(OwnedLock, held));
     l->previous_owner_died = true;
     l->owner.store(0, std::memory_order_relaxed);
-    l->word.unlock();
+    l->futex.unlock();
 }
 
 void OwnedLock::reentrant_owner_exited(HeldLink *link)
