@@ -446,8 +446,7 @@ namespace {
 
 surelock_ipc *from_link(HeldLink *link)
 {
-    return reinterpret_cast<surelock_ipc *>(reinterpret_cast<char *>(link) -
-                                            offsetof(surelock_ipc, held));
+    return SURELOCK_CONTAINER_OF(link, surelock_ipc, held);
 }
 
 // The holder thread is exiting while holding: forget the hold here. The pthread mutex stays
@@ -885,19 +884,19 @@ surelock_ipc *anchor_of(ThreadRecord *me, const surelock_ipc *m)
     return nullptr;
 }
 
-int ipc_acquire(surelock_ipc *m, Wait wait, const char *fn)
+// Takes the lock for the calling thread `me`: the lock-kind table's acquire, and inline in the
+// public calls' (below), as it was before the table.
+[[gnu::always_inline]] inline int ipc_acquire(surelock_ipc *m, ThreadRecord *me, Wait wait,
+                                              const char *fn)
 {
-    if (m == nullptr) return fail(EINVAL, "%s: the handle is NULL", fn);
-    ThreadRecord *me = current_thread();
-    if (me == nullptr) return ENOMEM;
     FileHeader *h = m->header;
     int rc;
-    bool no_sleep = wait.is_try_once() || wait.is_spent();
-    if (no_sleep) {
+    bool no_sleep = !wait.is_forever() && (wait.is_try_once() || wait.is_spent());
+    if (wait.is_forever()) { // no clock read for a wait without end
+        rc = pthread_mutex_lock(&h->mutex);
+    } else if (no_sleep) {
         rc = pthread_mutex_trylock(&h->mutex);
         if (rc == EBUSY && !wait.is_try_once()) rc = ETIMEDOUT;
-    } else if (wait.is_forever()) { // no clock read for a wait without end
-        rc = pthread_mutex_lock(&h->mutex);
     } else {
         Deadline d = wait.deadline();
         rc = d.never_ends ? pthread_mutex_lock(&h->mutex) : clocklock(&h->mutex, &d.at);
@@ -973,28 +972,21 @@ int ipc_acquire(surelock_ipc *m, Wait wait, const char *fn)
                : 0;
 }
 
-} // namespace
-
-// Deadlock detector's kind table (waits.h): an ipc lock is listed among what a thread holds
-// in surelock_dump_waits, never followed by the walk (it is shared between processes).
-namespace {
-const void *ipc_of_link(const HeldLink *link, CopyFn)
+// The public calls' acquire: the shared prologue, then ipc_acquire.
+[[gnu::noinline]] int acquire(surelock_ipc *m, Wait wait, const char *fn)
 {
-    return field_address(link, -(ptrdiff_t)offsetof(surelock_ipc, held));
+    ThreadRecord *me;
+    if (int rc = begin_acquire(m, "handle", fn, &me)) return rc;
+    return ipc_acquire(m, me, wait, fn);
 }
-size_t describe_ipc(const void *, char *out, size_t cap, CopyFn)
-{
-    return describe_plain("ipc lock", out, cap);
-}
-} // namespace
 
-namespace surelock::sys {
-const LockKind ipc_kind = {"ipc lock", ipc_owner_exited, ipc_of_link, "", nullptr, nullptr,
-                           describe_ipc};
-} // namespace surelock::sys
+} // namespace
 
 namespace surelock::ipc {
 
+// Releases one level of the caller's hold. With keep_needs_recovery, a lock taken with
+// EOWNERDEAD is released still needing recovery, so the next acquirer in any process gets
+// EOWNERDEAD (a group backing out); otherwise it becomes not recoverable (API.md section 4).
 int release(surelock_ipc *m, bool keep_needs_recovery, const char *fn)
 {
     if (m == nullptr) return fail(EINVAL, "%s: the handle is NULL", fn);
@@ -1036,22 +1028,65 @@ void file_identity(const surelock_ipc *m, uint64_t *dev, uint64_t *ino)
     *ino = (uint64_t)m->ino;
 }
 
-Membership *membership(surelock_ipc *m)
-{
-    return &m->member;
-}
+} // namespace surelock::ipc
 
-// The kernel-maintained lock word, not the header's informational holder_tid: a dead holder's
-// TID may since belong to the caller (the kernel clears the TID bits of a dead owner's word).
-bool file_held_by_caller(const surelock_ipc *m)
+// ---- The lock-kind table (sys/lock_kind.h) -------------------------------------------------------
+
+namespace {
+
+// Whether thread `me` holds the lock file's mutex through any handle (to a lock group every
+// handle to one file is the same lock). The kernel-maintained lock word decides, not the
+// header's informational holder_tid: a dead holder's TID may since belong to the caller (the
+// kernel clears the TID bits of a dead owner's word).
+bool file_held_by(const void *lock, const ThreadRecord *me)
 {
-    ThreadRecord *me = current_record;
-    if (me == nullptr) return false;
+    auto *m = static_cast<const surelock_ipc *>(lock);
     auto word = __atomic_load_n(&m->header->mutex.__data.__lock, __ATOMIC_ACQUIRE);
     return (pid_t)((unsigned)word & FUTEX_TID_MASK) == me->tid;
 }
 
-} // namespace surelock::ipc
+int acquire_member(void *lock, ThreadRecord *me, Wait wait, const char *fn)
+{
+    return ipc_acquire(static_cast<surelock_ipc *>(lock), me, wait, fn);
+}
+
+// A lock group's release; a member given back after EOWNERDEAD stays in need of recovery.
+void release_member(void *lock, ThreadRecord *, bool pass_owner_death)
+{
+    surelock::ipc::release(static_cast<surelock_ipc *>(lock), pass_owner_death,
+                           "surelock_group_unlock");
+}
+
+Membership *membership(void *lock)
+{
+    return &static_cast<surelock_ipc *>(lock)->member;
+}
+
+// An ipc lock is listed among what a thread holds in surelock_dump_waits, never followed by
+// the deadlock walk (it is shared between processes).
+size_t describe_ipc(const void *, char *out, size_t cap, CopyFn)
+{
+    return describe_plain("ipc lock", out, cap);
+}
+
+} // namespace
+
+namespace surelock::sys {
+const LockKind ipc_kind = {
+    .name = "ipc lock",
+    .held_by = file_held_by,
+    .acquire = acquire_member,
+    .release = release_member,
+    .membership = membership,
+    .group_reenters = false,
+    .owner_exited = ipc_owner_exited,
+    .held_link_offset = offsetof(surelock_ipc, held),
+    .hold_mode = "",
+    .exclusive_holder = nullptr,
+    .held_shared_by = nullptr,
+    .describe = describe_ipc,
+};
+} // namespace surelock::sys
 
 // ---- C entry points -------------------------------------------------------------------------
 
@@ -1129,17 +1164,17 @@ SURELOCK_API int surelock_ipc_close(surelock_ipc *m)
 
 SURELOCK_API int surelock_ipc_lock(surelock_ipc *m)
 {
-    return ipc_acquire(m, Wait::forever(), "surelock_ipc_lock");
+    return acquire(m, Wait::forever(), "surelock_ipc_lock");
 }
 
 SURELOCK_API int surelock_ipc_trylock(surelock_ipc *m)
 {
-    return ipc_acquire(m, Wait::try_once(), "surelock_ipc_trylock");
+    return acquire(m, Wait::try_once(), "surelock_ipc_trylock");
 }
 
 SURELOCK_API int surelock_ipc_timedlock(surelock_ipc *m, uint64_t timeout_ns)
 {
-    return ipc_acquire(m, Wait::within(timeout_ns), "surelock_ipc_timedlock");
+    return acquire(m, Wait::within(timeout_ns), "surelock_ipc_timedlock");
 }
 
 SURELOCK_API int surelock_ipc_consistent(surelock_ipc *m)

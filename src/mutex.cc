@@ -15,12 +15,11 @@ namespace {
 
 [[gnu::always_inline]] inline int acquire(surelock_mutex *m, Wait wait, const char *fn)
 {
-    if (__builtin_expect(m == nullptr, 0)) return fail(EINVAL, "%s: the mutex is NULL", fn);
-    ThreadRecord *me = current_thread();
-    if (__builtin_expect(me == nullptr, 0)) return ENOMEM;
+    ThreadRecord *me;
+    if (int rc = begin_acquire(m, "mutex", fn, &me)) return rc;
     if (__builtin_expect(m->lock.held_by(me), 0))
         return fail(EDEADLK, "%s: the calling thread already holds this mutex", fn);
-    return m->lock.acquire(me, wait, fn);
+    return m->acquire(me, wait, fn);
 }
 
 // Deadlock detector (waits.h): "mutex #12".
@@ -33,9 +32,25 @@ size_t describe_mutex(const void *lock, char *out, size_t cap, CopyFn copy)
 
 } // namespace
 
+namespace {
+using Entries = surelock::locks::OwnedLockKind<surelock_mutex>;
+}
+
 namespace surelock::sys {
-const LockKind mutex_kind = {"mutex", OwnedLock::owner_exited, OwnedLock::lock_of_link, "",
-                             OwnedLock::holder, nullptr, describe_mutex};
+const LockKind mutex_kind = {
+    .name = "mutex",
+    .held_by = Entries::held_by,
+    .acquire = Entries::acquire,
+    .release = Entries::release,
+    .membership = Entries::membership,
+    .group_reenters = false,
+    .owner_exited = OwnedLock::owner_exited,
+    .held_link_offset = offsetof(surelock_mutex, lock) + offsetof(OwnedLock, held),
+    .hold_mode = "",
+    .exclusive_holder = OwnedLock::holder,
+    .held_shared_by = nullptr,
+    .describe = describe_mutex,
+};
 } // namespace surelock::sys
 
 extern "C" {

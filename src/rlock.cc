@@ -30,9 +30,8 @@ namespace {
 
 [[gnu::always_inline]] inline int acquire(surelock_rlock *l, Wait wait, const char *fn)
 {
-    if (__builtin_expect(l == nullptr, 0)) return fail(EINVAL, "%s: the lock is NULL", fn);
-    ThreadRecord *me = current_thread();
-    if (__builtin_expect(me == nullptr, 0)) return ENOMEM;
+    ThreadRecord *me;
+    if (int rc = begin_acquire(l, "lock", fn, &me)) return rc;
     return l->acquire(me, wait, fn);
 }
 
@@ -88,10 +87,25 @@ size_t describe_rlock(const void *lock, char *out, size_t cap, CopyFn copy)
 
 } // namespace
 
+namespace {
+using Entries = surelock::locks::OwnedLockKind<surelock_rlock>;
+}
+
 namespace surelock::sys {
-const LockKind rlock_kind = {"rlock",          OwnedLock::reentrant_owner_exited,
-                             OwnedLock::lock_of_link, "", OwnedLock::holder, nullptr,
-                             describe_rlock};
+const LockKind rlock_kind = {
+    .name = "rlock",
+    .held_by = Entries::held_by,
+    .acquire = Entries::acquire,
+    .release = Entries::release,
+    .membership = Entries::membership,
+    .group_reenters = true,
+    .owner_exited = OwnedLock::reentrant_owner_exited,
+    .held_link_offset = offsetof(surelock_rlock, lock) + offsetof(OwnedLock, held),
+    .hold_mode = "",
+    .exclusive_holder = OwnedLock::holder,
+    .held_shared_by = nullptr,
+    .describe = describe_rlock,
+};
 } // namespace surelock::sys
 
 // ---- C entry points ------------------------------------------------------------------------

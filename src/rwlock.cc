@@ -304,14 +304,13 @@ void reader_exited(const void *key)
 
 void writer_exited(HeldLink *link)
 {
-    auto *l = reinterpret_cast<surelock_rwlock *>(reinterpret_cast<char *>(link) -
-                                                  offsetof(surelock_rwlock, write_held));
+    surelock_rwlock *l = SURELOCK_CONTAINER_OF(link, surelock_rwlock, write_held);
     l->writer_died.store(true, std::memory_order_relaxed);
     l->writer.store(0, std::memory_order_relaxed);
     release_state(l, WRITE_HELD);
 }
 
-bool held_by(const surelock_rwlock *l, ThreadRecord *me)
+bool held_by(const surelock_rwlock *l, const ThreadRecord *me)
 {
     return l->writer.load(std::memory_order_relaxed) == me->serial ||
            me->read_holds.contains(l);
@@ -360,13 +359,9 @@ int writer_death_notice(surelock_rwlock *l)
     return true;
 }
 
-} // namespace
-
-namespace surelock::locks {
-
 // The blocking part of rwlock_acquire, out of line (the uncontended path stays as it was).
 // Returns 0, ETIMEDOUT or EDEADLK with errmsg set.
-[[gnu::noinline, gnu::cold]] static int wait_to_acquire(surelock_rwlock *l, ThreadRecord *me,
+[[gnu::noinline, gnu::cold]] int wait_to_acquire(surelock_rwlock *l, ThreadRecord *me,
                                                        bool exclusive, Wait wait,
                                                        const char *fn)
 {
@@ -385,6 +380,8 @@ namespace surelock::locks {
     return 0;
 }
 
+// Acquires in either mode without the already-held check (the caller made it), with the
+// public functions' return codes.
 int rwlock_acquire(surelock_rwlock *l, ThreadRecord *me, bool exclusive, Wait wait,
                    const char *fn)
 {
@@ -407,30 +404,31 @@ int rwlock_acquire(surelock_rwlock *l, ThreadRecord *me, bool exclusive, Wait wa
     return writer_death_notice(l);
 }
 
-bool rwlock_release(surelock_rwlock *l, ThreadRecord *me, bool pass_owner_death)
+// ---- The lock-kind table (sys/lock_kind.h) -------------------------------------------------------
+
+bool rwlock_held_by(const void *lock, const ThreadRecord *me)
 {
-    return release_inline(l, me, pass_owner_death);
+    return held_by(static_cast<const surelock_rwlock *>(lock), me);
 }
 
-bool rwlock_held_by(const surelock_rwlock *l, ThreadRecord *me)
+int acquire_write(void *lock, ThreadRecord *me, Wait wait, const char *fn)
 {
-    return held_by(l, me);
+    return rwlock_acquire(static_cast<surelock_rwlock *>(lock), me, true, wait, fn);
 }
 
-Membership *membership(surelock_rwlock *l)
+int acquire_read(void *lock, ThreadRecord *me, Wait wait, const char *fn)
 {
-    return &l->member;
+    return rwlock_acquire(static_cast<surelock_rwlock *>(lock), me, false, wait, fn);
 }
 
-} // namespace surelock::locks
-
-// ---- Deadlock detector's view (waits.h) ----------------------------------------------------------
-
-namespace {
-
-const void *rwlock_of_write_link(const HeldLink *link, CopyFn)
+void rwlock_release(void *lock, ThreadRecord *me, bool pass_owner_death)
 {
-    return field_address(link, -(ptrdiff_t)offsetof(surelock_rwlock, write_held));
+    release_inline(static_cast<surelock_rwlock *>(lock), me, pass_owner_death);
+}
+
+Membership *rwlock_membership(void *lock)
+{
+    return &static_cast<surelock_rwlock *>(lock)->member;
 }
 
 uint64_t rwlock_writer(const void *lock, CopyFn copy)
@@ -469,14 +467,39 @@ size_t describe_rwlock(const void *lock, char *out, size_t cap, CopyFn copy)
 } // namespace
 
 namespace surelock::sys {
-const LockKind rwlock_kind = {"rwlock",     writer_exited,  rwlock_of_write_link, " (write)",
-                              rwlock_writer, rwlock_read_by, describe_rwlock};
-// Read holds and read waits. Read holds are not in held lists but in each thread's read-hold
-// set (the dump reads those through describe); no link of a held list is of this kind. A
-// thread waiting to read is registered with this kind: it waits for the write holder and
-// the waiting writers, not for other readers.
-const LockKind rwlock_read_kind = {"rwlock",      nullptr, nullptr, " (read)", rwlock_writer,
-                                   rwlock_write_waited_by, describe_rwlock};
+// Write holds and write waits; a group's SURELOCK_EXCLUSIVE member.
+const LockKind rwlock_kind = {
+    .name = "rwlock",
+    .held_by = rwlock_held_by,
+    .acquire = acquire_write,
+    .release = rwlock_release,
+    .membership = rwlock_membership,
+    .group_reenters = false,
+    .owner_exited = writer_exited,
+    .held_link_offset = offsetof(surelock_rwlock, write_held),
+    .hold_mode = " (write)",
+    .exclusive_holder = rwlock_writer,
+    .held_shared_by = rwlock_read_by,
+    .describe = describe_rwlock,
+};
+// Read holds and read waits; a group's SURELOCK_SHARED member. Read holds are not in held
+// lists but in each thread's read-hold set (the dump reads those through describe); no link
+// of a held list is of this kind. A thread waiting to read is registered with this kind: it
+// waits for the write holder and the waiting writers, not for other readers.
+const LockKind rwlock_read_kind = {
+    .name = "rwlock",
+    .held_by = rwlock_held_by,
+    .acquire = acquire_read,
+    .release = rwlock_release,
+    .membership = rwlock_membership,
+    .group_reenters = false,
+    .owner_exited = nullptr,
+    .held_link_offset = 0,
+    .hold_mode = " (read)",
+    .exclusive_holder = rwlock_writer,
+    .held_shared_by = rwlock_write_waited_by,
+    .describe = describe_rwlock,
+};
 } // namespace surelock::sys
 
 namespace {
@@ -484,18 +507,14 @@ namespace {
 [[gnu::always_inline]] inline int acquire(surelock_rwlock *l, bool exclusive, Wait wait,
                                           const char *fn)
 {
-    if (l == nullptr) return fail(EINVAL, "%s: the rwlock is NULL", fn);
-    if (!exclusive) {
-        ThreadRecord *me = current_record;
-        if (__builtin_expect(me != nullptr && read_fast(l, me), 1)) return writer_death_notice(l);
-    }
-    ThreadRecord *me = current_thread();
-    if (me == nullptr) return ENOMEM;
+    ThreadRecord *me;
+    if (int rc = begin_acquire(l, "rwlock", fn, &me)) return rc;
+    if (!exclusive && __builtin_expect(read_fast(l, me), 1)) return writer_death_notice(l);
     if (held_by(l, me))
         return fail(EDEADLK, "%s: the calling thread already holds this rwlock (%s)", fn,
                     l->writer.load(std::memory_order_relaxed) == me->serial ? "writing"
                                                                             : "reading");
-    return surelock::locks::rwlock_acquire(l, me, exclusive, wait, fn);
+    return rwlock_acquire(l, me, exclusive, wait, fn);
 }
 
 } // namespace

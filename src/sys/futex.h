@@ -37,48 +37,54 @@ uint64_t monotonic_ns();
 // passed by value in registers: a fast path never builds it in memory.
 class Wait {
 public:
-    static Wait try_once() { return Wait(0, true); }
+    static Wait try_once() { return Wait(0, trying); }
     // timeout_ns as the public calls take it: SURELOCK_FOREVER (UINT64_MAX) never ends.
-    static Wait within(uint64_t timeout_ns) { return Wait(timeout_ns, false); }
-    static Wait forever() { return Wait(UINT64_MAX, false); }
+    static Wait within(uint64_t timeout_ns) { return Wait(timeout_ns, 0); }
+    static Wait forever() { return Wait(UINT64_MAX, 0); }
 
-    bool is_try_once() const { return try_once_; }
-    bool is_forever() const { return !try_once_ && timeout_ns_ == UINT64_MAX; }
+    // The same wait, but a lock found held is first watched (loads only, no sleep) for up to
+    // watch_budget_ns in case it comes free: for a lock group between members (group.cc says
+    // why). Kinds that spin before they sleep anyway (rwlock), or sleep in the kernel's lock
+    // (ipc), ignore it.
+    Wait watching_first() const { return Wait(timeout_ns_, bits_ | watching); }
+    static constexpr uint64_t watch_budget_ns = 3000;
+
+    bool is_try_once() const { return (bits_ & trying) != 0; }
+    bool watches_first() const { return (bits_ & watching) != 0; }
+    bool is_forever() const { return timeout_ns_ == UINT64_MAX; }
     // The timeout asked for (for messages).
     uint64_t timeout_ns() const { return timeout_ns_; }
     // A timed wait with no time left to sleep: timeout 0, or a deadline fixed earlier (by a
     // group, before its first member) that has passed.
     bool is_spent() const
     {
-        return timeout_ns_ == 0 || (deadline_fixed_ && monotonic_ns() >= deadline_ns_);
+        return timeout_ns_ == 0 || (deadline_ns() != 0 && monotonic_ns() >= deadline_ns());
     }
     // Fixes the deadline now (one clock read, none for a wait without end): a lock group
     // counts its timeout from the call, not from the first member that has to wait.
     void start_clock()
     {
-        if (try_once_ || timeout_ns_ == 0 || timeout_ns_ == UINT64_MAX || deadline_fixed_) return;
+        if (deadline_ns() != 0 || is_try_once() || timeout_ns_ == 0 || is_forever()) return;
         uint64_t now = monotonic_ns();
-        deadline_ns_ = timeout_ns_ < latest - now ? now + timeout_ns_ : latest;
-        deadline_fixed_ = true;
+        bits_ |= timeout_ns_ < latest - now ? now + timeout_ns_ : latest;
     }
     // The deadline to sleep until (fixed first if it was not).
     Deadline deadline()
     {
-        if (timeout_ns_ == UINT64_MAX) return Deadline::forever();
+        if (is_forever()) return Deadline::forever();
         start_clock();
-        return Deadline::at_monotonic_ns(deadline_ns_);
+        return Deadline::at_monotonic_ns(deadline_ns());
     }
 
 private:
-    static constexpr uint64_t latest = (1ull << 62) - 1; // 146 years of uptime
-    Wait(uint64_t timeout_ns, bool try_once)
-        : timeout_ns_(timeout_ns), deadline_ns_(0), deadline_fixed_(false), try_once_(try_once)
-    {
-    }
-    uint64_t timeout_ns_;
-    uint64_t deadline_ns_ : 62; // on CLOCK_MONOTONIC, once fixed (saturated at `latest`)
-    uint64_t deadline_fixed_ : 1;
-    uint64_t try_once_ : 1;
+    // bits_: two flags over the deadline on CLOCK_MONOTONIC, 0 until fixed (a fixed one is at
+    // least 1: the clock never reads below 0 and a timeout of 0 fixes none), saturated at
+    // `latest` (146 years of uptime).
+    static constexpr uint64_t trying = 1ull << 63, watching = 1ull << 62, latest = watching - 1;
+    Wait(uint64_t timeout_ns, uint64_t bits) : timeout_ns_(timeout_ns), bits_(bits) {}
+    uint64_t deadline_ns() const { return bits_ & latest; }
+    uint64_t timeout_ns_; // 0 for a try
+    uint64_t bits_;
 };
 static_assert(sizeof(Wait) == 16, "two words: passed in registers");
 

@@ -7,6 +7,8 @@ namespace surelock::sys {
 int OwnedLock::acquire_contended(ThreadRecord *me, Wait wait, const char *fn)
 {
     if (wait.is_try_once()) return fail(EBUSY, "%s: held by another thread", fn);
+    if (wait.watches_first() && futex.watch_until_free(Wait::watch_budget_ns) && futex.try_lock())
+        return become_owner(me);
     if (wait.is_spent()) return fail(ETIMEDOUT, "%s: held by another thread (timeout 0)", fn);
     Deadline deadline = wait.deadline(); // the clock is read before the walk, not after
     // ---- Deadlock detection (waits.h): refuse a wait that would close a cycle.
@@ -23,8 +25,7 @@ int OwnedLock::acquire_contended(ThreadRecord *me, Wait wait, const char *fn)
 // Thread-exit handler: the owner ended while holding the lock.
 void OwnedLock::owner_exited(HeldLink *link)
 {
-    auto *l = reinterpret_cast<OwnedLock *>(reinterpret_cast<char *>(link) -
-                                            offsetof(OwnedLock, held));
+    OwnedLock *l = SURELOCK_CONTAINER_OF(link, OwnedLock, held);
     l->previous_owner_died = true;
     l->owner.store(0, std::memory_order_relaxed);
     l->futex.unlock();
@@ -33,11 +34,6 @@ void OwnedLock::owner_exited(HeldLink *link)
 void OwnedLock::reentrant_owner_exited(HeldLink *link)
 {
     owner_exited(link);
-}
-
-const void *OwnedLock::lock_of_link(const HeldLink *link, CopyFn)
-{
-    return field_address(link, -(ptrdiff_t)offsetof(OwnedLock, held));
 }
 
 uint64_t OwnedLock::holder(const void *lock, CopyFn copy)

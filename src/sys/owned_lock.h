@@ -81,8 +81,7 @@ struct OwnedLock {
     // a held link tells an rlock from a mutex (the deadlock detector's kind table).
     static void owner_exited(HeldLink *link);
     static void reentrant_owner_exited(HeldLink *link);
-    // For the kind table (waits.h): the lock of a held link, the holder's serial.
-    static const void *lock_of_link(const HeldLink *link, CopyFn copy);
+    // For the kind table (lock_kind.h): the holder's serial.
     static uint64_t holder(const void *lock, CopyFn copy);
 
 private:

@@ -387,7 +387,8 @@ int dump_thread(int fd, const ThreadRecord *r)
             break;
         }
         char what[160];
-        kind->describe(kind->lock_of_link(p, safe_copy), what, sizeof what, safe_copy);
+        const void *lock = field_address(p, -(ptrdiff_t)kind->held_link_offset);
+        kind->describe(lock, what, sizeof what, safe_copy);
         t.add(what);
         t.add(kind->hold_mode);
         p = link.next;
