@@ -3,7 +3,8 @@
 // waits_dump.cc). In parking_lot_core's spirit, one mechanism sits under every lock: the
 // holder is a thread record (thread.h) with a held list, waiting is a Wait (futex.h), and each
 // kind fills in one LockKind next to its own code (rlock.cc, mutex.cc, rwlock.cc, group.cc,
-// ipc.cc). A new kind plugs in by defining its LockKind and listing it in all_lock_kinds.
+// ipc.cc). A new kind plugs in by defining its LockKind and adding it to all_kinds in
+// waits_dump.cc (which tells held links apart by kind).
 #pragma once
 
 #include <errno.h>

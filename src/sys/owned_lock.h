@@ -78,7 +78,7 @@ struct OwnedLock {
     }
 
     // Thread-exit handlers; the reentrant lock installs the second one when it is made, so
-    // a held link tells an rlock from a mutex (the deadlock detector's kind table).
+    // a held link tells an rlock from a mutex (the lock-kind table, lock_kind.h).
     static void owner_exited(HeldLink *link);
     static void reentrant_owner_exited(HeldLink *link);
     // For the kind table (lock_kind.h): the holder's serial.
