@@ -30,11 +30,9 @@ size_t describe_mutex(const void *lock, char *out, size_t cap, CopyFn copy)
     return describe_numbered("mutex", serial, out, cap);
 }
 
-} // namespace
+using Entries = surelock::locks::OwnedLockKind<surelock_mutex>; // its lock-kind table entries
 
-namespace {
-using Entries = surelock::locks::OwnedLockKind<surelock_mutex>;
-}
+} // namespace
 
 namespace surelock::sys {
 const LockKind mutex_kind = {

@@ -85,11 +85,9 @@ size_t describe_rlock(const void *lock, char *out, size_t cap, CopyFn copy)
     return describe_numbered("rlock", serial, out, cap);
 }
 
-} // namespace
+using Entries = surelock::locks::OwnedLockKind<surelock_rlock>; // its lock-kind table entries
 
-namespace {
-using Entries = surelock::locks::OwnedLockKind<surelock_rlock>;
-}
+} // namespace
 
 namespace surelock::sys {
 const LockKind rlock_kind = {
