@@ -53,7 +53,7 @@ int wait(surelock_cond *c, surelock_mutex *m, uint64_t timeout_ns, const char *f
     SURELOCK_STEP(&c->waiters);
     c->waiters.fetch_sub(1, std::memory_order_relaxed);
     // Re-acquire before returning, whatever happened: the caller's invariant is "I hold m".
-    int rc = m->lock.acquire(me, Wait::until_deadline, SURELOCK_FOREVER, fn);
+    int rc = m->lock.acquire(me, Wait::forever(), fn);
     if (rc == EOWNERDEAD) return EOWNERDEAD;
     if (rc == EDEADLK) return rc; // deadlock detection refused the re-acquire: m is not held
     if (timed_out)

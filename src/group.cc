@@ -12,41 +12,28 @@
 #include <string.h>
 
 #include "ipc.h"
-#include "locks.h"
 #include "surelock.h"
 #include "sys/alloc.h"
 #include "sys/errmsg.h"
 #include "sys/futex.h"
+#include "sys/lock_kind.h"
 #include "sys/thread.h"
 #include "sys/waits.h"
 
 using namespace surelock::sys;
-using namespace surelock::locks;
 
 namespace {
-
-enum class Kind : uint8_t { ipc, rlock, mutex, rwlock };
-
-const char *kind_name(Kind k)
-{
-    switch (k) {
-    case Kind::ipc: return "ipc lock";
-    case Kind::rlock: return "rlock";
-    case Kind::mutex: return "mutex";
-    case Kind::rwlock: return "rwlock";
-    }
-    return "lock";
-}
 
 // Big-endian sort key, compared with memcmp: class (0 = IPC, 1 = in-process), then the lock
 // id (IPC) or the object serial, then for IPC the file's device and inode, which only tell
 // apart copies of one lock file (same id): a handle to the same file is a duplicate.
 constexpr size_t key_size = 1 + 16 + 8 + 8;
 
+// A member is reached only through its kind's table entry (sys/lock_kind.h); an rwlock's mode
+// is its kind (rwlock_kind or rwlock_read_kind).
 struct Member {
     uint8_t key[key_size];
-    Kind kind;
-    bool shared;     // rwlock mode
+    const LockKind *kind;
     bool owner_died; // during an acquisition: this member was taken with EOWNERDEAD
     void *lock;
 };
@@ -73,32 +60,14 @@ namespace {
 
 void group_holder_exited(HeldLink *link)
 {
-    auto *g = reinterpret_cast<surelock_group *>(reinterpret_cast<char *>(link) -
-                                                 offsetof(surelock_group, held));
-    g->holder = 0;
+    SURELOCK_CONTAINER_OF(link, surelock_group, held)->holder = 0;
 }
 
-// Deadlock detector's kind table (waits.h): a group is listed among what its holder holds in
-// surelock_dump_waits; the walk follows its members, which a group takes one at a time.
-const void *group_of_link(const HeldLink *link, CopyFn)
-{
-    return field_address(link, -(ptrdiff_t)offsetof(surelock_group, held));
-}
-
+// For the kind table: a group is listed among what its holder holds in surelock_dump_waits;
+// the deadlock walk follows its members, which a group takes one at a time.
 size_t describe_group(const void *, char *out, size_t cap, CopyFn)
 {
     return describe_plain("lock group", out, cap);
-}
-
-Membership *membership_of(const Member &m)
-{
-    switch (m.kind) {
-    case Kind::rlock: return &static_cast<surelock_rlock *>(m.lock)->member;
-    case Kind::mutex: return &static_cast<surelock_mutex *>(m.lock)->member;
-    case Kind::rwlock: return membership(static_cast<surelock_rwlock *>(m.lock));
-    case Kind::ipc: return surelock::ipc::membership(static_cast<surelock_ipc *>(m.lock));
-    }
-    return nullptr;
 }
 
 int check_addable(surelock_group *g, const void *lock, const char *fn)
@@ -118,7 +87,7 @@ int add(surelock_group *g, Member member, const char *fn)
         int c = memcmp(g->members[mid].key, member.key, key_size);
         if (c == 0)
             return fail(EEXIST, "%s: this %s is already a member of the group", fn,
-                        kind_name(member.kind));
+                        member.kind->name);
         if (c < 0) lo = mid + 1;
         else hi = mid;
     }
@@ -134,110 +103,37 @@ int add(surelock_group *g, Member member, const char *fn)
     memmove(&g->members[lo + 1], &g->members[lo], (g->count - lo) * sizeof(Member));
     g->members[lo] = member;
     g->count++;
-    if (Membership *ms = membership_of(member)) ms->groups.fetch_add(1);
+    member.kind->membership(member.lock)->groups.fetch_add(1);
     return 0;
 }
 
-Member in_process_member(Kind kind, void *lock, uint64_t serial, bool shared)
+Member in_process_member(const LockKind &kind, void *lock)
 {
     Member m{};
     m.key[0] = 1;
-    put_u64(m.key + 1, serial);
-    m.kind = kind;
-    m.shared = shared;
+    put_u64(m.key + 1, kind.membership(lock)->serial);
+    m.kind = &kind;
     m.lock = lock;
     return m;
 }
 
 void drop_members(surelock_group *g)
 {
-    for (size_t i = 0; i < g->count; i++)
-        if (Membership *ms = membership_of(g->members[i])) ms->groups.fetch_sub(1);
+    for (size_t i = 0; i < g->count; i++) {
+        const Member &m = g->members[i];
+        m.kind->membership(m.lock)->groups.fetch_sub(1);
+    }
     g->count = 0;
 }
 
 // ---- Holding ----------------------------------------------------------------------------------
-
-bool member_held_by(const Member &m, ThreadRecord *me)
-{
-    switch (m.kind) {
-    case Kind::rlock: return static_cast<surelock_rlock *>(m.lock)->lock.held_by(me);
-    case Kind::mutex: return static_cast<surelock_mutex *>(m.lock)->lock.held_by(me);
-    case Kind::rwlock: return rwlock_held_by(static_cast<surelock_rwlock *>(m.lock), me);
-    case Kind::ipc: return surelock::ipc::file_held_by_caller(static_cast<surelock_ipc *>(m.lock));
-    }
-    return false;
-}
-
-// A group that already holds earlier members and finds the next one held watches it for a
-// few microseconds before sleeping: asleep, it would keep its earlier members (a
-// philosopher's left fork) from everyone for a whole futex wake-up, and the holder's critical
-// section is usually over long before that. Order and all-or-nothing are unchanged: this only
-// delays the blocking acquire of the same member.
-constexpr uint64_t watch_next_member_ns = 3000;
-
-void watch_if_held_elsewhere(const Member &m, ThreadRecord *me)
-{
-    switch (m.kind) {
-    case Kind::rlock: {
-        auto *l = static_cast<surelock_rlock *>(m.lock);
-        if (!l->lock.is_free() && !l->lock.held_by(me))
-            l->lock.word.watch_until_free(watch_next_member_ns);
-        break;
-    }
-    case Kind::mutex: {
-        auto *l = static_cast<surelock_mutex *>(m.lock);
-        if (!l->lock.is_free()) l->lock.word.watch_until_free(watch_next_member_ns);
-        break;
-    }
-    case Kind::rwlock:
-    case Kind::ipc: break; // the rwlock watches on its own; ipc sleeps in the kernel's mutex
-    }
-}
-
-int member_acquire(const Member &m, ThreadRecord *me, Wait wait, uint64_t timeout_ns,
-                   const char *fn)
-{
-    switch (m.kind) {
-    case Kind::rlock:
-        return static_cast<surelock_rlock *>(m.lock)->acquire(me, wait, timeout_ns, fn);
-    case Kind::mutex:
-        return static_cast<surelock_mutex *>(m.lock)->lock.acquire(me, wait, timeout_ns, fn);
-    case Kind::rwlock:
-        return rwlock_acquire(static_cast<surelock_rwlock *>(m.lock), me, !m.shared, wait,
-                              timeout_ns, fn);
-    case Kind::ipc: {
-        auto *h = static_cast<surelock_ipc *>(m.lock);
-        if (wait == Wait::never) return surelock_ipc_trylock(h);
-        return surelock_ipc_timedlock(h, timeout_ns);
-    }
-    }
-    return EINVAL;
-}
 
 // Releases one member the caller holds. backing_out: a member taken with EOWNERDEAD passes
 // the notice on to its next acquirer (an IPC member stays in need of recovery instead of
 // becoming unrecoverable), so giving a lock back unused never hides an owner's death.
 void member_release(const Member &m, ThreadRecord *me, bool backing_out)
 {
-    bool pass_owner_death = backing_out && m.owner_died;
-    switch (m.kind) {
-    case Kind::rlock:
-        if (pass_owner_death) static_cast<surelock_rlock *>(m.lock)->release_owner_dead();
-        else static_cast<surelock_rlock *>(m.lock)->release();
-        break;
-    case Kind::mutex:
-        if (pass_owner_death) static_cast<surelock_mutex *>(m.lock)->lock.release_owner_dead();
-        else static_cast<surelock_mutex *>(m.lock)->lock.release();
-        break;
-    case Kind::rwlock:
-        rwlock_release(static_cast<surelock_rwlock *>(m.lock), me, pass_owner_death);
-        break;
-    case Kind::ipc:
-        surelock::ipc::release(static_cast<surelock_ipc *>(m.lock), backing_out,
-                               "surelock_group_unlock");
-        break;
-    }
+    m.kind->release(m.lock, me, backing_out && m.owner_died);
 }
 
 // The no-deadlock rule (API.md section 3): a held mutex, rwlock or ipc member is EDEADLK; held
@@ -249,13 +145,13 @@ int check_nothing_held(surelock_group *g, ThreadRecord *me, const char *fn)
     size_t first_unheld = g->count;
     for (size_t i = 0; i < g->count; i++) {
         const Member &m = g->members[i];
-        if (!member_held_by(m, me)) {
+        if (!m.kind->held_by(m.lock, me)) {
             if (first_unheld == g->count) first_unheld = i;
             continue;
         }
-        if (m.kind != Kind::rlock)
+        if (!m.kind->group_reenters)
             return fail(EDEADLK, "%s: the calling thread already holds member %zu (a %s)", fn,
-                        i, kind_name(m.kind));
+                        i, m.kind->name);
         if (i > first_unheld)
             return fail(EDEADLK, "%s: the calling thread holds rlock member %zu but not member "
                                  "%zu, which comes before it in the group's order",
@@ -264,23 +160,25 @@ int check_nothing_held(surelock_group *g, ThreadRecord *me, const char *fn)
     return 0;
 }
 
-int acquire_all(surelock_group *g, Wait wait, uint64_t timeout_ns, const char *fn)
+int acquire_all(surelock_group *g, Wait wait, const char *fn)
 {
-    if (g == nullptr) return fail(EINVAL, "%s: the group is NULL", fn);
-    ThreadRecord *me = current_thread();
-    if (me == nullptr) return ENOMEM;
+    ThreadRecord *me;
+    if (int rc = begin_acquire(g, "group", fn, &me)) return rc;
     int rc = check_nothing_held(g, me, fn);
     if (rc != 0) return rc;
-    // A bounded wait hands what remains of one deadline to each member; FOREVER (and 0) need
-    // no clock at all.
-    bool bounded = wait == Wait::until_deadline && timeout_ns != 0 && timeout_ns != SURELOCK_FOREVER;
-    Deadline deadline = bounded ? Deadline::after(timeout_ns) : Deadline::never();
+    // Every member waits against the one deadline, fixed now (FOREVER and 0 read no clock).
+    wait.start_clock();
+    // A group that already holds earlier members and finds the next one held watches it for a
+    // few microseconds before sleeping: asleep, it would keep its earlier members (a
+    // philosopher's left fork) from everyone for a whole futex wake-up, and the holder's
+    // critical section is usually over long before that. Order and all-or-nothing are
+    // unchanged: this only delays the blocking acquire of the same member.
+    Wait after_first = wait.watching_first();
     bool owner_died = false;
     for (size_t i = 0; i < g->count; i++) {
-        uint64_t remaining = bounded ? deadline.remaining_ns() : timeout_ns;
-        if (i > 0 && wait == Wait::until_deadline) watch_if_held_elsewhere(g->members[i], me);
-        rc = member_acquire(g->members[i], me, wait, remaining, fn);
-        g->members[i].owner_died = rc == EOWNERDEAD;
+        Member &m = g->members[i];
+        rc = m.kind->acquire(m.lock, me, i == 0 ? wait : after_first, fn);
+        m.owner_died = rc == EOWNERDEAD;
         if (rc == EOWNERDEAD) {
             owner_died = true;
             continue;
@@ -291,7 +189,7 @@ int acquire_all(surelock_group *g, Wait wait, uint64_t timeout_ns, const char *f
             ErrmsgSnapshot keep; // the member's failure is the one to report
             while (i-- > 0) member_release(g->members[i], me, true);
         }
-        if (rc == EBUSY && wait == Wait::until_deadline) rc = ETIMEDOUT;
+        if (rc == EBUSY && !wait.is_try_once()) rc = ETIMEDOUT;
         return rc;
     }
     g->holder = me->serial;
@@ -303,8 +201,21 @@ int acquire_all(surelock_group *g, Wait wait, uint64_t timeout_ns, const char *f
 } // namespace
 
 namespace surelock::sys {
-const LockKind group_kind = {"group", group_holder_exited, group_of_link, "", nullptr, nullptr,
-                             describe_group};
+// Not a group member itself: no holding entries.
+const LockKind group_kind = {
+    .name = "group",
+    .held_by = nullptr,
+    .acquire = nullptr,
+    .release = nullptr,
+    .membership = nullptr,
+    .group_reenters = false,
+    .owner_exited = group_holder_exited,
+    .held_link_offset = offsetof(surelock_group, held),
+    .hold_mode = "",
+    .exclusive_holder = nullptr,
+    .held_shared_by = nullptr,
+    .describe = describe_group,
+};
 } // namespace surelock::sys
 
 extern "C" {
@@ -332,7 +243,7 @@ SURELOCK_API int surelock_group_add_mutex(surelock_group *g, surelock_mutex *m)
 {
     const char *fn = "surelock_group_add_mutex";
     int rc = check_addable(g, m, fn);
-    return rc != 0 ? rc : add(g, in_process_member(Kind::mutex, m, m->member.serial, false), fn);
+    return rc != 0 ? rc : add(g, in_process_member(mutex_kind, m), fn);
 }
 
 SURELOCK_API int surelock_group_add_rwlock(surelock_group *g, surelock_rwlock *l, int mode)
@@ -343,8 +254,7 @@ SURELOCK_API int surelock_group_add_rwlock(surelock_group *g, surelock_rwlock *l
     if (mode != SURELOCK_EXCLUSIVE && mode != SURELOCK_SHARED)
         return fail(EINVAL, "%s: mode %d is neither SURELOCK_EXCLUSIVE nor SURELOCK_SHARED", fn,
                     mode);
-    return add(g,
-               in_process_member(Kind::rwlock, l, membership(l)->serial, mode == SURELOCK_SHARED),
+    return add(g, in_process_member(mode == SURELOCK_SHARED ? rwlock_read_kind : rwlock_kind, l),
                fn);
 }
 
@@ -352,7 +262,7 @@ SURELOCK_API int surelock_group_add_rlock(surelock_group *g, surelock_rlock *l)
 {
     const char *fn = "surelock_group_add_rlock";
     int rc = check_addable(g, l, fn);
-    return rc != 0 ? rc : add(g, in_process_member(Kind::rlock, l, l->member.serial, false), fn);
+    return rc != 0 ? rc : add(g, in_process_member(rlock_kind, l), fn);
 }
 
 SURELOCK_API int surelock_group_add_ipc(surelock_group *g, surelock_ipc *m)
@@ -367,7 +277,7 @@ SURELOCK_API int surelock_group_add_ipc(surelock_group *g, surelock_ipc *m)
     surelock::ipc::file_identity(m, &dev, &ino);
     put_u64(member.key + 17, dev);
     put_u64(member.key + 25, ino);
-    member.kind = Kind::ipc;
+    member.kind = &ipc_kind;
     member.lock = m;
     return add(g, member, fn);
 }
@@ -387,17 +297,17 @@ SURELOCK_API size_t surelock_group_size(const surelock_group *g)
 
 SURELOCK_API int surelock_group_lock(surelock_group *g)
 {
-    return acquire_all(g, Wait::until_deadline, SURELOCK_FOREVER, "surelock_group_lock");
+    return acquire_all(g, Wait::forever(), "surelock_group_lock");
 }
 
 SURELOCK_API int surelock_group_trylock(surelock_group *g)
 {
-    return acquire_all(g, Wait::never, 0, "surelock_group_trylock");
+    return acquire_all(g, Wait::try_once(), "surelock_group_trylock");
 }
 
 SURELOCK_API int surelock_group_timedlock(surelock_group *g, uint64_t timeout_ns)
 {
-    return acquire_all(g, Wait::until_deadline, timeout_ns, "surelock_group_timedlock");
+    return acquire_all(g, Wait::within(timeout_ns), "surelock_group_timedlock");
 }
 
 SURELOCK_API int surelock_group_unlock(surelock_group *g)

@@ -84,8 +84,7 @@ namespace {
 
 surelock_ipc *from_link(HeldLink *link)
 {
-    return reinterpret_cast<surelock_ipc *>(reinterpret_cast<char *>(link) -
-                                            offsetof(surelock_ipc, held));
+    return SURELOCK_CONTAINER_OF(link, surelock_ipc, held);
 }
 
 // The holder thread is exiting while holding: forget the hold here. The pthread mutex stays
@@ -152,7 +151,7 @@ void register_atfork()
 // Whether the calling thread holds the lock through this handle. A fork child's copy of the
 // holding thread keeps its serial, but the child's holds were dropped at fork (robust futexes
 // go by TID: it does not own its parent's lock).
-bool held_by_caller(const surelock_ipc *m)
+bool handle_held_by_caller(const surelock_ipc *m)
 {
     ThreadRecord *me = current_record;
     return me != nullptr && m->holder.load(std::memory_order_relaxed) == me->serial;
@@ -172,21 +171,22 @@ surelock_ipc *anchor_of(ThreadRecord *me, const surelock_ipc *m)
     return nullptr;
 }
 
-int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
+// Takes the lock for the calling thread `me`: the lock-kind table's acquire, and inline in the
+// public calls' (below), as it was before the table.
+[[gnu::always_inline]] inline int ipc_acquire(surelock_ipc *m, ThreadRecord *me, Wait wait,
+                                              const char *fn)
 {
-    if (m == nullptr) return fail(EINVAL, "%s: the handle is NULL", fn);
-    ThreadRecord *me = current_thread();
-    if (me == nullptr) return ENOMEM;
     FileHeader *h = m->header;
     int rc;
-    if (wait == Wait::never || timeout_ns == 0) {
-        rc = pthread_mutex_trylock(&h->mutex);
-        if (rc == EBUSY && wait == Wait::until_deadline) rc = ETIMEDOUT;
-    } else if (timeout_ns == SURELOCK_FOREVER) { // no clock read for a wait without end
+    bool no_sleep = !wait.is_forever() && (wait.is_try_once() || wait.is_spent());
+    if (wait.is_forever()) { // no clock read for a wait without end
         rc = pthread_mutex_lock(&h->mutex);
+    } else if (no_sleep) {
+        rc = pthread_mutex_trylock(&h->mutex);
+        if (rc == EBUSY && !wait.is_try_once()) rc = ETIMEDOUT;
     } else {
-        Deadline d = Deadline::after(timeout_ns);
-        rc = d.forever ? pthread_mutex_lock(&h->mutex) : clocklock(&h->mutex, &d.at);
+        Deadline d = wait.deadline();
+        rc = d.never_ends ? pthread_mutex_lock(&h->mutex) : clocklock(&h->mutex, &d.at);
     }
     bool owner_died = false;
     if (rc == EOWNERDEAD) {
@@ -208,10 +208,10 @@ int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
     case EBUSY:
         return fail(EBUSY, "%s: held by another thread or process", fn);
     case ETIMEDOUT:
-        return timeout_ns == 0
+        return no_sleep
                    ? fail(ETIMEDOUT, "%s: held by another thread or process (timeout 0)", fn)
                    : fail(ETIMEDOUT, "%s: still held after %llu ns", fn,
-                          (unsigned long long)timeout_ns);
+                          (unsigned long long)wait.timeout_ns());
     case EDEADLK:
         return fail(EDEADLK, "%s: the calling thread already holds this lock (not recursive)",
                     fn);
@@ -235,7 +235,7 @@ int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
                                      "process has it open, or a reboot",
                     fn);
     }
-    if (held_by_caller(m)) { // re-entry of a recursive file through this handle
+    if (handle_held_by_caller(m)) { // re-entry of a recursive file through this handle
         m->depth++;          // glibc's own count (checked above) overflows first
         return 0;
     }
@@ -259,32 +259,25 @@ int ipc_acquire(surelock_ipc *m, Wait wait, uint64_t timeout_ns, const char *fn)
                : 0;
 }
 
-} // namespace
-
-// Deadlock detector's kind table (waits.h): an ipc lock is listed among what a thread holds
-// in surelock_dump_waits, never followed by the walk (it is shared between processes).
-namespace {
-const void *ipc_of_link(const HeldLink *link, CopyFn)
+// The public calls' acquire: the shared prologue, then ipc_acquire.
+[[gnu::noinline]] int acquire(surelock_ipc *m, Wait wait, const char *fn)
 {
-    return field_address(link, -(ptrdiff_t)offsetof(surelock_ipc, held));
+    ThreadRecord *me;
+    if (int rc = begin_acquire(m, "handle", fn, &me)) return rc;
+    return ipc_acquire(m, me, wait, fn);
 }
-size_t describe_ipc(const void *, char *out, size_t cap, CopyFn)
-{
-    return describe_plain("ipc lock", out, cap);
-}
-} // namespace
 
-namespace surelock::sys {
-const LockKind ipc_kind = {"ipc lock", ipc_owner_exited, ipc_of_link, "", nullptr, nullptr,
-                           describe_ipc};
-} // namespace surelock::sys
+} // namespace
 
 namespace surelock::ipc {
 
+// Releases one level of the caller's hold. With keep_needs_recovery, a lock taken with
+// EOWNERDEAD is released still needing recovery, so the next acquirer in any process gets
+// EOWNERDEAD (a group backing out); otherwise it becomes not recoverable (API.md section 4).
 int release(surelock_ipc *m, bool keep_needs_recovery, const char *fn)
 {
     if (m == nullptr) return fail(EINVAL, "%s: the handle is NULL", fn);
-    if (!held_by_caller(m))
+    if (!handle_held_by_caller(m))
         return fail(EPERM, "%s: the calling thread does not hold this lock through this handle",
                     fn);
     FileHeader *h = m->header;
@@ -322,27 +315,65 @@ void file_identity(const surelock_ipc *m, uint64_t *dev, uint64_t *ino)
     *ino = (uint64_t)m->ino;
 }
 
-Membership *membership(surelock_ipc *m)
-{
-    return &m->member;
-}
+} // namespace surelock::ipc
 
-bool held_by_caller(const surelock_ipc *m)
-{
-    return ::held_by_caller(m);
-}
+// ---- The lock-kind table (sys/lock_kind.h) -------------------------------------------------------
 
-// The kernel-maintained lock word, not the header's informational holder_tid: a dead holder's
-// TID may since belong to the caller (the kernel clears the TID bits of a dead owner's word).
-bool file_held_by_caller(const surelock_ipc *m)
+namespace {
+
+// Whether thread `me` holds the lock file's mutex through any handle (to a lock group every
+// handle to one file is the same lock). The kernel-maintained lock word decides, not the
+// header's informational holder_tid: a dead holder's TID may since belong to the caller (the
+// kernel clears the TID bits of a dead owner's word).
+bool file_held_by(const void *lock, const ThreadRecord *me)
 {
-    ThreadRecord *me = current_record;
-    if (me == nullptr) return false;
+    auto *m = static_cast<const surelock_ipc *>(lock);
     auto word = __atomic_load_n(&m->header->mutex.__data.__lock, __ATOMIC_ACQUIRE);
     return (pid_t)((unsigned)word & FUTEX_TID_MASK) == me->tid;
 }
 
-} // namespace surelock::ipc
+int acquire_member(void *lock, ThreadRecord *me, Wait wait, const char *fn)
+{
+    return ipc_acquire(static_cast<surelock_ipc *>(lock), me, wait, fn);
+}
+
+// A lock group's release; a member given back after EOWNERDEAD stays in need of recovery.
+void release_member(void *lock, ThreadRecord *, bool pass_owner_death)
+{
+    surelock::ipc::release(static_cast<surelock_ipc *>(lock), pass_owner_death,
+                           "surelock_group_unlock");
+}
+
+Membership *membership(void *lock)
+{
+    return &static_cast<surelock_ipc *>(lock)->member;
+}
+
+// An ipc lock is listed among what a thread holds in surelock_dump_waits, never followed by
+// the deadlock walk (it is shared between processes).
+size_t describe_ipc(const void *, char *out, size_t cap, CopyFn)
+{
+    return describe_plain("ipc lock", out, cap);
+}
+
+} // namespace
+
+namespace surelock::sys {
+const LockKind ipc_kind = {
+    .name = "ipc lock",
+    .held_by = file_held_by,
+    .acquire = acquire_member,
+    .release = release_member,
+    .membership = membership,
+    .group_reenters = false,
+    .owner_exited = ipc_owner_exited,
+    .held_link_offset = offsetof(surelock_ipc, held),
+    .hold_mode = "",
+    .exclusive_holder = nullptr,
+    .held_shared_by = nullptr,
+    .describe = describe_ipc,
+};
+} // namespace surelock::sys
 
 // ---- C entry points -------------------------------------------------------------------------
 
@@ -398,23 +429,23 @@ SURELOCK_API int surelock_ipc_close(surelock_ipc *m)
 
 SURELOCK_API int surelock_ipc_lock(surelock_ipc *m)
 {
-    return ipc_acquire(m, Wait::until_deadline, SURELOCK_FOREVER, "surelock_ipc_lock");
+    return acquire(m, Wait::forever(), "surelock_ipc_lock");
 }
 
 SURELOCK_API int surelock_ipc_trylock(surelock_ipc *m)
 {
-    return ipc_acquire(m, Wait::never, 0, "surelock_ipc_trylock");
+    return acquire(m, Wait::try_once(), "surelock_ipc_trylock");
 }
 
 SURELOCK_API int surelock_ipc_timedlock(surelock_ipc *m, uint64_t timeout_ns)
 {
-    return ipc_acquire(m, Wait::until_deadline, timeout_ns, "surelock_ipc_timedlock");
+    return acquire(m, Wait::within(timeout_ns), "surelock_ipc_timedlock");
 }
 
 SURELOCK_API int surelock_ipc_consistent(surelock_ipc *m)
 {
     if (m == nullptr) return fail(EINVAL, "surelock_ipc_consistent: the handle is NULL");
-    if (!held_by_caller(m))
+    if (!handle_held_by_caller(m))
         return fail(EINVAL, "surelock_ipc_consistent: the calling thread does not hold the lock");
     uint32_t expected = NEEDS_RECOVERY;
     if (!m->header->recovery_state.compare_exchange_strong(expected, CONSISTENT))
@@ -424,7 +455,7 @@ SURELOCK_API int surelock_ipc_consistent(surelock_ipc *m)
 
 SURELOCK_API int surelock_ipc_needs_recovery(const surelock_ipc *m)
 {
-    if (m == nullptr || !held_by_caller(m)) return 0;
+    if (m == nullptr || !handle_held_by_caller(m)) return 0;
     return m->header->recovery_state.load() == NEEDS_RECOVERY;
 }
 

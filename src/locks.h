@@ -1,6 +1,6 @@
-// Internal view of the in-process lock kinds, shared by their own files, the condition
-// variable and lock groups. The exclusive kinds are defined here so groups inline their fast
-// paths; the rwlock keeps its state machine in rwlock.cc behind two functions.
+// The in-process lock kinds built on OwnedLock (the reentrant lock and the mutex), shared by
+// their own files and the condition variable, and their lock-kind table entries
+// (sys/lock_kind.h), through which lock groups reach them as they reach every kind.
 #pragma once
 
 #include <errno.h>
@@ -19,8 +19,7 @@ struct alignas(64) surelock_rlock {
 
     // Takes or re-enters the lock. Returns 0, EOWNERDEAD, EAGAIN (depth overflow), or
     // EBUSY/ETIMEDOUT.
-    int acquire(surelock::sys::ThreadRecord *me, surelock::sys::Wait wait, uint64_t timeout_ns,
-                const char *fn)
+    int acquire(surelock::sys::ThreadRecord *me, surelock::sys::Wait wait, const char *fn)
     {
         if (lock.held_by(me)) {
             if (__builtin_expect(depth == UINT_MAX, 0))
@@ -29,7 +28,7 @@ struct alignas(64) surelock_rlock {
             depth++;
             return 0;
         }
-        int rc = lock.acquire(me, wait, timeout_ns, fn);
+        int rc = lock.acquire(me, wait, fn);
         if (rc == 0 || rc == EOWNERDEAD) depth = 1;
         return rc;
     }
@@ -51,18 +50,35 @@ struct alignas(64) surelock_rlock {
 struct alignas(64) surelock_mutex {
     surelock::sys::OwnedLock lock;
     surelock::sys::Membership member{};
+
+    // Takes the lock, which the caller does not hold (the public calls check: EDEADLK).
+    int acquire(surelock::sys::ThreadRecord *me, surelock::sys::Wait wait, const char *fn)
+    {
+        return lock.acquire(me, wait, fn);
+    }
+    void release() { lock.release(); }
+    void release_owner_dead() { lock.release_owner_dead(); }
 };
 
 namespace surelock::locks {
 
-// rwlock.cc: acquire in either mode without the already-held check (the caller made it),
-// with the public functions' return codes; release the caller's hold (false: it has none).
-// pass_owner_death: the hold was taken with EOWNERDEAD and is given back unused (a lock group
-// backing out), so the next acquirer gets EOWNERDEAD instead.
-int rwlock_acquire(surelock_rwlock *l, sys::ThreadRecord *me, bool exclusive, sys::Wait wait,
-                   uint64_t timeout_ns, const char *fn);
-bool rwlock_release(surelock_rwlock *l, sys::ThreadRecord *me, bool pass_owner_death = false);
-bool rwlock_held_by(const surelock_rwlock *l, sys::ThreadRecord *me);
-sys::Membership *membership(surelock_rwlock *l);
+// The lock-kind table's holding entries (sys/lock_kind.h) of the kinds built on OwnedLock:
+// T is surelock_rlock or surelock_mutex.
+template <class T> struct OwnedLockKind {
+    static bool held_by(const void *lock, const sys::ThreadRecord *me)
+    {
+        return static_cast<const T *>(lock)->lock.held_by(me);
+    }
+    static int acquire(void *lock, sys::ThreadRecord *me, sys::Wait wait, const char *fn)
+    {
+        return static_cast<T *>(lock)->acquire(me, wait, fn);
+    }
+    static void release(void *lock, sys::ThreadRecord *, bool pass_owner_death)
+    {
+        if (pass_owner_death) static_cast<T *>(lock)->release_owner_dead();
+        else static_cast<T *>(lock)->release();
+    }
+    static sys::Membership *membership(void *lock) { return &static_cast<T *>(lock)->member; }
+};
 
 } // namespace surelock::locks

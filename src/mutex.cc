@@ -13,15 +13,13 @@ using namespace surelock::sys;
 
 namespace {
 
-[[gnu::always_inline]] inline int acquire(surelock_mutex *m, Wait wait, uint64_t timeout_ns,
-                                          const char *fn)
+[[gnu::always_inline]] inline int acquire(surelock_mutex *m, Wait wait, const char *fn)
 {
-    if (__builtin_expect(m == nullptr, 0)) return fail(EINVAL, "%s: the mutex is NULL", fn);
-    ThreadRecord *me = current_thread();
-    if (__builtin_expect(me == nullptr, 0)) return ENOMEM;
+    ThreadRecord *me;
+    if (int rc = begin_acquire(m, "mutex", fn, &me)) return rc;
     if (__builtin_expect(m->lock.held_by(me), 0))
         return fail(EDEADLK, "%s: the calling thread already holds this mutex", fn);
-    return m->lock.acquire(me, wait, timeout_ns, fn);
+    return m->acquire(me, wait, fn);
 }
 
 // Deadlock detector (waits.h): "mutex #12".
@@ -32,11 +30,25 @@ size_t describe_mutex(const void *lock, char *out, size_t cap, CopyFn copy)
     return describe_numbered("mutex", serial, out, cap);
 }
 
+using Entries = surelock::locks::OwnedLockKind<surelock_mutex>; // its lock-kind table entries
+
 } // namespace
 
 namespace surelock::sys {
-const LockKind mutex_kind = {"mutex", OwnedLock::owner_exited, OwnedLock::lock_of_link, "",
-                             OwnedLock::holder, nullptr, describe_mutex};
+const LockKind mutex_kind = {
+    .name = "mutex",
+    .held_by = Entries::held_by,
+    .acquire = Entries::acquire,
+    .release = Entries::release,
+    .membership = Entries::membership,
+    .group_reenters = false,
+    .owner_exited = OwnedLock::owner_exited,
+    .held_link_offset = offsetof(surelock_mutex, lock) + offsetof(OwnedLock, held),
+    .hold_mode = "",
+    .exclusive_holder = OwnedLock::holder,
+    .held_shared_by = nullptr,
+    .describe = describe_mutex,
+};
 } // namespace surelock::sys
 
 extern "C" {
@@ -65,17 +77,17 @@ SURELOCK_API int surelock_mutex_free(surelock_mutex *m)
 
 SURELOCK_API int surelock_mutex_lock(surelock_mutex *m)
 {
-    return acquire(m, Wait::until_deadline, SURELOCK_FOREVER, "surelock_mutex_lock");
+    return acquire(m, Wait::forever(), "surelock_mutex_lock");
 }
 
 SURELOCK_API int surelock_mutex_trylock(surelock_mutex *m)
 {
-    return acquire(m, Wait::never, 0, "surelock_mutex_trylock");
+    return acquire(m, Wait::try_once(), "surelock_mutex_trylock");
 }
 
 SURELOCK_API int surelock_mutex_timedlock(surelock_mutex *m, uint64_t timeout_ns)
 {
-    return acquire(m, Wait::until_deadline, timeout_ns, "surelock_mutex_timedlock");
+    return acquire(m, Wait::within(timeout_ns), "surelock_mutex_timedlock");
 }
 
 SURELOCK_API int surelock_mutex_unlock(surelock_mutex *m)

@@ -28,13 +28,11 @@ using namespace surelock::sys;
 
 namespace {
 
-[[gnu::always_inline]] inline int acquire(surelock_rlock *l, Wait wait, uint64_t timeout_ns,
-                                          const char *fn)
+[[gnu::always_inline]] inline int acquire(surelock_rlock *l, Wait wait, const char *fn)
 {
-    if (__builtin_expect(l == nullptr, 0)) return fail(EINVAL, "%s: the lock is NULL", fn);
-    ThreadRecord *me = current_thread();
-    if (__builtin_expect(me == nullptr, 0)) return ENOMEM;
-    return l->acquire(me, wait, timeout_ns, fn);
+    ThreadRecord *me;
+    if (int rc = begin_acquire(l, "lock", fn, &me)) return rc;
+    return l->acquire(me, wait, fn);
 }
 
 // ---- Process-wide registry ----------------------------------------------------------------
@@ -87,12 +85,25 @@ size_t describe_rlock(const void *lock, char *out, size_t cap, CopyFn copy)
     return describe_numbered("rlock", serial, out, cap);
 }
 
+using Entries = surelock::locks::OwnedLockKind<surelock_rlock>; // its lock-kind table entries
+
 } // namespace
 
 namespace surelock::sys {
-const LockKind rlock_kind = {"rlock",          OwnedLock::reentrant_owner_exited,
-                             OwnedLock::lock_of_link, "", OwnedLock::holder, nullptr,
-                             describe_rlock};
+const LockKind rlock_kind = {
+    .name = "rlock",
+    .held_by = Entries::held_by,
+    .acquire = Entries::acquire,
+    .release = Entries::release,
+    .membership = Entries::membership,
+    .group_reenters = true,
+    .owner_exited = OwnedLock::reentrant_owner_exited,
+    .held_link_offset = offsetof(surelock_rlock, lock) + offsetof(OwnedLock, held),
+    .hold_mode = "",
+    .exclusive_holder = OwnedLock::holder,
+    .held_shared_by = nullptr,
+    .describe = describe_rlock,
+};
 } // namespace surelock::sys
 
 // ---- C entry points ------------------------------------------------------------------------
@@ -165,17 +176,17 @@ SURELOCK_API int surelock_rlock_global(const char *name, surelock_rlock **out)
 
 SURELOCK_API int surelock_rlock_lock(surelock_rlock *l)
 {
-    return acquire(l, Wait::until_deadline, SURELOCK_FOREVER, "surelock_rlock_lock");
+    return acquire(l, Wait::forever(), "surelock_rlock_lock");
 }
 
 SURELOCK_API int surelock_rlock_trylock(surelock_rlock *l)
 {
-    return acquire(l, Wait::never, 0, "surelock_rlock_trylock");
+    return acquire(l, Wait::try_once(), "surelock_rlock_trylock");
 }
 
 SURELOCK_API int surelock_rlock_timedlock(surelock_rlock *l, uint64_t timeout_ns)
 {
-    return acquire(l, Wait::until_deadline, timeout_ns, "surelock_rlock_timedlock");
+    return acquire(l, Wait::within(timeout_ns), "surelock_rlock_timedlock");
 }
 
 SURELOCK_API int surelock_rlock_unlock(surelock_rlock *l)

@@ -12,7 +12,7 @@ static_assert(std::atomic<uint32_t>::is_always_lock_free, "futex word must be lo
 
 Deadline Deadline::after(uint64_t timeout_ns)
 {
-    if (timeout_ns == UINT64_MAX) return never(); // SURELOCK_FOREVER
+    if (timeout_ns == UINT64_MAX) return forever(); // SURELOCK_FOREVER
     constexpr uint64_t ns_per_s = 1000000000u;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
@@ -25,8 +25,15 @@ Deadline Deadline::after(uint64_t timeout_ns)
     // Cannot overflow a 64-bit time_t (a uint64_t of nanoseconds is under 600 years), but a
     // narrower one would: then it is forever.
     constexpr uint64_t max_secs = (uint64_t)(sizeof(time_t) >= 8 ? INT64_MAX : INT32_MAX);
-    if (secs > max_secs - (uint64_t)now.tv_sec) return never();
+    if (secs > max_secs - (uint64_t)now.tv_sec) return forever();
     return Deadline{false, {(time_t)((uint64_t)now.tv_sec + secs), nsec}};
+}
+
+Deadline Deadline::at_monotonic_ns(uint64_t ns)
+{
+    constexpr uint64_t max_secs = (uint64_t)(sizeof(time_t) >= 8 ? INT64_MAX : INT32_MAX);
+    if (ns / 1000000000u > max_secs) return forever();
+    return Deadline{false, {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)}};
 }
 
 uint64_t monotonic_ns()
@@ -38,7 +45,7 @@ uint64_t monotonic_ns()
 
 uint64_t Deadline::remaining_ns() const
 {
-    if (forever) return UINT64_MAX;
+    if (never_ends) return UINT64_MAX;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     int64_t secs = (int64_t)at.tv_sec - (int64_t)now.tv_sec;
@@ -58,14 +65,14 @@ int futex_wait(std::atomic<uint32_t> *word, uint32_t expected, const Deadline &d
 {
 #ifdef SURELOCK_TESTING
     int simulated; // a thread run by the interleaving explorer sleeps in its scheduler instead
-    if (surelock_testing_futex_wait(word, expected, !deadline.forever, bits, &simulated))
+    if (surelock_testing_futex_wait(word, expected, !deadline.never_ends, bits, &simulated))
         return simulated;
 #endif
     // FUTEX_WAIT_BITSET takes an absolute timeout, on CLOCK_MONOTONIC unless
     // FUTEX_CLOCK_REALTIME is given: retries after EINTR keep the original deadline.
     int op = FUTEX_WAIT_BITSET | (shared ? 0 : FUTEX_PRIVATE_FLAG);
     long r = syscall(SYS_futex, reinterpret_cast<uint32_t *>(word), op, expected,
-                     deadline.forever ? nullptr : &deadline.at, nullptr, bits);
+                     deadline.never_ends ? nullptr : &deadline.at, nullptr, bits);
     if (r == 0) return 0;
     return errno == EAGAIN || errno == EINTR || errno == ETIMEDOUT ? errno : 0;
 }

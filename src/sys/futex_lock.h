@@ -37,7 +37,7 @@ struct FutexLock {
 
     void lock()
     {
-        if (!try_lock()) lock_until(Deadline::never());
+        if (!try_lock()) lock_until(Deadline::forever());
     }
 
     // Nothing of *this is touched after the releasing store (the futex wake only hands the

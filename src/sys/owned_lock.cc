@@ -4,40 +4,36 @@
 
 namespace surelock::sys {
 
-int OwnedLock::acquire_contended(ThreadRecord *me, Wait wait, uint64_t timeout_ns, const char *fn)
+int OwnedLock::acquire_contended(ThreadRecord *me, Wait wait, const char *fn)
 {
-    if (wait == Wait::never) return fail(EBUSY, "%s: held by another thread", fn);
-    if (timeout_ns == 0) return fail(ETIMEDOUT, "%s: held by another thread (timeout 0)", fn);
-    Deadline deadline = Deadline::after(timeout_ns);
+    if (wait.is_try_once()) return fail(EBUSY, "%s: held by another thread", fn);
+    if (wait.watches_first() && futex.watch_until_free(Wait::watch_budget_ns) && futex.try_lock())
+        return become_owner(me);
+    if (wait.is_spent()) return fail(ETIMEDOUT, "%s: held by another thread (timeout 0)", fn);
+    Deadline deadline = wait.deadline(); // the clock is read before the walk, not after
     // ---- Deadlock detection (waits.h): refuse a wait that would close a cycle.
     if (int rc = begin_wait(me, kind(), this, fn)) return rc;
-    bool taken = word.lock_until(deadline);
+    bool taken = futex.lock_until(deadline);
     end_wait(me); // deadlock detection: no longer waiting (before becoming the owner)
     // ----
     if (!taken)
         return fail(ETIMEDOUT, "%s: still held by another thread after %llu ns", fn,
-                    (unsigned long long)timeout_ns);
+                    (unsigned long long)wait.timeout_ns());
     return become_owner(me);
 }
 
 // Thread-exit handler: the owner ended while holding the lock.
 void OwnedLock::owner_exited(HeldLink *link)
 {
-    auto *l = reinterpret_cast<OwnedLock *>(reinterpret_cast<char *>(link) -
-                                            offsetof(OwnedLock, held));
+    OwnedLock *l = SURELOCK_CONTAINER_OF(link, OwnedLock, held);
     l->previous_owner_died = true;
     l->owner.store(0, std::memory_order_relaxed);
-    l->word.unlock();
+    l->futex.unlock();
 }
 
 void OwnedLock::reentrant_owner_exited(HeldLink *link)
 {
     owner_exited(link);
-}
-
-const void *OwnedLock::lock_of_link(const HeldLink *link, CopyFn)
-{
-    return field_address(link, -(ptrdiff_t)offsetof(OwnedLock, held));
 }
 
 uint64_t OwnedLock::holder(const void *lock, CopyFn copy)

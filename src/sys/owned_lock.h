@@ -15,12 +15,10 @@
 
 namespace surelock::sys {
 
-enum class Wait { never, until_deadline };
-
 struct OwnedLock {
-    // Kinds embed this at the start of a 64-byte aligned object, so the word and the
+    // Kinds embed this at the start of a 64-byte aligned object, so the lock word and the
     // holder-only fields after it share one cache line.
-    FutexLock word;
+    FutexLock futex; // the lock itself (free, held, held with sleepers); no owner of its own
     std::atomic<uint64_t> owner{0}; // holder's thread serial; 0 when free
     // Written by an exiting owner before its releasing store, read and cleared by the next
     // acquirer after its acquiring one, so the word's ordering covers it.
@@ -34,7 +32,7 @@ struct OwnedLock {
         return owner.load(std::memory_order_relaxed) == me->serial;
     }
 
-    bool is_free() const { return word.is_free(); }
+    bool is_free() const { return futex.is_free(); }
 
     // The caller has just taken the word: record it as owner. Returns 0, or EOWNERDEAD when
     // the previous owner thread exited holding the lock.
@@ -52,10 +50,10 @@ struct OwnedLock {
 
     // Uncontended attempt inline, the rest out of line. Returns 0, EOWNERDEAD, or
     // EBUSY/ETIMEDOUT with errmsg set (fn names the public function).
-    int acquire(ThreadRecord *me, Wait wait, uint64_t timeout_ns, const char *fn)
+    int acquire(ThreadRecord *me, Wait wait, const char *fn)
     {
-        if (__builtin_expect(word.try_lock(), 1)) return become_owner(me);
-        return acquire_contended(me, wait, timeout_ns, fn);
+        if (__builtin_expect(futex.try_lock(), 1)) return become_owner(me);
+        return acquire_contended(me, wait, fn);
     }
 
     // By the holder: unlink and let the next one in. Nothing of *this is touched after the
@@ -68,7 +66,7 @@ struct OwnedLock {
         held.unlink();
         SURELOCK_STEP(&owner);
         owner.store(0, std::memory_order_relaxed);
-        word.unlock();
+        futex.unlock();
     }
 
     // Releases a lock the caller took with EOWNERDEAD and is giving back unused (a lock group
@@ -80,15 +78,14 @@ struct OwnedLock {
     }
 
     // Thread-exit handlers; the reentrant lock installs the second one when it is made, so
-    // a held link tells an rlock from a mutex (the deadlock detector's kind table).
+    // a held link tells an rlock from a mutex (the lock-kind table, lock_kind.h).
     static void owner_exited(HeldLink *link);
     static void reentrant_owner_exited(HeldLink *link);
-    // For the kind table (waits.h): the lock of a held link, the holder's serial.
-    static const void *lock_of_link(const HeldLink *link, CopyFn copy);
+    // For the kind table (lock_kind.h): the holder's serial.
     static uint64_t holder(const void *lock, CopyFn copy);
 
 private:
-    int acquire_contended(ThreadRecord *me, Wait wait, uint64_t timeout_ns, const char *fn);
+    int acquire_contended(ThreadRecord *me, Wait wait, const char *fn);
     const LockKind &kind() const
     {
         return held.owner_exited == reentrant_owner_exited ? rlock_kind : mutex_kind;

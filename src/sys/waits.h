@@ -30,67 +30,11 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <string.h>
 
+#include "sys/lock_kind.h"
 #include "sys/thread.h"
 
 namespace surelock::sys {
-
-// Reads n bytes at src into dst; false when it cannot (the memory may be gone). The walk
-// passes nullptr and reads directly (everything it reads is alive, see above); the dump, which
-// runs without the graph lock, passes a copier that cannot fault.
-using CopyFn = bool (*)(void *dst, const void *src, size_t n);
-
-// Reads through copy, or directly when copy is nullptr (for fields fixed at creation).
-inline bool read_via(CopyFn copy, void *dst, const void *src, size_t n)
-{
-    if (copy == nullptr) {
-        memcpy(dst, src, n);
-        return true;
-    }
-    return copy(dst, src, n);
-}
-
-// The address `offset` bytes into the object at `object`, by integer arithmetic. The dump
-// passes addresses it read from other threads' memory, which may be stale (a hold table
-// freed and reused meanwhile) and so any value, misaligned or near 0: a member access or
-// pointer arithmetic on those is undefined behaviour (UBSan aborts), while copy() merely
-// reads garbage or fails. So every address the kinds hand to copy is formed here.
-inline const void *field_address(const void *object, ptrdiff_t offset)
-{
-    return reinterpret_cast<const void *>(reinterpret_cast<uintptr_t>(object) + (uintptr_t)offset);
-}
-
-// Reads member `member` of the T at `object` (see field_address) into *dst.
-#define SURELOCK_READ_FIELD(copy, dst, T, object, member)                                      \
-    ::surelock::sys::read_via((copy), (dst),                                                   \
-                              ::surelock::sys::field_address((object), offsetof(T, member)),   \
-                              sizeof *(dst))
-
-// What the detector and the dump need of one lock kind. Each kind defines its instance next
-// to its own code (rlock.cc, mutex.cc, rwlock.cc, group.cc, ipc.cc).
-struct LockKind {
-    const char *name; // "rlock", "mutex", ...
-    // Identifies this kind's links in a held list.
-    void (*owner_exited)(HeldLink *link);
-    // The lock object a held link of this kind belongs to, and how it is held ("" or
-    // " (read)"). The link is read through copy.
-    const void *(*lock_of_link)(const HeldLink *link, CopyFn copy);
-    const char *hold_mode;
-    // The serial of the thread holding `lock` exclusively, 0 if none. nullptr: not a lock
-    // the graph follows (group, ipc).
-    uint64_t (*exclusive_holder)(const void *lock, CopyFn copy);
-    // Besides the exclusive holder, whether registered thread r is one the waiter waits for:
-    // for a write wait on an rwlock, r reads it; for a read wait, r waits to write it (writer
-    // preference); nullptr when the kind has no such threads. Called only under the graph
-    // lock.
-    bool (*held_shared_by)(const void *lock, const ThreadRecord *r);
-    // "rlock 'libA'" or "mutex #12" into out (always terminated); returns the length.
-    size_t (*describe)(const void *lock, char *out, size_t cap, CopyFn copy);
-};
-
-extern const LockKind rlock_kind, mutex_kind, rwlock_kind, rwlock_read_kind, group_kind,
-    ipc_kind;
 
 // Formats "<kind name> #<serial>" (the description of an unnamed lock), and
 // "<kind name> '<name>'" with bytes outside printable ASCII (and ' and \\) as \\xNN, at most
