@@ -262,7 +262,7 @@ static _Atomic pid_t hold_clock_of; /* the thread whose next clock read waits fo
 static flag hold_clock_until;        /* ...this flag */
 
 /* Interposes the library's clock reads (its PLT resolves to the executable's symbol): the
- * armed thread's next one, which is Deadline::after in the rwlock's blocking path (after its
+ * armed thread's next one, which is Wait::deadline() in the rwlock's blocking path (after its
  * try failed, before the deadlock walk), waits for hold_clock_until. Every other read passes
  * straight to the kernel. */
 int clock_gettime(clockid_t clock, struct timespec *ts)
