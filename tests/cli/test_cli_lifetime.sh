@@ -8,6 +8,12 @@
 #    surelock alone are forwarded once; a SIGTERM sent right after start is never lost.
 # Every wait is bounded. Usage: test_cli_lifetime.sh PATH/TO/surelock
 set -u
+# This checks what CMD gets with the signals' default dispositions. A suite started under
+# nohup (which ignores SIGHUP and SIGQUIT) passes them on ignored, and bash cannot undo that
+# for its children, so start over with the defaults.
+if [ -z "${SURELOCK_TEST_DEFAULT_SIGNALS:-}" ]; then
+    SURELOCK_TEST_DEFAULT_SIGNALS=1 exec env --default-signal=HUP,INT,QUIT,TERM "$BASH" "$0" "$@"
+fi
 surelock=$1
 dir=$(mktemp -d)
 cleanup() {
