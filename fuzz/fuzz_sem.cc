@@ -20,8 +20,10 @@
 //
 // The model predicts every return code: 0, EINPROGRESS, EBUSY, EALREADY, ECANCELED, EINVAL
 // (NULL arguments, n of 0 or above SURELOCK_SEM_MAX, a waiter not queued on this object),
-// EAGAIN (release overflow), EPERM (amutex unlock when free), ETIMEDOUT, ENOMEM (creation, with
-// allocation failures injected through the SURELOCK_TESTING hook). Where the contract leaves
+// EAGAIN (release overflow), EPERM (amutex unlock when free), ETIMEDOUT, ENOMEM (creation, and
+// an async acquire that must queue: its callback's node is allocated then; with allocation
+// failures injected through the SURELOCK_TESTING hook). Settling never allocates, so the
+// callbacks' order is the contract's whatever allocation does. Where the contract leaves
 // a choice open, both answers are accepted: a second cancel of a waiter that was granted or
 // shut down (EALREADY/ECANCELED again, or EINVAL since "w is free once cancel returns"), and
 // cancel after an *_async that failed with EINVAL on such a waiter (the library validates
@@ -32,12 +34,7 @@
 // wait is made as a timed acquire of kShortNs instead and must return ETIMEDOUT and leave the
 // queue as it was.
 //
-// Strict mode (SURELOCK_FUZZ_STRICT=1) has 96 waiter slots and an op that queues many, and
-// expects the contract's order even under injected allocation failure. The library's one
-// known deviation: when a thread's record or dispatch queue cannot be allocated, settling
-// pauses at that delivery, which is made directly after the queue is run (nested, if the
-// thread is already inside a callback), and then goes on; the default model predicts exactly
-// that.
+// Strict mode (SURELOCK_FUZZ_STRICT=1) has 96 waiter slots and an op that queues many.
 //
 // Input encoding (a missing trailing byte reads as 0):
 //   bytes 0, 1: initial permits of semaphores 0 and 1 (code c%8: 0, 1, 2, 3, 5, MAX, MAX-1,
@@ -58,8 +55,7 @@
 //    9 AVAILABLE a: object (semaphores only)                 sem_available
 //   10 FAILALLOC a: the next a%4 library allocations succeed, the one after fails
 //   11 NULLCALL  a%25: NULL object/waiter/callback/out variants, expects EINVAL (available 0)
-//   12 EXIT      (no argument) the worker's thread exits; a fresh one (no record, no dispatch
-//                queue) replaces it
+//   12 EXIT      (no argument) the worker's thread exits; a fresh one (no record) replaces it
 //   13 MANY      a: object, b: count b%24+1 waiters of 1 permit each, c: their script's action
 //                (strict mode only; skipped otherwise)
 //   Action byte x (callback scripts): kind x%9, object (x/9)%3, p = x/27:
@@ -174,11 +170,8 @@ struct Delivery {
 };
 
 struct MThread {
-    bool has_record = false; // the library's per-thread record exists
-    bool has_queue = false;  // its dispatch queue exists
     bool running = false;    // an outermost dispatch is running on it
     std::deque<Delivery> q;  // its pending callbacks
-    size_t capacity = 0;     // of the library's ring
     int nest = 0;
 };
 
@@ -339,8 +332,8 @@ void dump_state()
         fprintf(stderr, "\n");
     }
     for (int w = 0; w < kWorkers; w++)
-        fprintf(stderr, "  T%d: %s, %s\n", w, S.threads[w].has_record ? "record" : "no record",
-                S.threads[w].has_queue ? "dispatch queue" : "no dispatch queue");
+        fprintf(stderr, "  T%d: %zu callback(s) pending%s\n", w, S.threads[w].q.size(),
+                S.threads[w].running ? ", dispatching" : "");
     fprintf(stderr, "  allocation countdown %ld, strict %d, %d waiter slots\n", S.alloc_countdown,
             S.strict, S.slots);
 }
@@ -391,81 +384,41 @@ int model_call(int w, const Call &c, uint64_t *value, int *rc2);
 
 void run_callback(int w, const Delivery &d);
 
-// Appends d to worker w's dispatch queue, which the library allocates on first use and
-// grows (doubling from 64) when full. False when that allocation fails.
-bool push(MThread &T, const Delivery &d)
-{
-    if (!T.has_queue || T.q.size() == T.capacity) {
-        if (model_allocation_fails()) return false;
-        T.capacity = T.has_queue ? T.capacity * 2 : 64;
-        T.has_queue = true;
-    }
-    T.q.push_back(d);
-    return true;
-}
-
-// One settling pass of the library (settle_and_unlock in src/sem.cc) on worker w's thread:
-// waiters are settled from the head of O's queue while `take` says so, and each delivery joins
-// the thread's dispatch queue in settling order; only the outermost dispatch on the thread
-// runs it. When the queue cannot take a delivery (the thread's record, looked up once at the
-// first delivery, or the queue's growth fails to allocate), settling pauses there: the queue
-// is run, then that delivery directly, and settling goes on from where it stopped if the new
-// head would be settled too, else the pass ends (the default model predicts that degraded
-// timing; strict mode the contract's queued order).
-template <class Take, class Fits> void settle(int w, int obj, int status, Take take, Fits fits)
+// One settling pass of the library (settle_and_unlock in src/sem_queue.cc) on worker w's
+// thread: waiters are settled from the head of O's queue while `take` says so, each callback
+// joining the thread's dispatch queue in settling order (no allocation: the node came with the
+// waiter); only the outermost dispatch on the thread runs that queue.
+template <class Take> void settle(int w, int obj, int status, Take take)
 {
     MObj &O = S.objs[obj];
     MThread &T = S.threads[w];
-    bool looked_up = false;
-    for (;;) {
-        bool spilled = false;
-        Delivery spill{};
-        while (!O.queue.empty() && take(S.waiters[O.queue.front()])) {
-            int slot = O.queue.front();
-            O.queue.pop_front();
-            MWaiter &W = S.waiters[slot];
-            W.st = status == 0 ? W_GRANTED : W_CANCELED;
-            W.pending = true;
-            Delivery d{slot, status};
-            if (!looked_up) {
-                looked_up = true;
-                if (!T.has_record && !model_allocation_fails()) T.has_record = true;
-            }
-            if (T.has_record && push(T, d)) continue;
-            if (S.strict) {
-                T.q.push_back(d); // the contract: queued all the same
-                continue;
-            }
-            spill = d; // the library's fallback
-            spilled = true;
-            break;
-        }
-        // Paused only while the new head would be settled too; otherwise the pass ends.
-        bool resume = spilled && !O.queue.empty() && fits(S.waiters[O.queue.front()]);
-        if (!T.running && (S.strict || (T.has_record && T.has_queue))) {
-            T.running = true;
-            while (!T.q.empty()) {
-                Delivery d = T.q.front();
-                T.q.pop_front();
-                run_callback(w, d);
-            }
-            T.running = false;
-        }
-        if (spilled) run_callback(w, spill);
-        if (!resume) return;
+    while (!O.queue.empty() && take(S.waiters[O.queue.front()])) {
+        int slot = O.queue.front();
+        O.queue.pop_front();
+        MWaiter &W = S.waiters[slot];
+        W.st = status == 0 ? W_GRANTED : W_CANCELED;
+        W.pending = true;
+        T.q.push_back(Delivery{slot, status});
     }
+    if (T.running) return;
+    T.running = true;
+    while (!T.q.empty()) {
+        Delivery d = T.q.front();
+        T.q.pop_front();
+        run_callback(w, d);
+    }
+    T.running = false;
 }
 
 // Hands permits to the head of O's queue while its request fits (never after shutdown).
 void grant(int w, int obj)
 {
     MObj &O = S.objs[obj];
-    auto fits = [&O](MWaiter &W) { return !O.shut && O.permits >= W.n; };
-    settle(w, obj, 0, [&O, fits](MWaiter &W) {
-        if (!fits(W)) return false;
+    settle(w, obj, 0, [&O](MWaiter &W) {
+        if (O.shut || O.permits < W.n) return false;
         O.permits -= W.n;
         return true;
-    }, fits);
+    });
 }
 
 // What a callback knows about its own waiter (its slot may be reused by its own actions).
@@ -613,6 +566,7 @@ int model_call(int w, const Call &c, uint64_t *value, int *rc2)
             O.permits -= n;
             return 0;
         }
+        if (model_allocation_fails()) return ENOMEM; // its callback's node: nothing queued
         W.st = W_QUEUED;
         O.queue.push_back(c.slot);
         return EINPROGRESS;
@@ -658,7 +612,7 @@ int model_call(int w, const Call &c, uint64_t *value, int *rc2)
         return 0;
     case K_SHUTDOWN:
         O.shut = true;
-        settle(w, c.obj, ECANCELED, [](MWaiter &) { return true; }, [](MWaiter &) { return true; });
+        settle(w, c.obj, ECANCELED, [](MWaiter &) { return true; });
         return 0;
     case K_AVAILABLE:
         *value = O.permits;

@@ -425,11 +425,9 @@ SURELOCK_API int surelock_ipc_unlink(const char *path);
  * function, including releasing the same semaphore; grants triggered from inside fn run one
  * after another in the outermost dispatch on that thread (the stack does not grow with the
  * queue). fn must not unwind. The releasing thread's errmsg is preserved across fn.
- * Out of memory: the per-thread queue of callbacks to run grows on demand; when it cannot,
- * the releasing call runs that callback directly before it settles the waiters behind it.
- * Inside fn that is nested: it then runs before the callbacks of earlier grants still queued
- * on this thread, and a chain of callbacks that each release again nests one level per link.
- * Permits and cancellations are still handed out in FIFO order.
+ * Out of memory: what a callback needs is allocated when its waiter queues (an async call
+ * that must queue and cannot get it returns ENOMEM, queues nothing and never calls fn), so
+ * releasing, cancelling and shutting down never need memory and never nest callbacks.
  */
 typedef void (*surelock_wake_fn)(void *ctx, int status); /* status 0 = granted, ECANCELED */
 
@@ -447,9 +445,7 @@ typedef struct surelock_amutex surelock_amutex;
 /* Creates a semaphore with `permits` available. Returns 0; EINVAL (out NULL, permits above
  * SURELOCK_SEM_MAX); ENOMEM. */
 SURELOCK_API int surelock_sem_new(uint64_t permits, surelock_sem **out);
-/* Returns 0; EINVAL; EBUSY (waiters are queued: nothing freed; also, only when memory ran out,
- * while a release, cancel or shutdown on another thread, or the one this callback runs in, has
- * more waiters to serve after the callback it is running). */
+/* Returns 0; EINVAL; EBUSY (waiters are queued: nothing freed). */
 SURELOCK_API int surelock_sem_free(surelock_sem *s);
 /* Takes n permits, joining the FIFO and blocking the thread until served. Returns 0; EINVAL
  * (NULL, n of 0 or above SURELOCK_SEM_MAX); ECANCELED (shut down, before or while waiting). */
@@ -461,7 +457,8 @@ SURELOCK_API int surelock_sem_tryacquire(surelock_sem *s, uint64_t n);
  * queue; waiters behind it are served if they now can be). 0 never blocks. */
 SURELOCK_API int surelock_sem_timedacquire(surelock_sem *s, uint64_t n, uint64_t timeout_ns);
 /* Async acquire (see above). Returns 0 (acquired, fn not called); EINPROGRESS (queued);
- * EINVAL (NULL s, w or fn; n of 0 or above SURELOCK_SEM_MAX); ECANCELED (shut down). */
+ * EINVAL (NULL s, w or fn; n of 0 or above SURELOCK_SEM_MAX); ECANCELED (shut down); ENOMEM
+ * (it had to queue and out of memory: not queued, fn not called). */
 SURELOCK_API int surelock_sem_acquire_async(surelock_sem *s, uint64_t n, surelock_waiter *w,
                                             surelock_wake_fn fn, void *ctx);
 /*

@@ -1,8 +1,10 @@
 /*
  * test_internal.c — paths that the public API cannot reach on demand: the reentrant lock's
  * depth overflow and allocation failure, the condition variable's last access (a hook right
- * after the waking step) and the semaphore's shutdown and release while allocation fails. Links the internal static build (SURELOCK_TESTING),
- * whose hooks are declared in src/sys/testing.h.
+ * after the waking step) and the semaphore while allocation fails (shutdown and release settle
+ * everyone, a chain of relocking callbacks keeps the stack flat, an async acquire that must
+ * queue is ENOMEM). Links the internal static build (SURELOCK_TESTING), whose hooks are
+ * declared in src/sys/testing.h.
  *
  * After every failure checked here: the return code is the documented one, errmsg says what
  * went wrong, out-pointers are untouched, and nothing is lost or left held.
@@ -20,6 +22,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -475,8 +479,161 @@ static void release_hands_every_permit_out_even_when_no_delivery_can_be_queued(v
     EXPECT_RC(surelock_sem_free(degraded_sem), 0);
 }
 
-int main(void)
+
+/* ---- sem: a grant never needs memory ------------------------------------------------------ */
+
+/* A chain of async holders, each of which queues again and unlocks from its own callback
+ * (an event loop's task re-taking its lock), while every allocation the unlock could make
+ * fails. API.md: grants triggered from inside fn run one after another in the outermost
+ * dispatch, so the stack does not grow with the chain. (The last session's known defect:
+ * when the delivery could not be queued for want of memory, the settling pass ran the
+ * callback directly, nested one level per link, and such a chain overflowed the stack.)
+ * Run in a fresh process (this binary again, as a sanitizer allows no threads after a fork
+ * of a threaded process), on a thread with a small stack: an overflow is a crash the test
+ * sees. */
+#define CHAIN_ARG "--relocking-chain"
+#define CHAIN_LINKS 100000
+#define CHAIN_STACK_SIZE (256 * 1024)
+static surelock_amutex *chain_mutex;
+static surelock_waiter chain_waiter[2];
+static long chain_delivered;
+static int chain_bad_status, chain_requeue_rc;
+static uintptr_t chain_sp_low = UINTPTR_MAX, chain_sp_high;
+
+static void chain_link(void *ctx, int status)
 {
+    (void)ctx;
+    /* this callback runs inside the unlock that granted it: withdraw a failure armed for that
+     * unlock and not used by it, so that only the grants are starved of memory */
+    surelock_testing_fail_allocation_after(-1);
+    volatile char here = 0;
+    uintptr_t sp = (uintptr_t)&here;
+    if (sp < chain_sp_low) chain_sp_low = sp;
+    if (sp > chain_sp_high) chain_sp_high = sp;
+    if (status != 0 && chain_bad_status == 0) chain_bad_status = status;
+    long link = ++chain_delivered;
+    if (link < CHAIN_LINKS) {
+        int rc = surelock_amutex_lock_async(chain_mutex, &chain_waiter[link % 2], chain_link,
+                                            NULL);
+        if (rc != EINPROGRESS && chain_requeue_rc == 0) chain_requeue_rc = rc ? rc : -1;
+    }
+    surelock_testing_fail_allocation_after(0); /* whatever this unlock would allocate fails */
+    surelock_amutex_unlock(chain_mutex);
+    surelock_testing_fail_allocation_after(-1);
+}
+
+static void *run_chain(void *arg)
+{
+    (void)arg;
+    if (surelock_amutex_lock(chain_mutex) != 0) return (void *)"amutex_lock";
+    if (surelock_amutex_lock_async(chain_mutex, &chain_waiter[0], chain_link, NULL) !=
+        EINPROGRESS)
+        return (void *)"the first lock_async did not queue";
+    surelock_testing_fail_allocation_after(0);
+    surelock_amutex_unlock(chain_mutex); /* the chain runs from here, on this thread */
+    surelock_testing_fail_allocation_after(-1);
+    return NULL;
+}
+
+static int chain_in_child(void)
+{
+    alarm(80);
+    CHILD_EXPECT_RC(surelock_amutex_new(&chain_mutex), 0);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    CHILD_EXPECT_RC(pthread_attr_setstacksize(&attr, CHAIN_STACK_SIZE), 0);
+    pthread_t chain;
+    CHILD_EXPECT_RC(pthread_create(&chain, &attr, run_chain, NULL), 0);
+    void *failed;
+    CHILD_EXPECT_RC(pthread_join(chain, &failed), 0);
+    if (failed != NULL) {
+        fprintf(stderr, "child: %s\n", (const char *)failed);
+        return 1;
+    }
+    if (chain_delivered != CHAIN_LINKS || chain_bad_status != 0 || chain_requeue_rc != 0) {
+        fprintf(stderr, "child: %ld of %d callbacks, first bad status %d, requeue rc %d\n",
+                chain_delivered, CHAIN_LINKS, chain_bad_status, chain_requeue_rc);
+        return 1;
+    }
+    /* one frame depth for every callback: a few hundred bytes of difference at most */
+    if (chain_sp_high - chain_sp_low > 4096) {
+        fprintf(stderr, "child: the callbacks' stack spans %zu bytes\n",
+                (size_t)(chain_sp_high - chain_sp_low));
+        return 1;
+    }
+    CHILD_EXPECT_RC(surelock_amutex_trylock(chain_mutex), 0); /* the last link unlocked it */
+    CHILD_EXPECT_RC(surelock_amutex_unlock(chain_mutex), 0);
+    CHILD_EXPECT_RC(surelock_amutex_free(chain_mutex), 0);
+    return 0;
+}
+
+static void a_chain_of_callbacks_that_relock_does_not_grow_the_stack_when_allocation_fails(
+    void **state)
+{
+    (void)state;
+    /* the path, not /proc/self/exe itself: under valgrind that would run valgrind */
+    char exe[PATH_MAX], arg[] = CHAIN_ARG;
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len < 0) fail_msg("readlink(/proc/self/exe): %s", strerror(errno));
+    exe[len] = '\0';
+    char *child_argv[] = {exe, arg, NULL};
+    pid_t child;
+    int rc = posix_spawn(&child, exe, NULL, NULL, child_argv, environ);
+    if (rc != 0) fail_msg("posix_spawn(%s %s): %s", exe, arg, strerror(rc));
+    int status = 0;
+    if (!child_wait(child, 85000, &status))
+        fail_msg("the chain of %d callbacks did not end within 85 s", CHAIN_LINKS);
+    if (WIFSIGNALED(status))
+        fail_msg("the chain of %d callbacks killed its process with signal %d (stack "
+                 "overflow: callbacks nested)",
+                 CHAIN_LINKS, WTERMSIG(status));
+    assert_int_equal(child_exit_code(status), 0);
+}
+
+/* The memory a grant needs is taken when the waiter queues: an async acquire that would queue
+ * and cannot get it is ENOMEM with nothing queued (fn is never called); one that is served at
+ * once allocates nothing and succeeds. */
+static _Atomic int unexpected_calls;
+static void must_not_run(void *ctx, int status)
+{
+    (void)ctx;
+    (void)status;
+    atomic_fetch_add(&unexpected_calls, 1);
+}
+
+static void async_acquire_that_must_queue_out_of_memory_is_enomem_and_queues_nothing(
+    void **state)
+{
+    (void)state;
+    surelock_waiter w;
+    surelock_sem *s;
+    atomic_store(&unexpected_calls, 0);
+    EXPECT_RC(surelock_sem_new(1, &s), 0);
+    surelock_testing_fail_allocation_after(0);
+    EXPECT_RC(surelock_sem_acquire_async(s, 1, &w, must_not_run, NULL), 0); /* at once */
+    EXPECT_FAIL(surelock_sem_acquire_async(s, 1, &w, must_not_run, NULL), ENOMEM, "memory");
+    surelock_testing_fail_allocation_after(-1);
+    EXPECT_RC(surelock_sem_cancel(s, &w), EINVAL); /* not queued */
+    EXPECT_RC(surelock_sem_release(s, 1), 0);
+    assert_int_equal(surelock_sem_available(s), 1); /* handed to nobody */
+    EXPECT_RC(surelock_sem_free(s), 0);
+
+    surelock_amutex *m;
+    EXPECT_RC(surelock_amutex_new(&m), 0);
+    EXPECT_RC(surelock_amutex_lock(m), 0);
+    surelock_testing_fail_allocation_after(0);
+    EXPECT_FAIL(surelock_amutex_lock_async(m, &w, must_not_run, NULL), ENOMEM, "memory");
+    surelock_testing_fail_allocation_after(-1);
+    EXPECT_RC(surelock_amutex_unlock(m), 0);
+    EXPECT_RC(surelock_amutex_trylock(m), 0); /* nobody was queued to take it */
+    EXPECT_RC(surelock_amutex_unlock(m), 0);
+    EXPECT_RC(surelock_amutex_free(m), 0);
+    assert_int_equal(atomic_load(&unexpected_calls), 0);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 2 && strcmp(argv[1], CHAIN_ARG) == 0) return chain_in_child();
     const struct CMUnitTest tests[] = {
         TEST(depth_overflow_is_eagain_and_leaves_the_depth_unchanged),
         TEST(rlock_new_out_of_memory_is_enomem_and_writes_nothing),
@@ -486,6 +643,8 @@ int main(void)
         TEST(shutdown_cancels_every_waiter_even_when_no_delivery_can_be_queued),
         TEST(release_hands_every_permit_out_even_when_no_delivery_can_be_queued),
         TEST(the_last_waiter_s_callback_may_free_when_no_delivery_can_be_queued),
+        TEST(a_chain_of_callbacks_that_relock_does_not_grow_the_stack_when_allocation_fails),
+        TEST(async_acquire_that_must_queue_out_of_memory_is_enomem_and_queues_nothing),
     };
     return cmocka_run_group_tests_name("internal", tests, watchdog_start, watchdog_stop);
 }

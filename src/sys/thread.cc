@@ -69,7 +69,6 @@ ThreadRecord *reuse_or_make_record()
         // A record recycled in a fork child still lists its parent thread's read holds:
         // dropped unreleased (those locks stay read-held in the child, as with pthreads).
         record->read_holds.forget();
-        record->dispatch_queue = nullptr;
         record->registered = false;
         record->wait_lock.store(nullptr, std::memory_order_relaxed);
         record->wait_kind.store(nullptr, std::memory_order_relaxed);
@@ -110,7 +109,6 @@ void thread_exit_destructor(void *arg)
     }
     record->read_holds.drain();
     current_record = nullptr;
-    deallocate(record->dispatch_queue);
     recycle(record);
 }
 

@@ -40,8 +40,6 @@ struct ThreadRecord {
     // The rwlocks it holds for reading (a reader has no link of its own in a lock that many
     // threads hold at once); drained at thread exit after the held list.
     HoldSet read_holds;
-    // The semaphore's per-thread queue of callbacks to run (sem.cc), created on first use.
-    void *dispatch_queue;
 
     // ---- Deadlock detection (waits.cc) ----
     // The lock this thread waits for and its kind, while registered; written under the graph
