@@ -1,12 +1,16 @@
 //! The crate against what a Rust user would otherwise use: `ReentrantMutex` and `Mutex` vs
 //! `std::sync::Mutex`, `AsyncMutex` vs `tokio::sync::Mutex` (Debian's tokio).
 //!
-//!     cargo run --release --example bench [-- --runs N] [-- --quick]
+//!     cargo run --release --example bench [-- --runs N] [--quick] [--only GROUP]
 //!
 //! Each cell is the median of N interleaved runs (default 7). Uncontended rows are ns per
 //! lock+unlock on one thread; contended rows are lock+unlock per second over all threads or
-//! tasks. Ratios are surelock / peer for times, peer-relative throughput for rates. Speed is
-//! measured here, never asserted in tests; the targets are printed beside the result.
+//! tasks. Ratios are surelock / peer for times, peer-relative throughput for rates; the last
+//! column is the range of the ratios of the N runs (each surelock run against the peer run
+//! just before it), which says how far to trust the median on a busy machine. GROUP (one of
+//! `uncontended`, `contended`, `async-uncontended`, `async-contended`) runs only those rows.
+//! Speed is measured here, never asserted in tests; the targets are printed beside the
+//! result.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,9 +21,18 @@ fn black_box<T: Copy>(x: T) -> T {
     unsafe { std::ptr::read_volatile(&x) }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
+}
+
+/// A table row: its name, surelock's and the peer's result of each run, the target.
+struct Row {
+    name: &'static str,
+    ours: Vec<f64>,
+    peer: Vec<f64>,
+    target: &'static str,
 }
 
 struct Options {
@@ -74,7 +87,7 @@ async fn loop_surelock_async_mutex(m: &surelock::AsyncMutex<u64>, n: u64) {
     }
 }
 
-fn uncontended(o: &Options) -> Vec<(String, f64, f64, String)> {
+fn uncontended(o: &Options) -> Vec<Row> {
     let std_m = std::sync::Mutex::new(0u64);
     let sl_m = surelock::Mutex::new(0u64);
     let sl_r = surelock::ReentrantMutex::new(std::cell::Cell::new(0u64));
@@ -88,12 +101,11 @@ fn uncontended(o: &Options) -> Vec<(String, f64, f64, String)> {
         mutex_t.push(time_ns(o.iters, &mut |n| loop_surelock_mutex(&sl_m, n)));
         rlock_t.push(time_ns(o.iters, &mut |n| loop_surelock_reentrant(&sl_r, n)));
     }
-    let s = median(std_t);
-    let m = median(mutex_t);
-    let r = median(rlock_t);
     vec![
-        ("Mutex lock+unlock, uncontended (ns)".into(), m, s, "<= 1.20x std".into()),
-        ("ReentrantMutex lock+unlock, uncontended (ns)".into(), r, s, "-".into()),
+        Row { name: "Mutex lock+unlock, uncontended (ns)", ours: mutex_t, peer: std_t.clone(),
+              target: "<= 1.20x std" },
+        Row { name: "ReentrantMutex lock+unlock, uncontended (ns)", ours: rlock_t, peer: std_t,
+              target: "-" },
     ]
 }
 
@@ -119,7 +131,7 @@ fn contended_sync<L: Sync>(lock: &L, threads: usize, ms: u64, op: &(dyn Fn(&L) +
     total as f64 / start.elapsed().as_secs_f64()
 }
 
-fn contended(o: &Options) -> Vec<(String, f64, f64, String)> {
+fn contended(o: &Options) -> Vec<Row> {
     let std_m = std::sync::Mutex::new(0u64);
     let sl_m = surelock::Mutex::new(0u64);
     let (mut a, mut b) = (Vec::new(), Vec::new());
@@ -127,11 +139,15 @@ fn contended(o: &Options) -> Vec<(String, f64, f64, String)> {
         b.push(contended_sync(&std_m, 2, o.contended_ms, &|m| *m.lock().unwrap() += 1));
         a.push(contended_sync(&sl_m, 2, o.contended_ms, &|m| *m.lock().unwrap() += 1));
     }
-    vec![("Mutex, 2 threads contended (Mops/s)".into(), median(a) / 1e6, median(b) / 1e6,
-          "-".into())]
+    vec![Row { name: "Mutex, 2 threads contended (Mops/s)", ours: mops(a), peer: mops(b),
+               target: "-" }]
 }
 
-fn async_uncontended(o: &Options) -> Vec<(String, f64, f64, String)> {
+fn mops(v: Vec<f64>) -> Vec<f64> {
+    v.into_iter().map(|x| x / 1e6).collect()
+}
+
+fn async_uncontended(o: &Options) -> Vec<Row> {
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let tk = tokio::sync::Mutex::new(0u64);
     let sl = surelock::AsyncMutex::new(0u64);
@@ -148,8 +164,8 @@ fn async_uncontended(o: &Options) -> Vec<(String, f64, f64, String)> {
             start.elapsed().as_nanos() as f64 / o.iters as f64
         }));
     }
-    vec![("AsyncMutex lock().await+unlock, uncontended (ns)".into(), median(a), median(b),
-          "<= 0.70x tokio".into())]
+    vec![Row { name: "AsyncMutex lock().await+unlock, uncontended (ns)", ours: a, peer: b,
+               target: "<= 0.70x tokio" }]
 }
 
 /// Lock+unlock per second: 8 tasks on a 2-worker runtime, each yielding while it holds the
@@ -188,15 +204,15 @@ macro_rules! async_contended {
     }};
 }
 
-fn async_contended(o: &Options) -> Vec<(String, f64, f64, String)> {
+fn async_contended(o: &Options) -> Vec<Row> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..o.runs {
         b.push(async_contended!(rt, tokio::sync::Mutex::new(0u64), o.contended_ms));
         a.push(async_contended!(rt, surelock::AsyncMutex::new(0u64), o.contended_ms));
     }
-    vec![("AsyncMutex, 8 tasks on 2 workers (Mops/s)".into(), median(a) / 1e6, median(b) / 1e6,
-          ">= 1.00x tokio".into())]
+    vec![Row { name: "AsyncMutex, 8 tasks on 2 workers (Mops/s)", ours: mops(a), peer: mops(b),
+               target: ">= 1.00x tokio" }]
 }
 
 fn main() {
@@ -204,6 +220,20 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let runs = args.iter().position(|a| a == "--runs")
         .and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok()).unwrap_or(7);
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1));
+    let groups: [(&str, fn(&Options) -> Vec<Row>); 4] = [
+        ("uncontended", uncontended),
+        ("contended", contended),
+        ("async-uncontended", async_uncontended),
+        ("async-contended", async_contended),
+    ];
+    if let Some(only) = only {
+        if !groups.iter().any(|(name, _)| name == only) {
+            eprintln!("bench: --only takes one of: uncontended, contended, async-uncontended, \
+                       async-contended");
+            std::process::exit(2);
+        }
+    }
     let o = Options {
         runs,
         iters: if quick { 200_000 } else { 2_000_000 },
@@ -213,15 +243,20 @@ fn main() {
              surelock::version(), env!("CARGO_PKG_VERSION"), o.runs,
              std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
     println!();
-    println!("| scenario | surelock | peer | ratio | target |");
-    println!("|---|--:|--:|--:|---|");
-    let mut rows = uncontended(&o);
-    rows.extend(contended(&o));
-    rows.extend(async_uncontended(&o));
-    rows.extend(async_contended(&o));
-    for (name, ours, peer, target) in rows {
-        let ratio = ours / peer;
-        let peer_name = if name.starts_with("Async") { "tokio" } else { "std" };
-        println!("| {} | {:.2} | {} {:.2} | {:.2}x | {} |", name, ours, peer_name, peer, ratio, target);
+    println!("| scenario | surelock | peer | ratio | target | ratio per run |");
+    println!("|---|--:|--:|--:|---|---|");
+    for (group, run) in groups {
+        if only.map_or(false, |only| only != group) {
+            continue;
+        }
+        for row in run(&o) {
+            let (ours, peer) = (median(&row.ours), median(&row.peer));
+            let per_run: Vec<f64> = row.ours.iter().zip(&row.peer).map(|(a, b)| a / b).collect();
+            let low = per_run.iter().cloned().fold(f64::INFINITY, f64::min);
+            let high = per_run.iter().cloned().fold(0.0, f64::max);
+            let peer_name = if row.name.starts_with("Async") { "tokio" } else { "std" };
+            println!("| {} | {:.2} | {} {:.2} | {:.2}x | {} | {:.2}-{:.2}x |", row.name, ours,
+                     peer_name, peer, ours / peer, row.target, low, high);
+        }
     }
 }

@@ -27,8 +27,8 @@
 //!   takes `Mutex`, `RwLock` (exclusive, or shared through [`Read`]) and `ReentrantMutex`
 //!   members. `IpcMutex` members (which the C group supports) are not offered yet.
 //! - `AsyncMutex::lock().await` cannot fail (an amutex is never closed). A queued future
-//!   shares a small block with the C callback (`Arc`, reused through a one-slot per-thread
-//!   spare); the uncontended path allocates nothing.
+//!   shares a small block with the C callback (freed by whichever finishes last, reused
+//!   through a one-slot per-thread spare); the uncontended path allocates nothing.
 //!
 //! Guards of thread-owned locks cannot leave their thread:
 //! ```compile_fail,E0277
@@ -86,6 +86,7 @@
 
 pub mod sys;
 
+mod acquire;
 mod collection;
 mod error;
 mod ipc;
