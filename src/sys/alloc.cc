@@ -33,6 +33,13 @@ void *allocate(size_t size, size_t align)
     return p;
 }
 
+#ifdef SURELOCK_TESTING
+bool allocation_failure_armed()
+{
+    return allocations_left.load(std::memory_order_relaxed) >= 0;
+}
+#endif
+
 void deallocate(void *p)
 {
 #ifdef SURELOCK_TESTING

@@ -12,6 +12,12 @@ namespace surelock::sys {
 void *allocate(size_t size, size_t align);
 void deallocate(void *p);
 
+#ifdef SURELOCK_TESTING
+// Whether a test has armed allocation failure: caches of freed objects (dispatch.cc) then
+// allocate afresh, so the failure a test asks for still comes.
+bool allocation_failure_armed();
+#endif
+
 // Constructs a T in fresh memory; nullptr when out of memory.
 template <class T, class... Args> T *create(Args &&...args)
 {

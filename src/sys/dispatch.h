@@ -9,8 +9,9 @@
 // and returns.
 //
 // A grant must never fail, so queuing a callback needs no memory: its node is allocated when
-// the waiter joins the semaphore's queue (the one point that may still say ENOMEM), and freed
-// just before the callback runs. The thread's queue is a list through those nodes, headed on
+// the waiter joins the semaphore's queue (the one point that may still say ENOMEM), and given
+// back just before the callback runs (to a short per-thread list of spare nodes, so the next
+// waiter this thread queues needs no allocation). The thread's queue is a list through those nodes, headed on
 // the outermost pass's stack and found through a thread-local pointer, so not even a thread
 // record (which could fail to be allocated) is needed.
 #pragma once
@@ -44,7 +45,7 @@ public:
     // Queues d to be called with `status` after everything queued before it on this thread.
     void add(Delivery *d, int status);
     // In the outermost pass on this thread: calls every queued delivery in order, including
-    // those that callbacks add meanwhile, each node freed before its call and the thread's
+    // those that callbacks add meanwhile, each node given back before its call and the thread's
     // errmsg kept across it. Inside a callback: returns at once (the outermost pass runs
     // them once the current callback returns).
     void run();
