@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 
 use crate::acquire::{Acquire, Target};
 use crate::error::check;
-use crate::{create, create_or_abort, sys, Error};
+use crate::{create, create_or_abort, errno, sys, Error};
 
 /// A FIFO semaphore, tokio's `Semaphore` shape. Permits are counted in `u64` up to
 /// [`Semaphore::MAX_PERMITS`]; a request for 0 or more than that is `Err(EINVAL)`.
@@ -315,7 +315,12 @@ impl<'a, T: ?Sized> Future for AsyncMutexLockFuture<'a, T> {
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
         inner.poll(cx).map(|r| match r {
             Ok(()) => AsyncMutexGuard { lock, _marker: PhantomData },
-            // An amutex cannot be closed; only NULL arguments could fail.
+            // An amutex cannot be closed, and the arguments are valid: the one failure left
+            // is ENOMEM for the node a queued waiter needs, which aborts as `Box::new` does
+            // (the crate's out-of-memory policy; `lock()` has tokio's infallible shape).
+            Err(e) if e.code() == errno::ENOMEM => std::alloc::handle_alloc_error(
+                std::alloc::Layout::new::<[usize; 4]>(),
+            ),
             Err(e) => panic!("surelock_amutex_lock_async on a live mutex: {}", e),
         })
     }
