@@ -7,16 +7,8 @@ surelock=$1
 dir=$(mktemp -d)
 trap 'kill -9 $(jobs -p) 2>/dev/null; rm -rf "$dir"' EXIT
 lock=$dir/job.lock
-passed=0 failed=0
+. "$(dirname "${BASH_SOURCE[0]}")/checks.sh" # check, contains
 
-check() { # DESCRIPTION EXPECTED ACTUAL
-    if [ "$2" = "$3" ]; then passed=$((passed + 1)); echo "ok - $1";
-    else failed=$((failed + 1)); echo "not ok - $1 (expected $2, got $3)"; fi
-}
-contains() { # DESCRIPTION FILE TEXT
-    if grep -q -- "$3" "$2"; then passed=$((passed + 1)); echo "ok - $1";
-    else failed=$((failed + 1)); echo "not ok - $1 (no \"$3\" in: $(cat "$2"))"; fi
-}
 wait_for_status() { # TEXT: polls `surelock status` for up to 10 s
     for _ in $(seq 100); do "$surelock" status "$lock" 2>/dev/null | grep -q -- "$1" && return 0; sleep 0.1; done
     return 1

@@ -13,11 +13,7 @@ if [ "$(id -u)" != 0 ] || ! timeout 10 unshare --mount true 2>/dev/null; then
 fi
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-passed=0 failed=0
-check() { if [ "$2" = "$3" ]; then passed=$((passed + 1)); echo "ok - $1";
-          else failed=$((failed + 1)); echo "not ok - $1 (expected $2, got $3)"; fi; }
-contains() { if grep -q -- "$3" "$2"; then passed=$((passed + 1)); echo "ok - $1";
-             else failed=$((failed + 1)); echo "not ok - $1 (no \"$3\" in: $(cat "$2"))"; fi; }
+. "$(dirname "${BASH_SOURCE[0]}")/checks.sh" # check, contains
 : > "$dir/empty_boot_id"
 # Runs a command in a mount namespace where this boot's id reads as empty.
 blind() {

@@ -14,16 +14,8 @@ cleanup() {
 trap cleanup EXIT
 lock=$dir/job.lock
 flockfile=$dir/flock.file
-passed=0 failed=0
+. "$(dirname "${BASH_SOURCE[0]}")/checks.sh" # check, contains
 
-check() { # DESCRIPTION EXPECTED ACTUAL
-    if [ "$2" = "$3" ]; then passed=$((passed + 1)); echo "ok - $1";
-    else failed=$((failed + 1)); echo "not ok - $1 (expected $2, got $3)"; fi
-}
-contains() { # DESCRIPTION FILE TEXT
-    if grep -q -- "$3" "$2"; then passed=$((passed + 1)); echo "ok - $1";
-    else failed=$((failed + 1)); echo "not ok - $1 (no \"$3\" in: $(cat "$2"))"; fi
-}
 wait_for_file() { for _ in $(seq 200); do [ -s "$1" ] && return 0; sleep 0.05; done; return 1; }
 have_flock=yes
 command -v flock >/dev/null || have_flock=no

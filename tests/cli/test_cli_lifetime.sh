@@ -24,16 +24,8 @@ cleanup() {
 }
 trap cleanup EXIT
 lock=$dir/job.lock
-passed=0 failed=0
+. "$(dirname "${BASH_SOURCE[0]}")/checks.sh" # check, contains
 
-check() { # DESCRIPTION EXPECTED ACTUAL
-    if [ "$2" = "$3" ]; then passed=$((passed + 1)); echo "ok - $1";
-    else failed=$((failed + 1)); echo "not ok - $1 (expected $2, got $3)"; fi
-}
-contains() { # DESCRIPTION FILE TEXT
-    if grep -q -- "$3" "$2"; then passed=$((passed + 1)); echo "ok - $1";
-    else failed=$((failed + 1)); echo "not ok - $1 (no \"$3\" in: $(cat "$2"))"; fi
-}
 wait_for_file() { # FILE: up to 10 s
     for _ in $(seq 200); do [ -s "$1" ] && return 0; sleep 0.05; done
     return 1

@@ -12,11 +12,7 @@ fi
 dir=$(mktemp -d)
 trap 'kill -9 $(jobs -p) 2>/dev/null; rm -rf "$dir"' EXIT
 chmod 0755 "$dir"
-passed=0 failed=0
-check() { if [ "$2" = "$3" ]; then passed=$((passed + 1)); echo "ok - $1";
-          else failed=$((failed + 1)); echo "not ok - $1 (expected $2, got $3)"; fi; }
-contains() { if grep -q -- "$3" "$2"; then passed=$((passed + 1)); echo "ok - $1";
-             else failed=$((failed + 1)); echo "not ok - $1 (no \"$3\" in: $(cat "$2"))"; fi; }
+. "$(dirname "${BASH_SOURCE[0]}")/checks.sh" # check, contains
 as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
 lock=$dir/svc.lock
 nogroup=$(getent group nogroup | cut -d: -f3)
