@@ -118,6 +118,12 @@ const char *surelock_testing_explore_report(void);
 #define SURELOCK_TESTING_STEP(addr) SURELOCK_STEP(addr)
 /* From a body: blocks the thread until *flag != 0 (another body sets it). */
 void surelock_testing_await(const volatile int *flag);
+/* From a body: from now on (nonzero) or no longer (0), each step of the calling thread may be
+ * its death, as a SIGKILL of a process: the explorer also tries, at each step, releasing the
+ * descriptors and mappings the thread opened through the SURELOCK_FS hooks (and with them its
+ * file locks) and the memory the library allocated for it meanwhile, and ending the thread
+ * there (its body does not go on). For the ipc open protocol (sys/interleave.h). */
+void surelock_testing_mortal(int mortal);
 /* From a body: the scenario's own promise broke; ends the exploration with this reason. */
 void surelock_testing_violation(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
