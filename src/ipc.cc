@@ -55,6 +55,7 @@
 #include "sys/alloc.h"
 #include "sys/errmsg.h"
 #include "sys/futex.h"
+#include "sys/interleave.h"
 #include "sys/owned_lock.h" // sys::Wait
 #include "sys/thread.h"
 #include "sys/waits.h"
@@ -193,6 +194,7 @@ int init_mutex(pthread_mutex_t *mutex, bool recursive)
 // resets again instead of trusting a half-reset mutex.
 int reset_runtime_state(FileHeader *h, const Identity &id)
 {
+    SURELOCK_STEP(&h->mutex);
     int rc = init_mutex(&h->mutex, (h->flags & SURELOCK_IPC_RECURSIVE) != 0);
     if (rc != 0) return rc;
     h->recovery_state.store(CONSISTENT);
@@ -245,6 +247,7 @@ int init_header(const char *path, FileHeader *h, const Options &opt, const Ident
     h->payload_size = opt.payload_size;
     int rc = reset_runtime_state(h, id);
     if (rc != 0) return fail_path(rc, path, "pthread_mutex_init failed: %s", strerror(rc));
+    SURELOCK_STEP(&h->init_state);
     h->init_state.store(state_ready, std::memory_order_release);
     return 0;
 }
@@ -374,6 +377,7 @@ int check_mutex(const char *path, const FileHeader *h, ino_t ino)
                          (unsigned)h->mutex.__data.__kind, (unsigned)reference.__data.__kind);
     Deadline give_up = Deadline::after(holder_check_ns);
     int unreadable = 0;
+    SURELOCK_STEP(&h->mutex); // before the loop, not in it: the loop is bounded by time
     for (unsigned wait_us = 10;; wait_us = wait_us < 5000 ? wait_us * 2 : wait_us) {
         unsigned word = (unsigned)__atomic_load_n(&h->mutex.__data.__lock, __ATOMIC_ACQUIRE);
         pid_t tid = (pid_t)(word & FUTEX_TID_MASK);
@@ -551,7 +555,7 @@ int flock_bounded(const char *path, int fd, ino_t ino)
 {
     Deadline give_up = Deadline::after(open_wait_ns);
     for (unsigned wait_us = 20;; wait_us = wait_us < 10000 ? wait_us * 2 : wait_us) {
-        if (flock(fd, LOCK_EX | LOCK_NB) == 0) return 0;
+        if (SURELOCK_FLOCK(fd, LOCK_EX | LOCK_NB) == 0) return 0;
         int e = errno;
         if (e == EINTR) continue;
         if (e != EWOULDBLOCK) return fail_path(e, path, "flock: %s", strerror(e));
@@ -604,7 +608,7 @@ int no_other_handle(int fd)
     fl.l_whence = SEEK_SET;
     fl.l_start = 0;
     fl.l_len = 1;
-    if (fcntl(fd, F_OFD_SETLK, &fl) == 0) return 1;
+    if (SURELOCK_OFD_SETLK(fd, &fl) == 0) return 1;
     return errno == EAGAIN || errno == EACCES ? 0 : -errno;
 }
 
@@ -617,12 +621,12 @@ bool set_open_marker(int fd, short type)
     fl.l_whence = SEEK_SET;
     fl.l_start = 0;
     fl.l_len = 1;
-    return fcntl(fd, F_OFD_SETLK, &fl) == 0;
+    return SURELOCK_OFD_SETLK(fd, &fl) == 0;
 }
 
 int open_existing(const char *path, int *fd_out)
 {
-    int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    int fd = SURELOCK_FD_OPEN(open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
     if (fd < 0) {
         int e = errno;
         if (e == ELOOP) return fail_path(ELOOP, path, "is a symlink; refusing to follow it");
@@ -640,7 +644,7 @@ int open_existing(const char *path, int *fd_out)
 // Falls back to EOPNOTSUPP where the filesystem has no O_TMPFILE.
 int create_published(const char *path, const char *dir, const Options &opt, const Identity &id)
 {
-    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    int fd = SURELOCK_FD_OPEN(open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
     if (fd < 0) {
         int e = errno;
         if (e == EOPNOTSUPP || e == EISDIR || e == EINVAL) return EOPNOTSUPP;
@@ -651,24 +655,23 @@ int create_published(const char *path, const char *dir, const Options &opt, cons
     void *map = MAP_FAILED;
     if (fchmod(fd, opt.mode) != 0 || ftruncate(fd, (off_t)size) != 0) {
         rc = fail_path(errno, path, "cannot size the new lock file: %s", strerror(errno));
-    } else if ((map = mmap(nullptr, header_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) ==
-               MAP_FAILED) {
+    } else if ((map = SURELOCK_MMAP(header_size, fd)) == MAP_FAILED) {
         rc = fail_path(errno, path, "cannot map the new lock file: %s", strerror(errno));
     } else {
         rc = init_header(path, static_cast<FileHeader *>(map), opt, id);
-        munmap(map, header_size);
+        SURELOCK_MUNMAP(map, header_size);
     }
     if (rc == 0) {
         char proc_path[64];
         snprintf(proc_path, sizeof proc_path, "/proc/self/fd/%d", fd);
-        if (linkat(AT_FDCWD, proc_path, AT_FDCWD, path, AT_SYMLINK_FOLLOW) != 0) {
+        if (SURELOCK_FS(linkat(AT_FDCWD, proc_path, AT_FDCWD, path, AT_SYMLINK_FOLLOW)) != 0) {
             int e = errno;
             if (e == EEXIST) rc = EEXIST;
             else if (e == ENOENT && access("/proc/self/fd", F_OK) != 0) rc = EOPNOTSUPP;
             else rc = fail_path(e, path, "cannot publish the new lock file: %s", strerror(e));
         }
     }
-    close(fd);
+    SURELOCK_CLOSE(fd);
     return rc;
 }
 
@@ -676,13 +679,13 @@ int create_published(const char *path, const char *dir, const Options &opt, cons
 // it is then initialised in place under the flock like a placeholder.
 int create_empty(const char *path, const Options &opt)
 {
-    int fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC, opt.mode & 0700);
+    int fd = SURELOCK_FD_OPEN(open(path, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC, opt.mode & 0700));
     if (fd < 0) {
         if (errno == EEXIST) return EEXIST;
         return fail_path(errno, path, "cannot create: %s", strerror(errno));
     }
     int rc = fchmod(fd, opt.mode) == 0 ? 0 : fail_path(errno, path, "chmod: %s", strerror(errno));
-    close(fd);
+    SURELOCK_CLOSE(fd);
     return rc;
 }
 
@@ -710,7 +713,7 @@ int open_or_create(const char *path, const Options &opt, const Identity &id, int
     for (int attempt = 0; attempt < 16; attempt++) {
         int rc = open_existing(path, fd_out);
         if (rc == 0 && (rc = check_file_system(path, *fd_out, nullptr)) != 0) {
-            close(*fd_out);
+            SURELOCK_CLOSE(*fd_out);
             *fd_out = -1;
         }
         if (rc != ENOENT) return rc;
@@ -748,14 +751,14 @@ int prepare_locked(const char *path, int fd, const Options &opt, const Identity 
                    FileHeader **header_out, size_t *size_out)
 {
     struct stat st;
-    if (fstat(fd, &st) != 0) return fail_path(errno, path, "fstat: %s", strerror(errno));
+    if (SURELOCK_FS(fstat(fd, &st)) != 0) return fail_path(errno, path, "fstat: %s", strerror(errno));
     int rc = check_ownership(path, st, opt);
     if (rc != 0) return rc;
 
     // An empty placeholder (touch, an installer) is initialised, and so is a file stamped by
     // an initialiser that died before finishing; anything else must be complete and valid.
     FileHeader h;
-    ssize_t got = st.st_size == 0 ? 0 : pread(fd, &h, sizeof h, 0);
+    ssize_t got = st.st_size == 0 ? 0 : SURELOCK_FS(pread(fd, &h, sizeof h, 0));
 #ifdef SURELOCK_TESTING
     surelock_testing_ipc_header_read_point();
 #endif
@@ -797,12 +800,12 @@ int prepare_locked(const char *path, int fd, const Options &opt, const Identity 
     if (initialise) {
         // Stamp first: from here on an initialiser that dies leaves a detectably unfinished
         // file, never an anonymous all-zero one.
-        if (pwrite(fd, &stamp, sizeof stamp, 0) != (ssize_t)sizeof stamp ||
-            ftruncate(fd, (off_t)size) != 0)
+        if (SURELOCK_FS(pwrite(fd, &stamp, sizeof stamp, 0)) != (ssize_t)sizeof stamp ||
+            SURELOCK_FS(ftruncate(fd, (off_t)size)) != 0)
             return fail_path(errno ? errno : EIO, path, "cannot size the lock file: %s",
                              strerror(errno));
     }
-    void *map = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    void *map = SURELOCK_MMAP(size, fd);
     if (map == MAP_FAILED) return fail_path(errno, path, "mmap: %s", strerror(errno));
     auto *mapped = static_cast<FileHeader *>(map);
 
@@ -829,7 +832,7 @@ int prepare_locked(const char *path, int fd, const Options &opt, const Identity 
         }
     }
     if (rc != 0) {
-        munmap(map, size);
+        SURELOCK_MUNMAP(map, size);
         return rc;
     }
     *header_out = mapped;
@@ -1094,12 +1097,12 @@ SURELOCK_API int surelock_ipc_open(const char *path, const surelock_ipc_options 
             if (rc == 0 && !set_open_marker(fd, F_RDLCK))
                 rc = fail_path(errno, path, "cannot mark the file open (OFD lock): %s",
                                strerror(errno));
-            flock(fd, LOCK_UN);
+            SURELOCK_FLOCK(fd, LOCK_UN);
         }
     }
     if (rc != 0) {
-        if (m->header != nullptr) munmap(m->header, m->map_size);
-        if (fd >= 0) close(fd);
+        if (m->header != nullptr) SURELOCK_MUNMAP(m->header, m->map_size);
+        if (fd >= 0) SURELOCK_CLOSE(fd);
         destroy(m);
         return rc;
     }
@@ -1125,8 +1128,8 @@ SURELOCK_API int surelock_ipc_close(surelock_ipc *m)
     if (m->member.groups.load() != 0)
         return fail(EBUSY, "surelock_ipc_close: the handle is a member of %u lock group(s)",
                     m->member.groups.load());
-    munmap(m->header, m->map_size);
-    close(m->fd); // also drops the OFD "open" marker
+    SURELOCK_MUNMAP(m->header, m->map_size);
+    SURELOCK_CLOSE(m->fd); // also drops the OFD "open" marker
     destroy(m);
     return 0;
 }
@@ -1209,7 +1212,7 @@ void surelock_testing_ipc_init_point(void)
     if (surelock_testing_ipc_init_hook != nullptr) surelock_testing_ipc_init_hook();
 }
 int surelock_testing_ipc_boot_id_errno;
-const char *surelock_testing_ipc_boot_id;
+__thread const char *surelock_testing_ipc_boot_id; // per thread: openers in the explorer
 int surelock_testing_ipc_proc_errno;
 long surelock_testing_ipc_fs_magic;
 void (*surelock_testing_ipc_header_read_hook)(void);

@@ -90,8 +90,10 @@ void write_violation(const char *reason)
     for (int i = 0; i < ex.n_steps; i++) {
         const Step &s = ex.trace[i];
         bool switched = i > 0 && ex.trace[i - 1].thread != s.thread;
-        say("  %4d %sT%d %-28s %s%s%p\n", i, switched ? "> " : "  ", s.thread + 1,
-            base_name(s.where), s.what, s.addr ? " @ " : "", s.addr);
+        say("  %4d %sT%d %-28s %s", i, switched ? "> " : "  ", s.thread + 1, base_name(s.where),
+            s.what);
+        if (s.addr != nullptr) say(" @ %p", s.addr);
+        say("\n");
     }
     if (ex.n_steps == MAX_TRACE) say("  (trace cut at %d steps)\n", MAX_TRACE);
     pthread_cond_broadcast(&ex.controller);

@@ -47,12 +47,13 @@ void surelock_testing_cond_woken_point(void);
 /* ipc open's view of the system, for faults that cannot be provoked on demand:
  *  - boot_id_errno: non-zero makes reading /proc/sys/kernel/random/boot_id fail with it
  *    (ENOMEM, EMFILE, EACCES...);
- *  - boot_id: non-NULL replaces this boot's id (an opener in another mount namespace);
+ *  - boot_id: non-NULL replaces this boot's id (an opener in another mount namespace); per
+ *    thread, so that threads standing for processes (the explorer's openers) differ;
  *  - proc_errno: non-zero makes /proc/TID/maps unreadable with it (another user's process);
  *  - fs_magic: non-zero replaces the file system type of the lock file (NFS_SUPER_MAGIC...).
- * All 0 / NULL by default; per process, set them before opening. */
+ * All 0 / NULL by default; per process (boot_id: per thread), set them before opening. */
 extern int surelock_testing_ipc_boot_id_errno;
-extern const char *surelock_testing_ipc_boot_id;
+extern __thread const char *surelock_testing_ipc_boot_id;
 extern int surelock_testing_ipc_proc_errno;
 extern long surelock_testing_ipc_fs_magic;
 
