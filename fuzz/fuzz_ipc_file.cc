@@ -5,6 +5,11 @@
 // new inode, owned by us, with the mode the control byte picks) in a directory made once per
 // process, then opened with surelock_ipc_open under options the control bytes pick. The
 // contract checked, any mismatch printing what happened and aborting:
+//  - open agrees with the library's own validator of the format (ipc_file.cc, which
+//    `surelock status` uses too), run on the file before the open: a file it refuses is EPROTO
+//    with its very words (unless the mode is refused first: EPERM); an empty or unfinished
+//    file is initialised; a complete valid file is opened, or refused only for options that
+//    do not match it (EINVAL) or for its live mutex (EPROTO/ETIMEDOUT naming the lock word);
 //  - open returns 0 or one of the errors it documents for an existing file: EPERM, EPROTO,
 //    EINVAL (and ENOMEM when an allocation failure was injected); never a crash or a hang;
 //  - a file with group/world write bits the options' mode does not grant is EPERM, whatever
@@ -16,8 +21,8 @@
 //    can be opened: any other size is not "a complete, valid surelock file";
 //  - an opened file is complete and of this system: magic, version, ready, this boot id and
 //    PID namespace, the size its payload_size implies, not left "not recoverable" (this is the
-//    only handle, so an unrecoverable lock must have been started over), the payload is
-//    mapped and writable end to end;
+//    only handle, so an unrecoverable lock must have been started over), accepted by the
+//    validator, the payload is mapped and writable end to end;
 //  - a non-blocking acquire either holds the lock (0, or EOWNERDEAD with needs_recovery 1) or
 //    holds nothing (then unlock is EPERM); a holder's re-acquire is EDEADLK, or 0 when the
 //    file is recursive; close while held is EBUSY; consistent after EOWNERDEAD is 0; unlock
@@ -62,19 +67,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "ipc_format.h"
+#include "ipc_file.h"
 #include "surelock.h"
 #include "sys/testing.h"
 
 using surelock::ipc_format::FileHeader;
+namespace ipc_file = surelock::ipc_file;
 
 namespace {
 
 bool g_trace; // SURELOCK_FUZZ_TRACE=1: print what each input did
 char g_dir[PATH_MAX];
 char g_path[PATH_MAX + 8];
-char g_boot_id[40];
-uint64_t g_pid_namespace;
+ipc_file::Identity g_system; // this boot's id and PID namespace, read as the library reads them
 
 void remove_dir()
 {
@@ -97,14 +102,10 @@ void setup_once()
     atexit(remove_dir);
     const char *trace = getenv("SURELOCK_FUZZ_TRACE");
     g_trace = trace != nullptr && trace[0] == '1';
-    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
-    if (f != nullptr) {
-        if (fgets(g_boot_id, sizeof g_boot_id, f) == nullptr) g_boot_id[0] = '\0';
-        g_boot_id[strcspn(g_boot_id, "\n")] = '\0';
-        fclose(f);
+    if (ipc_file::this_system(g_path, &g_system) != 0) {
+        fprintf(stderr, "fuzz_ipc_file: %s\n", surelock_errmsg());
+        abort();
     }
-    struct stat st;
-    if (stat("/proc/self/ns/pid", &st) == 0) g_pid_namespace = (uint64_t)st.st_ino;
 }
 
 [[noreturn]] void die(const char *what, int rc)
@@ -177,6 +178,28 @@ size_t file_size_for(uint64_t payload)
     return surelock::ipc_format::header_size + (size_t)((payload + page - 1) / page * page);
 }
 
+enum class Verdict { initialise, valid, refused };
+
+// What the library's validator (ipc_file.cc) says of the file as it is now; `why` gets its
+// words when it refuses it.
+Verdict validate(char *why, size_t size)
+{
+    int fd = open(g_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) die("cannot open the lock file to validate it", errno);
+    struct stat st;
+    if (fstat(fd, &st) != 0) die("fstat", errno);
+    FileHeader h;
+    ipc_file::Contents contents;
+    int rc = ipc_file::read_header(g_path, fd, st.st_size, &h, &contents);
+    if (rc == 0 && contents == ipc_file::Contents::complete)
+        rc = ipc_file::check_header(g_path, &h, st.st_size, g_system);
+    close(fd);
+    CHECK(rc == 0 || rc == EPROTO, rc);
+    snprintf(why, size, "%s", rc != 0 ? surelock_errmsg() : "");
+    if (rc != 0) return Verdict::refused;
+    return contents == ipc_file::Contents::complete ? Verdict::valid : Verdict::initialise;
+}
+
 // The header of the file as it is now (after a successful open).
 void check_opened_file(size_t asked_payload)
 {
@@ -190,12 +213,14 @@ void check_opened_file(size_t asked_payload)
     CHECK(h.init_state.load() == surelock::ipc_format::state_ready, 0);
     CHECK(h.pointer_size == sizeof(void *), 0);
     CHECK(h.header_size == surelock::ipc_format::header_size, 0);
-    CHECK(strncmp(h.boot_id, g_boot_id, sizeof h.boot_id) == 0, 0);
-    CHECK(h.pid_namespace == g_pid_namespace, 0);
+    CHECK(strncmp(h.boot_id, g_system.boot_id, sizeof h.boot_id) == 0, 0);
+    CHECK(h.pid_namespace == g_system.pid_namespace, 0);
     CHECK(s.size == file_size_for(h.payload_size), 0);
     CHECK(asked_payload == 0 || h.payload_size == asked_payload, 0);
     CHECK(h.recovery_state.load() != surelock::ipc_format::NOT_RECOVERABLE, 0);
     free(s.bytes);
+    char why[256];
+    CHECK(validate(why, sizeof why) == Verdict::valid, 0);
 }
 
 bool file_is_recursive()
@@ -309,11 +334,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (file == nullptr) die("out of memory", ENOMEM);
     memcpy(file, data + 2, file_size);
     const bool has_magic = file_size >= 8 && memcmp(file, "SURELOCK", 8) == 0;
-    if (has_magic && !keep_boot_id && file_size >= offsetof(FileHeader, boot_id) + sizeof g_boot_id)
-        memcpy(file + offsetof(FileHeader, boot_id), g_boot_id, sizeof g_boot_id);
+    if (has_magic && !keep_boot_id &&
+        file_size >= offsetof(FileHeader, boot_id) + sizeof g_system.boot_id)
+        memcpy(file + offsetof(FileHeader, boot_id), g_system.boot_id, sizeof g_system.boot_id);
     if (has_magic && !keep_pid_namespace && file_size >= offsetof(FileHeader, pid_namespace) + 8)
-        memcpy(file + offsetof(FileHeader, pid_namespace), &g_pid_namespace, 8);
+        memcpy(file + offsetof(FileHeader, pid_namespace), &g_system.pid_namespace, 8);
     write_file(file, file_size, file_mode);
+    char refusal[256];
+    const Verdict verdict = validate(refusal, sizeof refusal);
 
     const bool unwanted_write = (file_mode & 022u & ~o.mode) != 0;
     surelock_ipc *m = nullptr;
@@ -341,10 +369,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK((rc == EPERM) == unwanted_write, rc);
         CHECK(file_size != 0 || rc == EPERM, rc); // an empty file is initialised
         CHECK(rc != EINVAL || (o.flags & SURELOCK_IPC_RECURSIVE) || o.payload_size != 0, rc);
+        // The validator's verdict, unless the mode was refused before the header was read.
+        if (!unwanted_write) {
+            CHECK(verdict != Verdict::initialise, rc);
+            CHECK((verdict == Verdict::refused) == (rc == EPROTO &&
+                                                    strcmp(surelock_errmsg(), refusal) == 0),
+                  rc);
+            CHECK(verdict == Verdict::refused || rc == EINVAL ||
+                      strstr(surelock_errmsg(), "lock word") != nullptr ||
+                      strstr(surelock_errmsg(), "mutex") != nullptr,
+                  rc);
+        }
         expect_unchanged(file, file_size, file_mode, rc);
     } else {
         CHECK(m != nullptr, 0);
         CHECK(!unwanted_write, 0);
+        CHECK(verdict != Verdict::refused, 0);
         // Only an empty file, a file of a lock file's size, or one that starts with the stamp
         // an initialiser writes first (magic, format version, a state that is not ready: its
         // initialiser died) may be taken as a lock file; anything else is somebody's data and

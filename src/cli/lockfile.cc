@@ -11,12 +11,14 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include "ipc_format.h"
+#include "ipc_file.h"
+#include "sys/errmsg.h"
 
 namespace surelock::cli {
 namespace {
 
 using namespace surelock::ipc_format;
+using namespace surelock::ipc_file;
 
 // The whole (small) file at path, or "" when it cannot be read.
 std::string read_small_file(const std::string &path)
@@ -35,15 +37,27 @@ std::string read_small_file(const std::string &path)
     return out;
 }
 
-std::string boot_id()
+// The library's reason for the last failure of an ipc_file call made with path "", so that
+// it reads "REASON" and not "PATH: REASON" (status prints the path itself).
+std::string reason()
 {
-    std::string id = read_small_file("/proc/sys/kernel/random/boot_id");
-    id.resize(strcspn(id.c_str(), "\n"));
-    return id;
+    return surelock::sys::errmsg();
+}
+
+// A file the library would refuse, in its words, led by what it means for status.
+std::string refused()
+{
+    std::string why = reason();
+    const char *lead = "not a surelock lock file";
+    return why.rfind(lead, 0) == 0 ? why : std::string(lead) + " that this build can use: " + why;
 }
 
 } // namespace
 
+// The header is read and judged by the library's own code (ipc_file.cc), so status calls a
+// file valid, unfinished or refused exactly when surelock_ipc_open would, and in its words.
+// Status is more forgiving in one way only: a file made in another PID namespace is described
+// (as such), since telling so is what status is for there.
 LockView read_lock_view(const char *path)
 {
     LockView v;
@@ -55,50 +69,47 @@ LockView read_lock_view(const char *path)
         return v;
     }
     FileHeader h;
-    ssize_t got = -1;
+    memset(static_cast<void *>(&h), 0, sizeof h);
+    Contents contents = Contents::empty;
+    bool read = false;
     if (fstat(fd, &v.st) != 0) {
         v.kind = FileKind::unreadable;
         v.error = strerror(errno);
     } else if (!S_ISREG(v.st.st_mode)) {
         v.kind = FileKind::foreign;
         v.error = "not a regular file";
+    } else if (int rc = read_header("", fd, v.st.st_size, &h, &contents); rc != 0) {
+        v.kind = rc == EPROTO ? FileKind::foreign : FileKind::unreadable;
+        v.error = rc == EPROTO ? refused() : reason();
     } else {
-        got = pread(fd, &h, sizeof h, 0);
-        if (got < 0) {
-            v.kind = FileKind::unreadable;
-            v.error = strerror(errno);
-        }
+        read = true;
     }
     close(fd);
-    if (got < 0) return v;
-    if (v.st.st_size == 0) {
+    if (!read) return v;
+    if (contents == Contents::empty) {
         v.kind = FileKind::empty;
         return v;
     }
-    if (got < (ssize_t)offsetof(FileHeader, init_state) + 4 ||
-        memcmp(h.magic, file_magic, sizeof file_magic) != 0) {
-        v.kind = FileKind::foreign;
-        v.error = "not a surelock lock file";
-        return v;
-    }
     v.format_version = h.format_version;
-    if (h.format_version != format_version || got < (ssize_t)sizeof h) {
-        v.kind = FileKind::foreign;
-        v.error = h.format_version != format_version
-                      ? "lock file format version " + std::to_string(h.format_version) +
-                            "; this tool reads version " + std::to_string(format_version)
-                      : "truncated lock file";
-        return v;
-    }
-    if (h.init_state.load() != state_ready) {
+    if (contents == Contents::unfinished) {
         v.kind = FileKind::unfinished;
         return v;
     }
+    if (check_format("", &h, v.st.st_size) != 0) {
+        v.kind = FileKind::foreign;
+        v.error = refused();
+        return v;
+    }
+    // Which boot and namespace this is, or an error: an unknown boot id is no "other boot".
+    Identity id;
+    if (this_system("", &id) != 0) {
+        v.kind = FileKind::unreadable;
+        v.error = reason();
+        return v;
+    }
     v.kind = FileKind::lock;
-    v.this_boot = strncmp(h.boot_id, boot_id().c_str(), sizeof h.boot_id) == 0;
-    struct stat ns;
-    v.this_pid_namespace = stat("/proc/self/ns/pid", &ns) != 0 || h.pid_namespace == 0 ||
-                           h.pid_namespace == (uint64_t)ns.st_ino;
+    v.this_boot = strncmp(h.boot_id, id.boot_id, sizeof h.boot_id) == 0;
+    v.this_pid_namespace = h.pid_namespace == id.pid_namespace;
     unsigned word = (unsigned)h.mutex.__data.__lock;
     pid_t tid = (pid_t)(word & FUTEX_TID_MASK);
     v.recovery = h.recovery_state.load();

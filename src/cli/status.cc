@@ -35,7 +35,8 @@ void print_status_help(FILE *out)
             "  -h, --help   show this help and exit\n"
             "\n"
             "Exit status: 0 described (a lock file or an empty placeholder), 1 missing,\n"
-            "unreadable or not a surelock lock file, 2 usage error.\n");
+            "unreadable or not a surelock lock file (one the library would refuse, with its\n"
+            "reason), or this boot's id cannot be read; 2 usage error.\n");
 }
 
 std::string json_string(const std::string &s)

@@ -75,6 +75,11 @@ check "no warning once recovered" 0 "$(wc -c < "$dir/err")"
 echo "not a lock" > "$dir/text"
 "$surelock" status "$dir/text" 2>"$dir/err"; check "status of another file exits 1" 1 $?
 contains "status says it is not a lock file" "$dir/err" "not a surelock lock file"
+cp "$lock" "$dir/corrupt"; printf '\007' | dd of="$dir/corrupt" bs=1 seek=128 conv=notrunc 2>/dev/null
+"$surelock" status "$dir/corrupt" 2>"$dir/err"; check "status of a file the library refuses exits 1" 1 $?
+contains "... with the library's reason" "$dir/err" "corrupt recovery state 7"
+printf 'SURELOCK\001\0\0\0\0\0\0\0' > "$dir/stamped"
+"$surelock" status "$dir/stamped" | grep -q "unfinished"; check "status shows a stamped file as unfinished, as open sees it" 0 $?
 ln -s "$lock" "$dir/link"
 "$surelock" run "$dir/link" -- true 2>"$dir/err"; check "run refuses a symlinked lock file" 1 $?
 contains "run says why it refused" "$dir/err" "symlink"

@@ -10,7 +10,7 @@ int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), co
 
 // As fail, for a message about a file: "PATH: REASON". The reason always survives whole; a
 // path too long to fit beside it keeps its tail behind a leading "..." (the file name is the
-// part that tells files apart).
+// part that tells files apart). An empty path gives "REASON" alone.
 int fail_path(int code, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4), cold));
 

@@ -295,6 +295,25 @@ def test_status_describes_the_file_without_taking_it(tmp_lock_path):
         assert st.held and st.holder_tid == threading.get_native_id() and st.holder_alive
 
 
+def test_status_with_an_unreadable_boot_id_is_an_error_not_another_boot(tmp_lock_path,
+                                                                        monkeypatch):
+    import builtins
+    lock = surelock.IpcLock(tmp_lock_path)
+    real_open = builtins.open
+
+    def no_boot_id(path, *args, **kwargs):
+        if path == "/proc/sys/kernel/random/boot_id":
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_open(path, *args, **kwargs)
+
+    with lock:
+        monkeypatch.setattr(builtins, "open", no_boot_id)
+        with pytest.raises(OSError) as e:
+            lock.status()
+        monkeypatch.undo()
+    assert e.value.errno == errno.EACCES and "boot_id" in str(e.value)
+
+
 def test_an_owner_death_warning_turned_into_an_error_keeps_the_ipc_lock_held(tmp_lock_path):
     import warnings
     pid = spawn_holder(tmp_lock_path)

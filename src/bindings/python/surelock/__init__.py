@@ -305,7 +305,8 @@ class IpcLock(_surelock._IpcLock):
     __slots__ = ()
 
     def status(self) -> IpcStatus:
-        """Reads the file's header (nothing is changed, no lock is taken)."""
+        """Reads the file's header (nothing is changed, no lock is taken). OSError when the
+        file is not a lock file or this boot's id cannot be read."""
         with open(self.path, "rb") as f:
             raw = f.read(4096)
         if len(raw) < 196 or raw[:8] != b"SURELOCK":
@@ -313,11 +314,18 @@ class IpcLock(_surelock._IpcLock):
         (_, _, _, _, _, _, _, _, boot_id, _, _, _, flags, payload_size, deaths, recovery,
          _tid) = _HEADER.unpack_from(raw, 0)
         word = _struct.unpack_from("=I", raw, 192)[0]
+        # An unreadable boot id is an error, as in the library: "" would call every file one
+        # from an earlier boot, and a held lock free.
         try:
             with open("/proc/sys/kernel/random/boot_id", "rb") as f:
                 this_boot = f.read().strip()
-        except OSError:
-            this_boot = b""
+        except OSError as e:
+            raise OSError(e.errno, "%s: cannot read this boot's id from "
+                          "/proc/sys/kernel/random/boot_id (%s), needed to tell a lock file "
+                          "from an earlier boot" % (self.path, e.strerror), self.path) from e
+        if not this_boot:
+            raise OSError(5, "%s: this boot's id in /proc/sys/kernel/random/boot_id is empty"
+                          % self.path, self.path)  # EIO, as the library says
         same_boot = boot_id.rstrip(b"\0") == this_boot
         tid = word & _FUTEX_TID_MASK if same_boot else 0
         alive = False
