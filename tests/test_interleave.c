@@ -3,7 +3,8 @@
  * bound (FAULTS.md "Interleavings"; the explorer and what it checks: src/sys/testing.h).
  * Links the internal test build, where SURELOCK_STEP marks each atomic step of FutexLock,
  * OwnedLock, rwlock, cond and sem/amutex, futex waits and wakes are simulated, and freed
- * memory is poisoned and quarantined while a schedule runs.
+ * memory is poisoned and quarantined while a schedule runs. The ipc open protocol's scenarios,
+ * between threads standing for processes, are in test_interleave_ipc.c (group "ipc").
  *
  * Each scenario is 2-3 thread bodies written against the public API. Its promises:
  *  - one holder at a time (a counter checked across a step inside the critical section);

@@ -369,6 +369,61 @@ static void an_opener_dying_half_way_through_a_reset_strands_nobody(void **state
     expect_clean(&s, 100);
 }
 
+/* A file emptied while a handle has it open (by a program that is not surelock) must never be
+ * initialised again under that handle: the next opener refuses it, untouched. */
+static volatile int opened, emptied;
+
+static void opens_and_keeps_it(void *ctx)
+{
+    (void)ctx;
+    surelock_ipc_options opt = options();
+    o.rc[0] = surelock_ipc_open(path, &opt, &o.h[0]);
+    opened = 1;
+}
+
+static void empties_it_then_opens(void *ctx)
+{
+    (void)ctx;
+    surelock_testing_await(&opened);
+    if (truncate(path, 0) != 0) surelock_testing_violation("truncate: %s", strerror(errno));
+    emptied = 1;
+    surelock_ipc_options opt = options();
+    o.rc[1] = surelock_ipc_open(path, &opt, &o.h[1]);
+    snprintf(o.msg[1], sizeof o.msg[1], "%s", surelock_errmsg());
+}
+
+static void emptied_file(void *ctx)
+{
+    file_of_this_boot(ctx);
+    opened = emptied = 0;
+}
+
+static const char *emptied_check(void *ctx)
+{
+    (void)ctx;
+    struct stat st;
+    const char *bad = NULL;
+    if (o.rc[0] != 0) bad = WRONG("T1's open returned %d", o.rc[0]);
+    else if (o.rc[1] != EPROTO || strstr(o.msg[1], "another handle") == NULL)
+        bad = WRONG("the opener of a file emptied in use got %d (%s), not EPROTO", o.rc[1],
+                    o.msg[1]);
+    else if (stat(path, &st) != 0 || st.st_size != 0)
+        bad = WRONG("the file emptied in use was written (%lld bytes)", (long long)st.st_size);
+    for (int i = 0; i < 2; i++)
+        if (o.h[i] != NULL) surelock_ipc_close(o.h[i]);
+    return bad;
+}
+
+static void a_file_emptied_while_open_elsewhere_is_refused_never_initialised(void **state)
+{
+    (void)state;
+    surelock_testing_scenario s = SCENARIO("ipc: file emptied while open", 2, emptied_file,
+                                           emptied_check, opens_and_keeps_it,
+                                           empties_it_then_opens);
+    s.ctx = &two;
+    expect_clean(&s, 50);
+}
+
 static int remove_dir(void **state)
 {
     (void)state;
@@ -390,6 +445,7 @@ int run_interleave_ipc_group(void)
         TEST(an_opener_dying_at_any_step_of_creating_strands_nobody),
         TEST(an_opener_dying_half_way_through_initialising_a_placeholder_strands_nobody),
         TEST(an_opener_dying_half_way_through_a_reset_strands_nobody),
+        TEST(a_file_emptied_while_open_elsewhere_is_refused_never_initialised),
     };
     return cmocka_run_group_tests_name("interleave_ipc", tests, watchdog_start, remove_dir);
 }

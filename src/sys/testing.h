@@ -92,7 +92,9 @@ void surelock_testing_ipc_acquired_point(void);
  * run than CI's).
  *
  * What is not explored: spurious futex wake-ups (a wake picks the longest sleepers, as the
- * kernel does) and reorderings of relaxed atomics (steps are sequentially consistent). A
+ * kernel does), reorderings of relaxed atomics (steps are sequentially consistent), and the
+ * expiry of ipc open's bounded flock wait (a busy flock blocks until a release: see
+ * sys/interleave.h; the expiry is tested with real time in test_ipc.c). A
  * thread's exit is scheduled too: surelock's thread-exit handler (owner death) runs as part
  * of the schedule before the thread counts as finished. Place SURELOCK_STEP before each access to shared lock memory, never
  * inside a time-bounded spin (the step count would vary between runs of one schedule), and
