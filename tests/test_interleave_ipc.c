@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -424,6 +425,78 @@ static void a_file_emptied_while_open_elsewhere_is_refused_never_initialised(voi
     expect_clean(&s, 50);
 }
 
+/* ---- the explorer's model of file locks and deaths, on its own --------------------------- */
+
+static volatile int locked;
+static int holder_finished, waiter_got, deaths;
+
+static void flock_setup(void *ctx)
+{
+    fresh_path(ctx);
+    make_file(NULL);
+    locked = holder_finished = waiter_got = 0;
+}
+
+/* Takes the flock through its own descriptor, as an opener does, and gives it back. */
+static void flock_holder(void *ctx)
+{
+    (void)ctx;
+    surelock_testing_mortal(1);
+    int fd = SURELOCK_FD_OPEN(open(path, O_RDWR | O_CLOEXEC));
+    if (fd < 0 || SURELOCK_FLOCK(fd, LOCK_EX | LOCK_NB) != 0)
+        surelock_testing_violation("the first flock failed: %s", strerror(errno));
+    locked = 1;
+    SURELOCK_TESTING_STEP(&locked);
+    SURELOCK_FLOCK(fd, LOCK_UN);
+    SURELOCK_CLOSE(fd);
+    surelock_testing_mortal(0);
+    holder_finished = 1;
+}
+
+static void flock_waiter(void *ctx)
+{
+    (void)ctx;
+    int fd = SURELOCK_FD_OPEN(open(path, O_RDWR | O_CLOEXEC));
+    if (fd >= 0 && SURELOCK_FLOCK(fd, LOCK_EX | LOCK_NB) == 0) waiter_got = 1;
+    SURELOCK_CLOSE(fd);
+}
+
+static const char *flock_check(void *ctx)
+{
+    (void)ctx;
+    if (!waiter_got) return WRONG("the second flock was never granted");
+    deaths += locked && !holder_finished; /* died holding it */
+    return NULL;
+}
+
+static void a_flock_holder_that_dies_releases_it_to_the_waiter(void **state)
+{
+    (void)state;
+    surelock_testing_scenario s = SCENARIO("explorer: flock holder dies", 2, flock_setup,
+                                           flock_check, flock_holder, flock_waiter);
+    s.ctx = &two;
+    deaths = 0;
+    expect_clean(&s, 10);
+    if (deaths == 0) fail_msg("no schedule let the flock holder die holding it");
+}
+
+static void never_unlocks(void *ctx)
+{
+    (void)ctx;
+    int fd = SURELOCK_FD_OPEN(open(path, O_RDWR | O_CLOEXEC));
+    SURELOCK_FLOCK(fd, LOCK_EX | LOCK_NB);
+    locked = 1; /* and leaves fd open: a live process that keeps the flock */
+}
+
+static void the_explorer_reports_openers_that_all_wait_for_file_locks(void **state)
+{
+    (void)state;
+    surelock_testing_scenario s = SCENARIO("explorer: flock never released", 2, flock_setup,
+                                           NULL, never_unlocks, flock_waiter);
+    s.ctx = &two;
+    expect_violation(&s, "waits for the file lock");
+}
+
 static int remove_dir(void **state)
 {
     (void)state;
@@ -446,6 +519,8 @@ int run_interleave_ipc_group(void)
         TEST(an_opener_dying_half_way_through_initialising_a_placeholder_strands_nobody),
         TEST(an_opener_dying_half_way_through_a_reset_strands_nobody),
         TEST(a_file_emptied_while_open_elsewhere_is_refused_never_initialised),
+        TEST(a_flock_holder_that_dies_releases_it_to_the_waiter),
+        TEST(the_explorer_reports_openers_that_all_wait_for_file_locks),
     };
     return cmocka_run_group_tests_name("interleave_ipc", tests, watchdog_start, remove_dir);
 }
