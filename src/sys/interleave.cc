@@ -140,10 +140,7 @@ void decide(int me)
         if (i != me && can_run(i)) options[n++] = i;
     for (int i = 0; i < ex.threads; i++)
         if (ex.state[i] == BLOCKED_FUTEX && ex.wait_timed[i]) options[n++] = TIMEOUT_OPTION + i;
-    for (int i = 0; i < ex.threads; i++)
-        if (ex.owned[i].mortal && (ex.state[i] == RUNNABLE || ex.state[i] == BLOCKED_FILE_LOCK))
-            options[n++] = DEATH_OPTION + i;
-    if (n == 0) {
+    if (n == 0) { // (a deadlock that only a death could end is a deadlock all the same)
         if (ex.done == ex.threads) {
             ex.current = -1;
             pthread_cond_broadcast(&ex.controller);
@@ -166,6 +163,9 @@ void decide(int me)
                                             : (const void *)ex.await_flag[i]);
         violation("every live thread is blocked (lost wake-up or deadlock):%s", who);
     }
+    for (int i = 0; i < ex.threads; i++)
+        if (ex.owned[i].mortal && (ex.state[i] == RUNNABLE || ex.state[i] == BLOCKED_FILE_LOCK))
+            options[n++] = DEATH_OPTION + i;
     if (ex.n_decisions >= ex.max_steps)
         violation("schedule longer than %d steps (livelock, or raise max_steps)", ex.max_steps);
     int k = ex.n_decisions++;

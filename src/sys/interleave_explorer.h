@@ -113,12 +113,10 @@ void decide(int me);
 // With mu held: a step of the baton holder on addr (nullptr: a step on no memory).
 void step_locked(const void *addr, const char *where, const char *what, bool reads_memory);
 
-// interleave_process.cc: memory freed by a scheduled thread (poisoned, kept out of reuse
-// until the schedule ends), and the end of a thread chosen to die.
-void quarantine_locked(void *p);
+// interleave_process.cc: frees the memory scheduled threads freed (poisoned and kept out of
+// reuse while the schedule ran), and, with mu held, ends a thread chosen to die.
 void release_quarantine();
 [[noreturn]] void die_locked(int me);
-void forget_owned(int me);
 
 } // namespace surelock::sys::interleave
 
