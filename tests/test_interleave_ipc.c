@@ -1,7 +1,7 @@
 /*
  * test_interleave_ipc.c — every ordering of the ipc open protocol's steps, up to a preemption
  * bound (issue 9's method; the explorer: src/sys/testing.h; the protocol: the top of
- * src/ipc.cc). Part of test_interleave (group "ipc").
+ * src/ipc_open.cc). Part of test_interleave (group "ipc").
  *
  * Each scenario thread stands for a process: it opens the lock file itself, so it has its own
  * open file descriptions, and flock and OFD locks conflict between threads exactly as between
@@ -23,7 +23,10 @@
  *    none waiting forever (the explorer fails a schedule where every live thread is blocked);
  *  - at the end the file opens again, unheld.
  * Handles stay open until check(): a reset is only right when no other handle is open, and
- * with every handle kept open there is exactly one moment that can be so.
+ * with every handle kept open there is exactly one moment that can be so. Apart from those
+ * scenarios: a file emptied while open elsewhere is refused, never initialised again; and the
+ * file-lock model itself is tested (a dying holder releases its flock; a flock nobody releases
+ * is reported).
  *
  * Bodies never call CMocka (they run on scenario threads): they record what they saw, and a
  * broken promise ends the exploration with surelock_testing_violation.
