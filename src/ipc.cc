@@ -38,7 +38,7 @@
 #include "surelock.h"
 #include "sys/alloc.h"
 #include "sys/errmsg.h"
-#include "sys/futex.h"
+#include "sys/futex.h" // also SURELOCK_MUNMAP, SURELOCK_CLOSE (sys/interleave.h)
 #include "sys/owned_lock.h" // sys::Wait
 #include "sys/thread.h"
 #include "sys/waits.h"
@@ -421,8 +421,8 @@ SURELOCK_API int surelock_ipc_close(surelock_ipc *m)
     if (m->member.groups.load() != 0)
         return fail(EBUSY, "surelock_ipc_close: the handle is a member of %u lock group(s)",
                     m->member.groups.load());
-    munmap(m->header, m->map_size);
-    close(m->fd); // also drops the OFD "open" marker
+    SURELOCK_MUNMAP(m->header, m->map_size);
+    SURELOCK_CLOSE(m->fd); // also drops the OFD "open" marker
     destroy(m);
     return 0;
 }

@@ -21,6 +21,7 @@
 
 #include "surelock.h"
 #include "sys/errmsg.h"
+#include "sys/interleave.h"
 #ifdef SURELOCK_TESTING
 #include "sys/testing.h"
 #endif
@@ -141,7 +142,7 @@ Stamp unfinished_stamp()
 
 int read_header(const char *path, int fd, off_t file_size, FileHeader *h, Contents *what)
 {
-    ssize_t got = file_size == 0 ? 0 : pread(fd, h, sizeof *h, 0);
+    ssize_t got = file_size == 0 ? 0 : SURELOCK_FS(pread(fd, h, sizeof *h, 0));
 #ifdef SURELOCK_TESTING
     surelock_testing_ipc_header_read_point();
 #endif
@@ -227,6 +228,7 @@ int check_header(const char *path, const FileHeader *h, off_t file_size, const I
 // resets again instead of trusting a half-reset mutex.
 int reset_runtime_state(FileHeader *h, const Identity &id)
 {
+    SURELOCK_STEP(&h->mutex);
     int rc = init_mutex(&h->mutex, (h->flags & SURELOCK_IPC_RECURSIVE) != 0);
     if (rc != 0) return rc;
     h->recovery_state.store(CONSISTENT);
@@ -258,6 +260,7 @@ int init_header(const char *path, FileHeader *h, const Options &opt, const Ident
     h->payload_size = opt.payload_size;
     int rc = reset_runtime_state(h, id);
     if (rc != 0) return fail_path(rc, path, "pthread_mutex_init failed: %s", strerror(rc));
+    SURELOCK_STEP(&h->init_state);
     h->init_state.store(state_ready, std::memory_order_release);
     return 0;
 }
@@ -273,7 +276,7 @@ void surelock_testing_ipc_init_point(void)
     if (surelock_testing_ipc_init_hook != nullptr) surelock_testing_ipc_init_hook();
 }
 int surelock_testing_ipc_boot_id_errno;
-const char *surelock_testing_ipc_boot_id;
+__thread const char *surelock_testing_ipc_boot_id; // per thread: the explorer's openers
 void (*surelock_testing_ipc_header_read_hook)(void);
 void surelock_testing_ipc_header_read_point(void)
 {

@@ -37,6 +37,7 @@
 #include "surelock.h"
 #include "sys/errmsg.h"
 #include "sys/futex.h" // sys::Deadline
+#include "sys/interleave.h"
 #ifdef SURELOCK_TESTING
 #include "sys/testing.h"
 #endif
@@ -92,7 +93,7 @@ int flock_bounded(const char *path, int fd, ino_t ino)
 {
     Deadline give_up = Deadline::after(open_wait_ns);
     for (unsigned wait_us = 20;; wait_us = wait_us < 10000 ? wait_us * 2 : wait_us) {
-        if (flock(fd, LOCK_EX | LOCK_NB) == 0) return 0;
+        if (SURELOCK_FLOCK(fd, LOCK_EX | LOCK_NB) == 0) return 0;
         int e = errno;
         if (e == EINTR) continue;
         if (e != EWOULDBLOCK) return fail_path(e, path, "flock: %s", strerror(e));
@@ -145,7 +146,7 @@ bool set_open_marker(int fd, short type)
     fl.l_whence = SEEK_SET;
     fl.l_start = 0;
     fl.l_len = 1;
-    return fcntl(fd, F_OFD_SETLK, &fl) == 0;
+    return SURELOCK_OFD_SETLK(fd, &fl) == 0;
 }
 
 // 1 when no other handle of the file is open in any process (an OFD write lock on byte 0
@@ -161,7 +162,7 @@ int no_other_handle(int fd)
 // ENOENT to open (not final: it may create the file).
 int open_no_follow(const char *path, int flags, bool unlinking, int *fd_out)
 {
-    int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    int fd = SURELOCK_FD_OPEN(open(path, flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
     if (fd < 0) {
         int e = errno;
         if (e == ELOOP)
@@ -183,7 +184,7 @@ int open_no_follow(const char *path, int flags, bool unlinking, int *fd_out)
 // Falls back to EOPNOTSUPP where the filesystem has no O_TMPFILE.
 int create_published(const char *path, const char *dir, const Options &opt, const Identity &id)
 {
-    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    int fd = SURELOCK_FD_OPEN(open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
     if (fd < 0) {
         int e = errno;
         if (e == EOPNOTSUPP || e == EISDIR || e == EINVAL) return EOPNOTSUPP;
@@ -194,24 +195,23 @@ int create_published(const char *path, const char *dir, const Options &opt, cons
     void *map = MAP_FAILED;
     if (fchmod(fd, opt.mode) != 0 || ftruncate(fd, (off_t)size) != 0) {
         rc = fail_path(errno, path, "cannot size the new lock file: %s", strerror(errno));
-    } else if ((map = mmap(nullptr, header_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) ==
-               MAP_FAILED) {
+    } else if ((map = SURELOCK_MMAP(header_size, fd)) == MAP_FAILED) {
         rc = fail_path(errno, path, "cannot map the new lock file: %s", strerror(errno));
     } else {
         rc = init_header(path, static_cast<FileHeader *>(map), opt, id);
-        munmap(map, header_size);
+        SURELOCK_MUNMAP(map, header_size);
     }
     if (rc == 0) {
         char proc_path[64];
         snprintf(proc_path, sizeof proc_path, "/proc/self/fd/%d", fd);
-        if (linkat(AT_FDCWD, proc_path, AT_FDCWD, path, AT_SYMLINK_FOLLOW) != 0) {
+        if (SURELOCK_FS(linkat(AT_FDCWD, proc_path, AT_FDCWD, path, AT_SYMLINK_FOLLOW)) != 0) {
             int e = errno;
             if (e == EEXIST) rc = EEXIST;
             else if (e == ENOENT && access("/proc/self/fd", F_OK) != 0) rc = EOPNOTSUPP;
             else rc = fail_path(e, path, "cannot publish the new lock file: %s", strerror(e));
         }
     }
-    close(fd);
+    SURELOCK_CLOSE(fd);
     return rc;
 }
 
@@ -219,13 +219,14 @@ int create_published(const char *path, const char *dir, const Options &opt, cons
 // it is then initialised in place under the flock like a placeholder.
 int create_empty(const char *path, const Options &opt)
 {
-    int fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC, opt.mode & 0700);
+    int fd = SURELOCK_FD_OPEN(
+        open(path, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC, opt.mode & 0700));
     if (fd < 0) {
         if (errno == EEXIST) return EEXIST;
         return fail_path(errno, path, "cannot create: %s", strerror(errno));
     }
     int rc = fchmod(fd, opt.mode) == 0 ? 0 : fail_path(errno, path, "chmod: %s", strerror(errno));
-    close(fd);
+    SURELOCK_CLOSE(fd);
     return rc;
 }
 
@@ -253,7 +254,7 @@ int open_or_create(const char *path, const Options &opt, const Identity &id, int
     for (int attempt = 0; attempt < 16; attempt++) {
         int rc = open_no_follow(path, O_RDWR, false, fd_out);
         if (rc == 0 && (rc = check_file_system(path, *fd_out, nullptr)) != 0) {
-            close(*fd_out);
+            SURELOCK_CLOSE(*fd_out);
             *fd_out = -1;
         }
         if (rc != ENOENT) return rc;
@@ -291,7 +292,8 @@ int prepare_locked(const char *path, int fd, const Options &opt, const Identity 
                    FileHeader **header_out, size_t *size_out)
 {
     struct stat st;
-    if (fstat(fd, &st) != 0) return fail_path(errno, path, "fstat: %s", strerror(errno));
+    if (SURELOCK_FS(fstat(fd, &st)) != 0)
+        return fail_path(errno, path, "fstat: %s", strerror(errno));
     int rc = check_ownership(path, st, opt);
     if (rc != 0) return rc;
 
@@ -333,12 +335,12 @@ int prepare_locked(const char *path, int fd, const Options &opt, const Identity 
         // Stamp first: from here on an initialiser that dies leaves a detectably unfinished
         // file, never an anonymous all-zero one.
         Stamp stamp = unfinished_stamp();
-        if (pwrite(fd, &stamp, sizeof stamp, 0) != (ssize_t)sizeof stamp ||
-            ftruncate(fd, (off_t)size) != 0)
+        if (SURELOCK_FS(pwrite(fd, &stamp, sizeof stamp, 0)) != (ssize_t)sizeof stamp ||
+            SURELOCK_FS(ftruncate(fd, (off_t)size)) != 0)
             return fail_path(errno ? errno : EIO, path, "cannot size the lock file: %s",
                              strerror(errno));
     }
-    void *map = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    void *map = SURELOCK_MMAP(size, fd);
     if (map == MAP_FAILED) return fail_path(errno, path, "mmap: %s", strerror(errno));
     auto *mapped = static_cast<FileHeader *>(map);
 
@@ -365,7 +367,7 @@ int prepare_locked(const char *path, int fd, const Options &opt, const Identity 
         }
     }
     if (rc != 0) {
-        munmap(map, size);
+        SURELOCK_MUNMAP(map, size);
         return rc;
     }
     *header_out = mapped;
@@ -392,12 +394,12 @@ int open_file(const char *path, const Options &opt, OpenedFile *out)
             if (rc == 0 && !set_open_marker(fd, F_RDLCK))
                 rc = fail_path(errno, path, "cannot mark the file open (OFD lock): %s",
                                strerror(errno));
-            flock(fd, LOCK_UN);
+            SURELOCK_FLOCK(fd, LOCK_UN);
         }
     }
     if (rc != 0) {
-        if (header != nullptr) munmap(header, map_size);
-        if (fd >= 0) close(fd);
+        if (header != nullptr) SURELOCK_MUNMAP(header, map_size);
+        if (fd >= 0) SURELOCK_CLOSE(fd);
         return rc;
     }
     out->fd = fd;
@@ -424,7 +426,7 @@ SURELOCK_API int surelock_ipc_unlink(const char *path)
     bool ours = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
                 (st.st_size == 0 || (pread(fd, magic, sizeof magic, 0) == (ssize_t)sizeof magic &&
                                      memcmp(magic, file_magic, sizeof magic) == 0));
-    close(fd);
+    SURELOCK_CLOSE(fd);
     if (!ours) return fail_path(EPROTO, path, "not a surelock lock file; not removing it");
     if (unlink(path) != 0) return fail_path(errno, path, "unlink: %s", strerror(errno));
     return 0;

@@ -22,6 +22,7 @@
 #include "ipc_file.h"
 #include "sys/errmsg.h"
 #include "sys/futex.h" // sys::Deadline
+#include "sys/interleave.h"
 #ifdef SURELOCK_TESTING
 #include "sys/testing.h"
 #endif
@@ -102,6 +103,7 @@ constexpr uint64_t holder_check_ns = 1000000000ull; // 1 s
 // holder_check_ns.
 int check_mutex(const char *path, const FileHeader *h, ino_t ino)
 {
+    SURELOCK_STEP(&h->mutex); // before the loop, not in it: the loop is bounded by time
     pthread_mutex_t reference;
     int rc = ipc_file::init_mutex(&reference, (h->flags & SURELOCK_IPC_RECURSIVE) != 0);
     if (rc != 0) return fail_path(rc, path, "pthread_mutex_init failed: %s", strerror(rc));

@@ -3,7 +3,8 @@
  * bound (FAULTS.md "Interleavings"; the explorer and what it checks: src/sys/testing.h).
  * Links the internal test build, where SURELOCK_STEP marks each atomic step of FutexLock,
  * OwnedLock, rwlock, cond and sem/amutex, futex waits and wakes are simulated, and freed
- * memory is poisoned and quarantined while a schedule runs.
+ * memory is poisoned and quarantined while a schedule runs. The ipc open protocol's scenarios,
+ * between threads standing for processes, are in test_interleave_ipc.c (group "ipc").
  *
  * Each scenario is 2-3 thread bodies written against the public API. Its promises:
  *  - one holder at a time (a counter checked across a step inside the critical section);
@@ -13,8 +14,8 @@
  *  - what check() asserts about the outcome (return codes, callbacks run exactly once, and
  *    the object freeable at the end, i.e. no stale waiting state left behind).
  *
- * Run one group by naming it: test_interleave mutex|rwlock|cond|sem|explorer (all without an
- * argument). A violation prints the schedule and the SURELOCK_INTERLEAVE_REPLAY string that
+ * Run one group by naming it: test_interleave mutex|rwlock|cond|sem|ipc|explorer (all without
+ * an argument; the ipc open protocol's scenarios are in test_interleave_ipc.c). A violation prints the schedule and the SURELOCK_INTERLEAVE_REPLAY string that
  * runs just that schedule again; SURELOCK_INTERLEAVE_PREEMPTIONS=<n> explores deeper.
  *
  * Bodies never call CMocka (they run on scenario threads): they report a broken promise with
@@ -30,12 +31,7 @@
 #include <surelock.h>
 
 #include "support/bounded.h"
-#include "sys/testing.h"
-
-/* CI's bounds: 3 preemptions (the rwlock use-after-free needs 3 in its 2-thread form) keep
- * the whole binary to seconds plain; SURELOCK_INTERLEAVE_PREEMPTIONS raises it. */
-#define BOUND 3
-#define MAX_STEPS 1500
+#include "support/interleave.h"
 
 /* Reports go to stdout as TAP comments (meson parses stdout as TAP), a violation's schedule to
  * stderr. */
@@ -48,7 +44,7 @@ static void print_report(const char *report, FILE *to)
     }
 }
 
-static void expect_clean(const surelock_testing_scenario *s, long at_least)
+void expect_clean(const surelock_testing_scenario *s, long at_least)
 {
     long schedules = surelock_testing_explore(s);
     const char *report = surelock_testing_explore_report();
@@ -60,8 +56,7 @@ static void expect_clean(const surelock_testing_scenario *s, long at_least)
                  s->name, schedules, at_least);
 }
 
-/* The explorer's own test: this scenario is broken and must be caught, with `why` named. */
-static void expect_violation(const surelock_testing_scenario *s, const char *why)
+void expect_violation(const surelock_testing_scenario *s, const char *why)
 {
     long schedules = surelock_testing_explore(s);
     const char *report = surelock_testing_explore_report();
@@ -72,10 +67,6 @@ static void expect_violation(const surelock_testing_scenario *s, const char *why
         fail_msg("violation report without a replayable schedule:\n%s", report);
     printf("# as expected: %.*s\n", (int)strcspn(report, "\n"), report);
 }
-
-#define SCENARIO(nm, n, setup_fn, check_fn, ...)                                               \
-    {.name = (nm), .threads = (n), .setup = (setup_fn), .body = {__VA_ARGS__},                  \
-     .check = (check_fn), .ctx = NULL, .preemption_bound = BOUND, .max_steps = MAX_STEPS}
 
 /* ---- shared scenario state (reset by each setup; bodies are serialized by the explorer) --- */
 
@@ -1079,5 +1070,6 @@ int main(int argc, char **argv)
     GROUP("rwlock", rwlock_tests)
     GROUP("cond", cond_tests)
     GROUP("sem", sem_tests)
+    if (only == NULL || strcmp(only, "ipc") == 0) failed += run_interleave_ipc_group();
     return failed;
 }

@@ -10,15 +10,18 @@
 // from scratch, replaying a prefix of choices and taking the first option after it; the next
 // prefix comes from the last decision that still has an untried option within the preemption
 // bound (as CHESS: a switch away from a thread that could have continued costs one).
+//
+// This file is the scheduler and the search only; what a scheduled thread's futex calls
+// become is in interleave_futex.cc, and the model of a thread as a process (its descriptors,
+// mappings, file locks, freed memory and death) in interleave_process.cc. They share the
+// state in interleave_explorer.h.
 
 #ifdef SURELOCK_TESTING
 
-#include "sys/interleave.h"
-#include "sys/testing.h"
+#include "sys/interleave_explorer.h"
 #include "sys/thread.h"
 
 #include <errno.h>
-#include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -27,74 +30,15 @@
 #include <string.h>
 #include <time.h>
 
-namespace {
-
-constexpr int MAX_THREADS = SURELOCK_INTERLEAVE_MAX_THREADS;
-constexpr int MAX_DECISIONS = 4096; // ceiling for a scenario's max_steps
-constexpr int MAX_TRACE = 2 * MAX_DECISIONS;
-constexpr int MAX_FREED = 256;
-constexpr int DEFAULT_MAX_STEPS = 2000;
-constexpr int TIMEOUT_OPTION = 8;  // option o >= 8: "thread o - 8's timed wait times out"
-constexpr unsigned char POISON = 0xdb;
-constexpr int STUCK_SECONDS = 60; // one schedule blocked outside the scheduler this long fails
-
-enum State : unsigned char { RUNNABLE, BLOCKED_FUTEX, BLOCKED_FLAG, DONE };
-
-struct Decision {
-    unsigned char chosen;
-    unsigned char options;
-    bool switch_costs; // the deciding thread could have continued: another choice preempts it
-    unsigned short preemptions_before;
-};
-
-struct Step {
-    int thread;
-    const void *addr;
-    const char *where;
-    const char *what;
-};
-
-struct Freed {
-    const char *p;
-    size_t size;
-    int step; // index in the trace
-};
-
-struct Explorer {
-    pthread_mutex_t mu;
-    pthread_cond_t cv[MAX_THREADS];
-    pthread_cond_t controller;
-    const surelock_testing_scenario *scenario;
-    unsigned generation; // of the schedule running: threads of an abandoned one never resume
-    int threads, started, done;
-    int current; // who holds the baton; -1 = nobody
-    bool violated;
-    State state[MAX_THREADS];
-    const void *wait_word[MAX_THREADS];
-    unsigned wait_bits[MAX_THREADS];
-    bool wait_timed[MAX_THREADS];
-    unsigned long wait_order[MAX_THREADS];
-    unsigned long sleeps;
-    int wait_result[MAX_THREADS];
-    const volatile int *await_flag[MAX_THREADS];
-    int bound, max_steps, preemptions;
-    Decision decisions[MAX_DECISIONS];
-    int n_decisions;
-    unsigned char prefix[MAX_DECISIONS];
-    int prefix_len;
-    Step trace[MAX_TRACE];
-    int n_steps;
-    Freed freed[MAX_FREED];
-    int n_freed;
-    long schedules;
-    char report[65536];
-    size_t report_len;
-};
+namespace surelock::sys::interleave {
 
 Explorer ex;
+__thread int my_index = -1;
+
+constexpr int DEFAULT_MAX_STEPS = 2000;
+constexpr int STUCK_SECONDS = 60; // one schedule blocked outside the scheduler this long fails
 pthread_once_t ex_once = PTHREAD_ONCE_INIT;
 pthread_key_t exit_key; // its destructor ends a scenario thread after surelock's exit handlers
-__thread int my_index = -1; // scenario thread number, -1 for every other thread
 __thread unsigned my_generation;
 
 void thread_exit_step(void *);
@@ -146,8 +90,10 @@ void write_violation(const char *reason)
     for (int i = 0; i < ex.n_steps; i++) {
         const Step &s = ex.trace[i];
         bool switched = i > 0 && ex.trace[i - 1].thread != s.thread;
-        say("  %4d %sT%d %-28s %s%s%p\n", i, switched ? "> " : "  ", s.thread + 1,
-            base_name(s.where), s.what, s.addr ? " @ " : "", s.addr);
+        say("  %4d %sT%d %-28s %s", i, switched ? "> " : "  ", s.thread + 1, base_name(s.where),
+            s.what);
+        if (s.addr != nullptr) say(" @ %p", s.addr);
+        say("\n");
     }
     if (ex.n_steps == MAX_TRACE) say("  (trace cut at %d steps)\n", MAX_TRACE);
     pthread_cond_broadcast(&ex.controller);
@@ -182,10 +128,11 @@ void wait_for_baton(int me)
 // With mu held, at a scheduling point of thread `me` (-1: the explorer starting a schedule):
 // chooses who performs the next step and hands it the baton; a live `me` then waits for its
 // own turn. Options, in order: `me` if it can continue (the choice that costs nothing), every
-// other thread that can run, then every timed futex wait that could time out now.
+// other thread that can run, every timed futex wait that could time out now, then the death of
+// every mortal thread that is runnable or waits for a file lock (interleave_process.cc).
 void decide(int me)
 {
-    int options[2 * MAX_THREADS];
+    int options[3 * MAX_THREADS];
     int n = 0;
     bool me_runnable = me >= 0 && ex.state[me] == RUNNABLE;
     if (me_runnable) options[n++] = me;
@@ -193,7 +140,7 @@ void decide(int me)
         if (i != me && can_run(i)) options[n++] = i;
     for (int i = 0; i < ex.threads; i++)
         if (ex.state[i] == BLOCKED_FUTEX && ex.wait_timed[i]) options[n++] = TIMEOUT_OPTION + i;
-    if (n == 0) {
+    if (n == 0) { // (a deadlock that only a death could end is a deadlock all the same)
         if (ex.done == ex.threads) {
             ex.current = -1;
             pthread_cond_broadcast(&ex.controller);
@@ -203,7 +150,11 @@ void decide(int me)
         size_t len = 0;
         who[0] = '\0';
         for (int i = 0; i < ex.threads && len < sizeof who; i++)
-            if (ex.state[i] != DONE)
+            if (ex.state[i] == BLOCKED_FILE_LOCK)
+                len += (size_t)snprintf(who + len, sizeof who - len,
+                                        " T%d waits for the file lock of fd %d;", i + 1,
+                                        ex.lock_fd[i]);
+            else if (ex.state[i] != DONE)
                 len += (size_t)snprintf(who + len, sizeof who - len, " T%d %s %p;", i + 1,
                                         ex.state[i] == BLOCKED_FUTEX ? "sleeps on futex"
                                                                      : "awaits flag",
@@ -212,6 +163,9 @@ void decide(int me)
                                             : (const void *)ex.await_flag[i]);
         violation("every live thread is blocked (lost wake-up or deadlock):%s", who);
     }
+    for (int i = 0; i < ex.threads; i++)
+        if (ex.owned[i].mortal && (ex.state[i] == RUNNABLE || ex.state[i] == BLOCKED_FILE_LOCK))
+            options[n++] = DEATH_OPTION + i;
     if (ex.n_decisions >= ex.max_steps)
         violation("schedule longer than %d steps (livelock, or raise max_steps)", ex.max_steps);
     int k = ex.n_decisions++;
@@ -225,15 +179,21 @@ void decide(int me)
                                (unsigned short)ex.preemptions};
     if (chosen > 0 && me_runnable) ex.preemptions++;
     int next = options[chosen] % TIMEOUT_OPTION;
-    if (options[chosen] >= TIMEOUT_OPTION) {
+    if (options[chosen] >= DEATH_OPTION) {
+        ex.owned[next].dying = true;
+        record(next, nullptr, "(death)", "dies here");
+    } else if (options[chosen] >= TIMEOUT_OPTION) {
         ex.wait_result[next] = ETIMEDOUT;
         record(next, ex.wait_word[next], "(timeout)", "futex_wait times out");
     }
     ex.state[next] = RUNNABLE;
     ex.current = next;
-    if (next == me) return;
-    pthread_cond_broadcast(&ex.cv[next]);
-    if (me >= 0 && ex.state[me] != DONE) wait_for_baton(me);
+    if (next != me) {
+        pthread_cond_broadcast(&ex.cv[next]);
+        if (me < 0 || ex.state[me] == DONE) return;
+        wait_for_baton(me);
+    }
+    if (ex.owned[me].dying) die_locked(me);
 }
 
 // With mu held: a step of the baton holder on addr. The choice of who goes first comes
@@ -291,13 +251,16 @@ void *thread_main(void *arg)
     my_generation = ex.generation;
     ex.started++;
     pthread_cond_broadcast(&ex.controller);
+    jmp_buf death; // a thread that dies (die_locked) resumes here, its resources released
+    ex.owned[me].death = &death;
     wait_for_baton(me);
     const surelock_testing_scenario *s = ex.scenario;
     pthread_mutex_unlock(&ex.mu);
 
-    s->body[me](s->ctx);
+    if (setjmp(death) == 0) s->body[me](s->ctx);
 
     pthread_mutex_lock(&ex.mu);
+    ex.owned[me].mortal = false;
     decide(me); // the thread's exit is a step: others may run before its exit handlers
     record(me, nullptr, "(body returns)", "thread exits");
     if (surelock::sys::current_record != nullptr) {
@@ -308,12 +271,6 @@ void *thread_main(void *arg)
     }
     pthread_mutex_unlock(&ex.mu);
     return nullptr;
-}
-
-void release_quarantine()
-{
-    for (int i = 0; i < ex.n_freed; i++) free(const_cast<char *>(ex.freed[i].p));
-    ex.n_freed = 0;
 }
 
 // With mu held, by the explorer: waits for the schedule's end (or a violation), bounded.
@@ -342,7 +299,10 @@ bool run_once()
     ex.n_decisions = ex.n_steps = 0;
     ex.preemptions = 0;
     ex.sleeps = 0;
-    for (int i = 0; i < ex.threads; i++) ex.state[i] = RUNNABLE;
+    for (int i = 0; i < ex.threads; i++) {
+        ex.state[i] = RUNNABLE;
+        ex.owned[i] = Owned{};
+    }
     pthread_mutex_unlock(&ex.mu);
 
     if (s->setup) s->setup(s->ctx);
@@ -407,7 +367,9 @@ bool replay_choices(const char *name)
     return true;
 }
 
-} // namespace
+} // namespace surelock::sys::interleave
+
+using namespace surelock::sys::interleave;
 
 extern "C" {
 
@@ -416,84 +378,6 @@ void surelock_testing_step(const void *addr, const char *where, const char *what
     if (my_index < 0) return;
     pthread_mutex_lock(&ex.mu);
     step_locked(addr, where, what, true);
-    pthread_mutex_unlock(&ex.mu);
-}
-
-int surelock_testing_futex_wait(const void *word, unsigned expected, int timed, unsigned bits,
-                                int *out)
-{
-    if (my_index < 0) return 0;
-    int me = my_index;
-    pthread_mutex_lock(&ex.mu);
-    step_locked(word, "futex_wait", "compare and sleep", true);
-    if (*static_cast<const volatile unsigned *>(word) != expected) {
-        *out = EAGAIN;
-    } else {
-        record(me, word, "futex_wait", "sleeps");
-        ex.state[me] = BLOCKED_FUTEX;
-        ex.wait_word[me] = word;
-        ex.wait_bits[me] = bits;
-        ex.wait_timed[me] = timed != 0;
-        ex.wait_order[me] = ++ex.sleeps;
-        ex.wait_result[me] = 0;
-        decide(me);
-        *out = ex.wait_result[me];
-    }
-    pthread_mutex_unlock(&ex.mu);
-    return 1;
-}
-
-// Wakes the longest sleepers first (the kernel's order for one priority). A wake never
-// counts as touching the memory: by design it may name an address already freed.
-int surelock_testing_futex_wake(const void *word, int count, unsigned bits, int *out)
-{
-    if (my_index < 0) return 0;
-    pthread_mutex_lock(&ex.mu);
-    step_locked(word, "futex_wake", "wake", false);
-    int woken = 0;
-    while (woken < count) {
-        int pick = -1;
-        for (int i = 0; i < ex.threads; i++)
-            if (ex.state[i] == BLOCKED_FUTEX && ex.wait_word[i] == word &&
-                (ex.wait_bits[i] & bits) != 0 &&
-                (pick < 0 || ex.wait_order[i] < ex.wait_order[pick]))
-                pick = i;
-        if (pick < 0) break;
-        ex.state[pick] = RUNNABLE;
-        record(pick, word, "(woken)", "futex_wait returns");
-        woken++;
-    }
-    *out = woken;
-    pthread_mutex_unlock(&ex.mu);
-    return 1;
-}
-
-int surelock_testing_quarantine(void *p)
-{
-    if (my_index < 0 || p == nullptr) return 0;
-    pthread_mutex_lock(&ex.mu);
-    if (ex.n_freed == MAX_FREED) violation("more than %d frees in one schedule", MAX_FREED);
-    size_t size = malloc_usable_size(p);
-    memset(p, POISON, size);
-    ex.freed[ex.n_freed++] = Freed{static_cast<const char *>(p), size, ex.n_steps};
-    record(my_index, p, "deallocate", "frees (poisoned, quarantined)");
-    pthread_mutex_unlock(&ex.mu);
-    return 1;
-}
-
-void surelock_testing_await(const volatile int *flag)
-{
-    if (my_index < 0) {
-        while (*flag == 0) sched_yield();
-        return;
-    }
-    pthread_mutex_lock(&ex.mu);
-    record(my_index, (const void *)flag, "await", "waits for its flag");
-    if (*flag == 0) {
-        ex.state[my_index] = BLOCKED_FLAG;
-        ex.await_flag[my_index] = flag;
-    }
-    decide(my_index);
     pthread_mutex_unlock(&ex.mu);
 }
 

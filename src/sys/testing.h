@@ -47,12 +47,13 @@ void surelock_testing_cond_woken_point(void);
 /* ipc open's view of the system, for faults that cannot be provoked on demand:
  *  - boot_id_errno: non-zero makes reading /proc/sys/kernel/random/boot_id fail with it
  *    (ENOMEM, EMFILE, EACCES...);
- *  - boot_id: non-NULL replaces this boot's id (an opener in another mount namespace);
+ *  - boot_id: non-NULL replaces this boot's id (an opener in another mount namespace); per
+ *    thread, so that threads standing for processes (the explorer's openers) differ;
  *  - proc_errno: non-zero makes /proc/TID/maps unreadable with it (another user's process);
  *  - fs_magic: non-zero replaces the file system type of the lock file (NFS_SUPER_MAGIC...).
- * All 0 / NULL by default; per process, set them before opening. */
+ * All 0 / NULL by default; per process (boot_id: per thread), set them before opening. */
 extern int surelock_testing_ipc_boot_id_errno;
-extern const char *surelock_testing_ipc_boot_id;
+extern __thread const char *surelock_testing_ipc_boot_id;
 extern int surelock_testing_ipc_proc_errno;
 extern long surelock_testing_ipc_fs_magic;
 
@@ -91,7 +92,9 @@ void surelock_testing_ipc_acquired_point(void);
  * run than CI's).
  *
  * What is not explored: spurious futex wake-ups (a wake picks the longest sleepers, as the
- * kernel does) and reorderings of relaxed atomics (steps are sequentially consistent). A
+ * kernel does), reorderings of relaxed atomics (steps are sequentially consistent), and the
+ * expiry of ipc open's bounded flock wait (a busy flock blocks until a release: see
+ * sys/interleave.h; the expiry is tested with real time in test_ipc.c). A
  * thread's exit is scheduled too: surelock's thread-exit handler (owner death) runs as part
  * of the schedule before the thread counts as finished. Place SURELOCK_STEP before each access to shared lock memory, never
  * inside a time-bounded spin (the step count would vary between runs of one schedule), and
@@ -118,6 +121,12 @@ const char *surelock_testing_explore_report(void);
 #define SURELOCK_TESTING_STEP(addr) SURELOCK_STEP(addr)
 /* From a body: blocks the thread until *flag != 0 (another body sets it). */
 void surelock_testing_await(const volatile int *flag);
+/* From a body: from now on (nonzero) or no longer (0), each step of the calling thread may be
+ * its death, as a SIGKILL of a process: the explorer also tries, at each step, releasing the
+ * descriptors and mappings the thread opened through the SURELOCK_FS hooks (and with them its
+ * file locks) and the memory the library allocated for it meanwhile, and ending the thread
+ * there (its body does not go on). For the ipc open protocol (sys/interleave.h). */
+void surelock_testing_mortal(int mortal);
 /* From a body: the scenario's own promise broke; ends the exploration with this reason. */
 void surelock_testing_violation(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
