@@ -36,6 +36,9 @@ int surelock_testing_futex_wait(const void *word, unsigned expected, int timed, 
                                 int *out);
 int surelock_testing_futex_wake(const void *word, int count, unsigned bits, int *out);
 int surelock_testing_quarantine(void *p);
+/* Nonzero on a thread the explorer schedules: caches of freed objects then free them, so the
+ * quarantine sees every free (sys/dispatch.cc). */
+int surelock_testing_scheduled(void);
 void surelock_testing_allocated(void *p);
 
 struct flock;

@@ -112,6 +112,11 @@ using namespace surelock::sys::interleave;
 
 extern "C" {
 
+int surelock_testing_scheduled(void)
+{
+    return my_index >= 0;
+}
+
 int surelock_testing_quarantine(void *p)
 {
     if (my_index < 0 || p == nullptr) return 0;
