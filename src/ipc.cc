@@ -202,26 +202,7 @@ surelock_ipc *anchor_of(ThreadRecord *me, const surelock_ipc *m)
         owner_died = true;
         rc = 0;
     }
-    switch (rc) {
-    case 0:
-        break;
-    case EBUSY:
-        return fail(EBUSY, "%s: held by another thread or process", fn);
-    case ETIMEDOUT:
-        return no_sleep
-                   ? fail(ETIMEDOUT, "%s: held by another thread or process (timeout 0)", fn)
-                   : fail(ETIMEDOUT, "%s: still held after %llu ns", fn,
-                          (unsigned long long)wait.timeout_ns());
-    case EDEADLK:
-        return fail(EDEADLK, "%s: the calling thread already holds this lock (not recursive)",
-                    fn);
-    case EAGAIN:
-        return fail(EAGAIN, "%s: recursion depth would overflow", fn);
-    case ENOTRECOVERABLE:
-        return fail(ENOTRECOVERABLE, "%s: the lock is not recoverable", fn);
-    default:
-        return fail(rc, "%s: pthread mutex error: %s", fn, strerror(rc));
-    }
+    if (__builtin_expect(rc != 0, 0)) return lock_failure(rc, no_sleep, wait.timeout_ns(), fn);
     // A recursive mutex this thread already held (through this or another handle of the file)
     // was only re-entered: recovery was reported to the outer acquisition.
     bool thread_reentry = m->recursive && pthread_depth(h) > 1;

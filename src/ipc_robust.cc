@@ -151,6 +151,27 @@ int check_mutex(const char *path, const FileHeader *h, ino_t ino)
     }
 }
 
+int lock_failure(int rc, bool no_sleep, uint64_t timeout_ns, const char *fn)
+{
+    switch (rc) {
+    case EBUSY:
+        return fail(EBUSY, "%s: held by another thread or process", fn);
+    case ETIMEDOUT:
+        return no_sleep ? fail(ETIMEDOUT, "%s: held by another thread or process (timeout 0)", fn)
+                        : fail(ETIMEDOUT, "%s: still held after %llu ns", fn,
+                               (unsigned long long)timeout_ns);
+    case EDEADLK:
+        return fail(EDEADLK, "%s: the calling thread already holds this lock (not recursive)",
+                    fn);
+    case EAGAIN:
+        return fail(EAGAIN, "%s: recursion depth would overflow", fn);
+    case ENOTRECOVERABLE:
+        return fail(ENOTRECOVERABLE, "%s: the lock is not recoverable", fn);
+    default:
+        return fail(rc, "%s: pthread mutex error: %s", fn, strerror(rc));
+    }
+}
+
 } // namespace surelock::ipc_robust
 
 #ifdef SURELOCK_TESTING

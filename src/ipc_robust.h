@@ -3,6 +3,7 @@
 #pragma once
 
 #include <errno.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <sys/types.h>
 #include <time.h>
@@ -27,6 +28,11 @@ namespace surelock::ipc_robust {
 // of the file with inode `ino` (or nobody). Returns 0, EPROTO (corrupt), or ETIMEDOUT when the
 // holder cannot be confirmed in time; errmsg says which.
 int check_mutex(const char *path, const ipc_format::FileHeader *h, ino_t ino);
+
+// The error a failed pthread_mutex_*lock of the file's mutex (rc, not 0 or EOWNERDEAD) is to
+// the caller, with errmsg set: no_sleep for a try or a spent timeout (fn: the public call).
+int lock_failure(int rc, bool no_sleep, uint64_t timeout_ns, const char *fn)
+    __attribute__((cold));
 
 // Sleeps `us` microseconds between re-reads of state another process is changing (bounded
 // polling loops: this check, open's flock).
