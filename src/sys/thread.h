@@ -59,6 +59,10 @@ struct ThreadRecord {
     // Non-zero while a thread owns this record (its serial is then valid); read by the dump.
     std::atomic<bool> in_use;
 
+    // Whether this thread holds no lock of any kind: every hold is in the held list or the
+    // read-hold set (thread exit releases them from there), so both empty means none.
+    bool holds_nothing() const { return held.next == &held && read_holds.count == 0; }
+
     void link_held(HeldLink *link)
     {
         link->next = held.next;
