@@ -46,9 +46,15 @@ int wait(surelock_cond *c, surelock_mutex *m, uint64_t timeout_ns, const char *f
     bool timed_out = false;
     if (timeout_ns == 0) {
         timed_out = true;
-    } else if (futex_wait(&c->sequence, seen, deadline) == ETIMEDOUT) {
+    } else {
+        bool expired = futex_wait(&c->sequence, seen, deadline) == ETIMEDOUT;
+        // Read after every wake-up, not only a timeout: the acquire pairs with the bump of the
+        // signal that woke this waiter, so what the signaller did before it (reading the
+        // waiter count) happens before this waiter's return, and before a free of the cond
+        // that follows (the futex orders them too, but the memory model and ThreadSanitizer
+        // know nothing of the futex).
         SURELOCK_STEP(&c->sequence);
-        timed_out = c->sequence.load(std::memory_order_acquire) == seen;
+        timed_out = c->sequence.load(std::memory_order_acquire) == seen && expired;
     }
     SURELOCK_STEP(&c->waiters);
     c->waiters.fetch_sub(1, std::memory_order_relaxed);
