@@ -1734,6 +1734,74 @@ static void grants_made_inside_callbacks_never_nest_even_beyond_64_pending(void 
     EXPECT_RC(surelock_sem_free(burst.s), 0);
 }
 
+/* ==== a callback that exits its thread ======================================================= */
+
+/* The contract forbids fn to unwind, but pthread_exit from a callback must not leave the
+ * thread's dispatch pass or errmsg scope behind on the unwound stack: a key destructor that
+ * then fails a call and releases an amutex with a waiter queued (as an event loop's thread-exit
+ * cleanup would) must see its call served, not written into dead stack frames. */
+static struct {
+    surelock_amutex *m, *unlocked;
+    surelock_waiter exiting, next;
+    flag next_granted;
+    int fail_rc, unlock_rc;
+    pthread_key_t key;
+} xcb;
+
+static void exiting_fn(void *ctx, int status)
+{
+    (void)ctx;
+    (void)status;
+    pthread_exit(NULL);
+}
+
+static void next_fn(void *ctx, int status)
+{
+    (void)ctx;
+    if (status == 0) flag_raise(&xcb.next_granted);
+}
+
+static void exit_key_destructor(void *value)
+{
+    (void)value;
+    xcb.fail_rc = surelock_amutex_unlock(xcb.unlocked);
+    xcb.unlock_rc = surelock_amutex_unlock(xcb.m); /* the exiting waiter's grant, handed on */
+}
+
+static void *exiting_thread(void *arg)
+{
+    (void)arg;
+    pthread_setspecific(xcb.key, &xcb);
+    if (surelock_amutex_trylock(xcb.m) != 0) return NULL;
+    if (surelock_amutex_lock_async(xcb.m, &xcb.exiting, exiting_fn, NULL) != EINPROGRESS)
+        return NULL;
+    if (surelock_amutex_lock_async(xcb.m, &xcb.next, next_fn, NULL) != EINPROGRESS) return NULL;
+    surelock_amutex_unlock(xcb.m); /* runs exiting_fn, which ends this thread */
+    return NULL;
+}
+
+static void a_callback_that_exits_its_thread_leaves_later_releases_on_it_working(void **state)
+{
+    (void)state;
+    memset(&xcb, 0, sizeof xcb);
+    xcb.m = new_amutex();
+    xcb.unlocked = new_amutex();
+    flag_init(&xcb.next_granted);
+    assert_int_equal(pthread_key_create(&xcb.key, exit_key_destructor), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, exiting_thread, NULL), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    EXPECT_RC(xcb.fail_rc, EPERM);
+    EXPECT_RC(xcb.unlock_rc, 0);
+    if (!flag_wait(&xcb.next_granted, 1, WAIT_LIMIT_MS))
+        fail_msg("the waiter behind the exiting callback was never granted");
+    EXPECT_RC(surelock_amutex_unlock(xcb.m), 0);
+    EXPECT_RC(surelock_amutex_free(xcb.m), 0);
+    EXPECT_RC(surelock_amutex_free(xcb.unlocked), 0);
+    pthread_key_delete(xcb.key);
+    flag_destroy(&xcb.next_granted);
+}
+
 /* ==== the group ============================================================================== */
 
 int main(void)
@@ -1768,6 +1836,7 @@ int main(void)
         TEST(an_amutex_can_be_unlocked_by_another_thread_than_the_one_that_locked_it),
         TEST(an_amutex_locked_again_by_its_holder_queues_behind_itself_without_edeadlk),
         TEST(grants_made_inside_callbacks_never_nest_even_beyond_64_pending),
+        TEST(a_callback_that_exits_its_thread_leaves_later_releases_on_it_working),
     };
     return _cmocka_run_group_tests("sem", tests, sizeof tests / sizeof tests[0], watchdog_start,
                                    watchdog_stop);

@@ -11,9 +11,9 @@
 // A grant must never fail, so queuing a callback needs no memory: its node is allocated when
 // the waiter joins the semaphore's queue (the one point that may still say ENOMEM), and given
 // back just before the callback runs (to a short per-thread list of spare nodes, so the next
-// waiter this thread queues needs no allocation). The thread's queue is a list through those nodes, headed on
-// the outermost pass's stack and found through a thread-local pointer, so not even a thread
-// record (which could fail to be allocated) is needed.
+// waiter this thread queues needs no allocation). The thread's queue is a list through those
+// nodes, headed in thread-local storage, so not even a thread record (which could fail to be
+// allocated) is needed.
 #pragma once
 
 namespace surelock::sys {
@@ -51,9 +51,8 @@ public:
     void run();
 
 private:
-    Delivery *head_ = nullptr;
-    Delivery **tail_ = &head_;
-    DispatchQueue *target_; // the queue being run on this thread, or this one if none is
+    struct DispatchThread *thread_; // the calling thread's queue (dispatch.cc)
+    bool outermost_;                // no pass was running it when this one began
 };
 
 } // namespace surelock::sys

@@ -18,25 +18,14 @@ int fail_path(int code, const char *path, const char *fmt, ...)
 const char *errmsg();
 
 // Keeps the buffer as it is around code that may fail on the caller's behalf but must not
-// change what the caller sees (callbacks, thread-exit cleanup, a group backing out). The text
-// is saved lazily, by the first failure inside the scope, so a scope in which nothing fails
-// (every grant's callback, normally) copies nothing. Scopes nest.
-class ErrmsgSnapshot {
-public:
+// change what the caller sees (callbacks, thread-exit cleanup, a group backing out). Copies the
+// text only, not the whole buffer. Nothing outside the object points at it, so a scope that a
+// forced unwind skips (pthread_exit in a callback, which the contract forbids) leaves nothing
+// dangling.
+struct ErrmsgSnapshot {
+    char text[256];
     ErrmsgSnapshot();
     ~ErrmsgSnapshot();
-    // For the thread-exit destructor, which runs outside every scope: forgets scopes a forced
-    // unwind (pthread_exit or cancellation inside a callback, which the contract forbids) may
-    // have left registered without running their destructors.
-    static void forget_unwound_scopes();
-    ErrmsgSnapshot(const ErrmsgSnapshot &) = delete;
-    ErrmsgSnapshot &operator=(const ErrmsgSnapshot &) = delete;
-
-private:
-    friend void save_before_overwrite();
-    ErrmsgSnapshot *outer_; // the enclosing scope on this thread
-    bool saved_ = false;
-    char text_[256];
 };
 
 } // namespace surelock::sys

@@ -100,7 +100,6 @@ int key_error; // set once by make_key, read after pthread_once
 // declared dead (surelock.h says which ones run before).
 void thread_exit_destructor(void *arg)
 {
-    ErrmsgSnapshot::forget_unwound_scopes();
     ErrmsgSnapshot keep_errmsg; // a handler's failure must not leak into a dying thread's text
     auto *record = static_cast<ThreadRecord *>(arg);
     while (record->held.next != &record->held) {
