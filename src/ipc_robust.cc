@@ -157,9 +157,11 @@ int lock_failure(int rc, bool no_sleep, uint64_t timeout_ns, const char *fn)
     case EBUSY:
         return fail(EBUSY, "%s: held by another thread or process", fn);
     case ETIMEDOUT:
-        return no_sleep ? fail(ETIMEDOUT, "%s: held by another thread or process (timeout 0)", fn)
-                        : fail(ETIMEDOUT, "%s: still held after %llu ns", fn,
-                               (unsigned long long)timeout_ns);
+        if (no_sleep)
+            return fail(ETIMEDOUT,
+                        "%s: held by another thread or process (timeout %llu ns, no time left)",
+                        fn, (unsigned long long)timeout_ns);
+        return fail(ETIMEDOUT, "%s: still held after %llu ns", fn, (unsigned long long)timeout_ns);
     case EDEADLK:
         return fail(EDEADLK, "%s: the calling thread already holds this lock (not recursive)",
                     fn);

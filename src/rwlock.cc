@@ -138,7 +138,9 @@ int rwlock_acquire(surelock_rwlock *l, ThreadRecord *me, bool exclusive, Wait wa
         if (wait.is_try_once())
             return fail(EBUSY, "%s: %s", fn,
                         exclusive ? "held by another thread" : "a writer holds it or waits for it");
-        if (wait.is_spent()) return fail(ETIMEDOUT, "%s: busy (timeout 0)", fn);
+        if (wait.is_spent())
+            return fail(ETIMEDOUT, "%s: busy (timeout %llu ns, no time left)", fn,
+                        (unsigned long long)wait.timeout_ns());
         if (int rc = wait_to_acquire(l, me, exclusive, wait, fn)) return rc;
     }
     if (exclusive) {

@@ -390,6 +390,28 @@ static void size_counts_members_and_clear_drops_them_all(void **state)
     free_all(); /* freeing the group let go of its members */
 }
 
+/* A group fixes one deadline for all its members, so a member reached after it has passed
+ * fails at once: the message gives the group's timeout, not a "timeout 0" nobody asked for. */
+static void a_member_reached_after_the_groups_deadline_names_the_groups_timeout(void **state)
+{
+    (void)state;
+    make_all();
+    for (int i = 0; i < N_ALL; i++) {
+        member held = agent_view(&all[i]);
+        surelock_group *g = group_of(&all[i], 1);
+        EXPECT_RC(agent_call(&agent_a, take_member, &held), 0);
+        int rc = surelock_group_timedlock(g, 1); /* 1 ns: spent before the member is asked */
+        if (rc != ETIMEDOUT)
+            fail_msg("%s member: timedlock(1 ns) gave %s", kind_name(all[i].kind), errname(rc));
+        if (strstr(surelock_errmsg(), "timeout 1 ns") == NULL)
+            fail_msg("%s member: errmsg \"%s\" does not give the group's timeout",
+                     kind_name(all[i].kind), surelock_errmsg());
+        EXPECT_RC(agent_call(&agent_a, release_member, &held), 0);
+        EXPECT_RC(surelock_group_free(g), 0);
+    }
+    free_all();
+}
+
 static void adding_the_same_lock_twice_is_eexist_for_every_kind(void **state)
 {
     (void)state;
@@ -1531,6 +1553,7 @@ int main(void)
         TEST(a_dead_ipc_holder_makes_lock_return_eownerdead_with_the_whole_group_held),
         TEST(a_backed_out_ipc_member_taken_with_eownerdead_still_needs_recovery_for_the_next_process),
         TEST(dining_philosophers_with_mixed_insertion_orders_all_finish),
+        TEST(a_member_reached_after_the_groups_deadline_names_the_groups_timeout),
         TEST(two_threads_with_groups_in_opposite_insertion_orders_never_deadlock),
         TEST(the_same_rwlock_in_shared_mode_is_held_by_two_groups_at_once),
         TEST(two_processes_with_groups_of_two_ipc_locks_in_opposite_orders_never_deadlock),

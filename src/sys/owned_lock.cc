@@ -9,7 +9,9 @@ int OwnedLock::acquire_contended(ThreadRecord *me, Wait wait, const char *fn)
     if (wait.is_try_once()) return fail(EBUSY, "%s: held by another thread", fn);
     if (wait.watches_first() && futex.watch_until_free(Wait::watch_budget_ns) && futex.try_lock())
         return become_owner(me);
-    if (wait.is_spent()) return fail(ETIMEDOUT, "%s: held by another thread (timeout 0)", fn);
+    if (wait.is_spent())
+        return fail(ETIMEDOUT, "%s: held by another thread (timeout %llu ns, no time left)", fn,
+                    (unsigned long long)wait.timeout_ns());
     Deadline deadline = wait.deadline(); // the clock is read before the walk, not after
     // ---- Deadlock detection (waits.h): refuse a wait that would close a cycle.
     if (int rc = begin_wait(me, kind(), this, fn)) return rc;
