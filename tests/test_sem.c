@@ -1802,6 +1802,48 @@ static void a_callback_that_exits_its_thread_leaves_later_releases_on_it_working
     flag_destroy(&xcb.next_granted);
 }
 
+/* The queue a cut-short pass left is run by the thread's exit; a callback in it that ends the
+ * thread again must not lose the grants behind it (their waiters hold permits and wait for fn). */
+static struct {
+    surelock_sem *s;
+    surelock_waiter exiting[2], last;
+    flag last_granted;
+} x2;
+
+static void last_fn(void *ctx, int status)
+{
+    (void)ctx;
+    if (status == 0) flag_raise(&x2.last_granted);
+}
+
+static void *releasing_three(void *arg)
+{
+    (void)arg;
+    surelock_sem_release(x2.s, 3); /* exiting_fn, exiting_fn, last_fn */
+    return NULL;
+}
+
+static void a_callback_that_exits_the_thread_during_its_exit_still_leaves_the_rest_delivered(
+    void **state)
+{
+    (void)state;
+    memset(&x2, 0, sizeof x2);
+    x2.s = new_sem(0);
+    flag_init(&x2.last_granted);
+    for (int i = 0; i < 2; i++)
+        EXPECT_RC(surelock_sem_acquire_async(x2.s, 1, &x2.exiting[i], exiting_fn, NULL),
+                  EINPROGRESS);
+    EXPECT_RC(surelock_sem_acquire_async(x2.s, 1, &x2.last, last_fn, NULL), EINPROGRESS);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, releasing_three, NULL), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    if (!flag_wait(&x2.last_granted, 1, WAIT_LIMIT_MS))
+        fail_msg("the waiter behind the second exiting callback was never granted");
+    EXPECT_RC(surelock_sem_release(x2.s, 3), 0);
+    EXPECT_RC(surelock_sem_free(x2.s), 0);
+    flag_destroy(&x2.last_granted);
+}
+
 /* ==== the group ============================================================================== */
 
 int main(void)
@@ -1837,6 +1879,7 @@ int main(void)
         TEST(an_amutex_locked_again_by_its_holder_queues_behind_itself_without_edeadlk),
         TEST(grants_made_inside_callbacks_never_nest_even_beyond_64_pending),
         TEST(a_callback_that_exits_its_thread_leaves_later_releases_on_it_working),
+        TEST(a_callback_that_exits_the_thread_during_its_exit_still_leaves_the_rest_delivered),
     };
     return _cmocka_run_group_tests("sem", tests, sizeof tests / sizeof tests[0], watchdog_start,
                                    watchdog_stop);

@@ -49,8 +49,12 @@ void free_spare_nodes(void *)
     // A pass cut short by a callback that ended the thread: deliver what it left (grants that
     // other waiters are owed) before the thread is gone.
     if (t.dispatching) {
+        // Armed again first: should one of these callbacks end the thread too, glibc restarts
+        // the destructors and this one comes back for the rest.
+        pthread_setspecific(spare_key, &t.spare_nodes);
         t.dispatching = false;
         run_queue(t);
+        pthread_setspecific(spare_key, nullptr);
     }
     while (Delivery *d = t.spare_nodes) {
         t.spare_nodes = d->next;
