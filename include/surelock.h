@@ -425,6 +425,9 @@ SURELOCK_API int surelock_ipc_unlink(const char *path);
  * function, including releasing the same semaphore; grants triggered from inside fn run one
  * after another in the outermost dispatch on that thread (the stack does not grow with the
  * queue). fn must not unwind. The releasing thread's errmsg is preserved across fn.
+ * If fn breaks that rule anyway, nothing is corrupted. Ending the thread (pthread_exit,
+ * cancellation) delivers the remaining grants at that thread's exit. Leaving by longjmp or an
+ * exception defers every later grant made on that thread until the thread exits.
  * Out of memory: what a callback needs is allocated when its waiter queues (an async call
  * that must queue and cannot get it returns ENOMEM, queues nothing and never calls fn), so
  * releasing, cancelling and shutting down never need memory and never nest callbacks.
