@@ -17,6 +17,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -181,6 +182,42 @@ uint64_t run_threads(int threads, double seconds, Iteration iteration, double *e
     uint64_t total = 0;
     for (uint64_t c : counts) total += c;
     return total;
+}
+
+// The contended row every exclusive lock shares: `threads` threads take one L (lock() and
+// unlock() return 0 or an errno), bump a counter under it and do `work_steps` of local work
+// between acquisitions, for about `seconds`. Returns Mops/s. The counter must come out exact
+// (otherwise exclusion failed); every failure goes to `complain`, the benchmark's own report.
+template <class L>
+Sample exclusive_throughput(int threads, double seconds, int work_steps,
+                            void (*complain)(const char *what))
+{
+    struct alignas(64) Protected {
+        uint64_t counter = 0;
+    };
+    auto lock = std::make_unique<L>();
+    auto data = std::make_unique<Protected>();
+    if (!lock->ok()) {
+        complain("cannot create a lock");
+        return 0;
+    }
+    L *p = lock.get();
+    Protected *d = data.get();
+    std::atomic<uint64_t> bad{0};
+    double elapsed = 0, cpus = 0;
+    uint64_t total = run_threads(
+        threads, seconds,
+        [p, d, &bad, work_steps](int t) {
+            if (__builtin_expect(p->lock() != 0, 0)) bad++;
+            d->counter++;
+            if (__builtin_expect(p->unlock() != 0, 0)) bad++;
+            uint64_t x = local_work(uint64_t(t) + 1, work_steps);
+            do_not_optimize(x);
+        },
+        &elapsed, &cpus);
+    if (bad) complain("contended lock/unlock failed");
+    if (d->counter != total) complain("protected counter is wrong: mutual exclusion failed");
+    return Sample(double(total) / elapsed / 1e6, cpus);
 }
 
 // ---- Reporting -------------------------------------------------------------------------------

@@ -165,37 +165,11 @@ struct alignas(64) SurelockSem1 {
 
 constexpr int work_steps = 32; // local work between acquisitions, see local_work()
 
-struct alignas(64) Protected {
-    uint64_t counter = 0;
-};
-
 template <class L> Sampler contended(const Options &o, int threads)
 {
     double seconds = o.threaded_seconds();
     return [threads, seconds]() -> Sample {
-        auto lock = std::make_unique<L>();
-        auto data = std::make_unique<Protected>();
-        if (!lock->ok()) {
-            complain("cannot create a lock");
-            return 0;
-        }
-        L *p = lock.get();
-        Protected *d = data.get();
-        std::atomic<uint64_t> bad{0};
-        double elapsed = 0, cpus = 0;
-        uint64_t total = run_threads(
-            threads, seconds,
-            [p, d, &bad](int t) {
-                if (__builtin_expect(p->lock() != 0, 0)) bad++;
-                d->counter++;
-                if (__builtin_expect(p->unlock() != 0, 0)) bad++;
-                uint64_t x = local_work(uint64_t(t) + 1, work_steps);
-                do_not_optimize(x);
-            },
-            &elapsed, &cpus);
-        if (bad) complain("contended lock/unlock failed");
-        if (d->counter != total) complain("protected counter is wrong: mutual exclusion failed");
-        return Sample(double(total) / elapsed / 1e6, cpus);
+        return exclusive_throughput<L>(threads, seconds, work_steps, complain);
     };
 }
 
