@@ -27,14 +27,6 @@ static int do_lock(void *m) { return surelock_mutex_lock(m); }
 static int do_trylock(void *m) { return surelock_mutex_trylock(m); }
 static int do_unlock(void *m) { return surelock_mutex_unlock(m); }
 
-static surelock_mutex *new_mutex(void)
-{
-    surelock_mutex *m = NULL;
-    EXPECT_RC(surelock_mutex_new(&m), 0);
-    assert_non_null(m);
-    return m;
-}
-
 static surelock_cond *new_cond(void)
 {
     surelock_cond *c = NULL;

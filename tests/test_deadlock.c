@@ -76,20 +76,6 @@ static surelock_rlock *global(const char *name)
     return l;
 }
 
-static surelock_mutex *new_mutex(void)
-{
-    surelock_mutex *m = NULL;
-    EXPECT_RC(surelock_mutex_new(&m), 0);
-    return m;
-}
-
-static surelock_rwlock *new_rwlock(void)
-{
-    surelock_rwlock *l = NULL;
-    EXPECT_RC(surelock_rwlock_new(&l), 0);
-    return l;
-}
-
 /* Whether `text` matches `format` exactly, where every %llu in the format is a number that is
  * stored in nums[] (up to 8). A literal % is not supported (no format has one). */
 static bool matches(const char *text, const char *format, unsigned long long nums[8])

@@ -166,27 +166,6 @@ static void expect_all_held_at(int line, member *members, int n)
 
 /* ---- constructors ---------------------------------------------------------------------------- */
 
-static surelock_mutex *new_mutex(void)
-{
-    surelock_mutex *m = NULL;
-    EXPECT_RC(surelock_mutex_new(&m), 0);
-    return m;
-}
-
-static surelock_rwlock *new_rwlock(void)
-{
-    surelock_rwlock *l = NULL;
-    EXPECT_RC(surelock_rwlock_new(&l), 0);
-    return l;
-}
-
-static surelock_rlock *new_rlock(void)
-{
-    surelock_rlock *l = NULL;
-    EXPECT_RC(surelock_rlock_new(&l), 0);
-    return l;
-}
-
 static surelock_group *new_group(void)
 {
     surelock_group *g = NULL;

@@ -48,14 +48,6 @@ static int announce_then_lock(void *m)
     return surelock_mutex_lock(m);
 }
 
-static surelock_mutex *new_mutex(void)
-{
-    surelock_mutex *m = NULL;
-    EXPECT_RC(surelock_mutex_new(&m), 0);
-    assert_non_null(m);
-    return m;
-}
-
 /* A mutex whose owner thread exited holding it. */
 static surelock_mutex *mutex_with_dead_owner(void)
 {

@@ -54,14 +54,6 @@ static int announce_then_rdlock(void *l)
 
 static agent agent_a, agent_b, agent_c;
 
-static surelock_rwlock *new_rwlock(void)
-{
-    surelock_rwlock *l = NULL;
-    EXPECT_RC(surelock_rwlock_new(&l), 0);
-    assert_non_null(l);
-    return l;
-}
-
 /* Starts agent `a` and has it block in wrlock (or rdlock) on l; returns once it sleeps there. */
 static void start_blocked(agent *a, surelock_rwlock *l, bool writer)
 {

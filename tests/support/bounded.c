@@ -664,3 +664,27 @@ void temp_paths_free(void)
     for (size_t i = 0; i < n_temp_paths; i++) free(temp_paths[i]);
     n_temp_paths = 0;
 }
+
+surelock_mutex *new_mutex(void)
+{
+    surelock_mutex *m = NULL;
+    EXPECT_RC(surelock_mutex_new(&m), 0);
+    assert_non_null(m);
+    return m;
+}
+
+surelock_rwlock *new_rwlock(void)
+{
+    surelock_rwlock *l = NULL;
+    EXPECT_RC(surelock_rwlock_new(&l), 0);
+    assert_non_null(l);
+    return l;
+}
+
+surelock_rlock *new_rlock(void)
+{
+    surelock_rlock *l = NULL;
+    EXPECT_RC(surelock_rlock_new(&l), 0);
+    assert_non_null(l);
+    return l;
+}

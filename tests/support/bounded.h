@@ -28,6 +28,8 @@
 
 #include <cmocka.h>
 
+#include <surelock.h>
+
 /* Bound on any wait for another thread or process: far beyond what a working library needs,
  * even under sanitizers on a loaded 2-core machine; short enough to fail, not hang, CI. */
 #define WAIT_LIMIT_MS 20000
@@ -258,5 +260,10 @@ void temp_dir_remove(const char *dir); /* recursive; does nothing for "" */
 /* "dir/name", kept until temp_paths_free() (a test's teardown calls it). */
 const char *temp_path(const char *dir, const char *name);
 void temp_paths_free(void);
+
+/* New locks for a test: a failure to create one fails the test. */
+surelock_mutex *new_mutex(void);
+surelock_rwlock *new_rwlock(void);
+surelock_rlock *new_rlock(void);
 
 #endif
