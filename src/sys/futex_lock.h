@@ -29,6 +29,18 @@ struct FutexLock {
     // true once taken.
     bool lock_until(const Deadline &deadline);
 
+    // The contended path's first step, before it pays for anything a sleeper needs (the
+    // deadlock detector's registration): marks the word slept on and returns true if that
+    // found it free (taken, as lock_until would have). A word already marked is left alone,
+    // so a second waiter does not bounce the holder's cache line.
+    bool take_or_mark_slept_on()
+    {
+        SURELOCK_STEP(&word);
+        if (word.load(std::memory_order_relaxed) == HELD_WITH_SLEEPERS) return false;
+        SURELOCK_STEP(&word);
+        return word.exchange(HELD_WITH_SLEEPERS, std::memory_order_acquire) == FREE;
+    }
+
     // Watches the word (loads only, no read-modify-write) for up to budget_ns until it is
     // free; true if it was seen free. For callers that would otherwise sleep while holding
     // other locks (a group between members), where a short critical section ending is worth

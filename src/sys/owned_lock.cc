@@ -13,6 +13,10 @@ int OwnedLock::acquire_contended(ThreadRecord *me, Wait wait, const char *fn)
         return fail(ETIMEDOUT, "%s: held by another thread (timeout %llu ns, no time left)", fn,
                     (unsigned long long)wait.timeout_ns());
     Deadline deadline = wait.deadline(); // the clock is read before the walk, not after
+    // A waiter that finds the lock free by now never sleeps, so it never enters the wait
+    // graph: with several threads contending, most contended acquires end here, and the
+    // graph lock (one spinlock for the process) would otherwise serialise every one of them.
+    if (futex.take_or_mark_slept_on()) return become_owner(me);
     // ---- Deadlock detection (waits.h): refuse a wait that would close a cycle.
     if (int rc = begin_wait(me, kind(), this, fn)) return rc;
     bool taken = futex.lock_until(deadline);

@@ -4,8 +4,9 @@
 // walks the graph: L's holder(s), what each holder waits for, their holders, and so on. If
 // the walk comes back to the caller, the wait would close a cycle: the acquire returns
 // EDEADLK instead of blocking, and errmsg names the cycle. Only the slow path does this: the
-// hooks sit at the entry of the contended paths (OwnedLock::acquire_contended, rwlock_acquire
-// before read_contended/write_contended), so an uncontended acquire or release gains nothing.
+// hooks sit on the contended paths (OwnedLock::acquire_contended, once one more look at the
+// word found it still held; rwlock_acquire before read_contended/write_contended), so an
+// uncontended acquire or release gains nothing.
 //
 // The registration protocol, and why it is race-free:
 //  - Registering, walking and unregistering all happen under one graph lock, a spinlock

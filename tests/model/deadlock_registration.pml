@@ -6,7 +6,8 @@
  * One atomic step of the model is one atomic step of the code: the lock word's
  * compare-and-swap, the owner store (after taking the word; cleared before releasing it),
  * and everything done under the graph lock (register + walk, unregister). A thread on the
- * contended path registers and walks, then sleeps until the word is free, takes it,
+ * contended path looks at the word once more (taking it if it is free by now, without
+ * registering), else registers and walks, then sleeps until the word is free, takes it,
  * unregisters, and only then records itself as owner — as OwnedLock::acquire_contended does.
  *
  * Checked:
@@ -72,6 +73,11 @@ inline acquire(t, l, refused) {
     if
     :: atomic { word[l] == 0 -> word[l] = 1; holder[l] = t + 1 }
     :: atomic { word[l] != 0 -> blocked_on[t] = l }   /* the try failed: contended path */
+        /* One more look before paying for the graph (take_or_mark_slept_on): a lock freed
+         * meanwhile is taken without registering. */
+        if
+        :: atomic { word[l] == 0 -> word[l] = 1; holder[l] = t + 1; blocked_on[t] = NONE }
+        :: atomic { word[l] != 0 -> skip }
         lock_graph();
         d_step {
             waits[t] = l; registered[t] = true;
@@ -107,6 +113,7 @@ inline acquire(t, l, refused) {
             :: else -> skip
             fi
 #endif
+        fi
         fi
     fi;
     if
