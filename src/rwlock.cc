@@ -74,15 +74,15 @@ int writer_death_notice(surelock_rwlock *l)
 }
 
 // The uncontended read lock, inline in the public entry points: one probe of the read-hold
-// set (which also finds where the hold goes) and one compare-and-swap. False when the caller
-// holds the lock already, the set must grow, or the lock is not free for readers: the general
+// set (which also finds where the hold goes) and one compare-and-swap, the first touch of the
+// lock's line. False when the caller holds the lock already (for writing: a writer holds it,
+// so try_read fails), the set must grow, or the lock is not free for readers: the general
 // path then sorts it out (EDEADLK, ENOMEM, waiting).
 [[gnu::always_inline]] inline bool read_fast(surelock_rwlock *l, ThreadRecord *me)
 {
     HoldSet &holds = me->read_holds;
     uint32_t slot;
-    if (!holds.has_room_for_one() || l->writer.load(std::memory_order_relaxed) == me->serial ||
-        holds.find(l, &slot) || !l->futex.try_read())
+    if (!holds.has_room_for_one() || holds.find(l, &slot) || !l->futex.try_read())
         return false;
     holds.fill(slot, l, reader_exited);
     return true;
