@@ -45,11 +45,13 @@ constexpr size_t key_size = 1 + 16 + 8 + 8;
 // is its kind (rwlock_kind or rwlock_read_kind).
 struct Member {
     uint8_t key[key_size];
+    bool owner_died;   // during an acquisition: this member was taken with EOWNERDEAD
+    bool release_word; // during a transactional release: its word is to be released
     const LockKind *kind;
-    bool owner_died; // during an acquisition: this member was taken with EOWNERDEAD
     void *lock;
     FutexLock *word; // the kind's word(lock), or nullptr: never taken in a transaction
 };
+static_assert(sizeof(Member) == 64, "one cache line per member, indexed by a shift");
 
 void put_u64(uint8_t *p, uint64_t v)
 {
@@ -67,8 +69,11 @@ struct surelock_group {
     // In the holder's held list while held, so a holder that exits frees the group for reuse
     // (its members are released by their own links).
     HeldLink held{};
-    // Members whose kind has no transactional word (kind->word is nullptr).
+    // Members whose kind has no transactional word (kind->word is nullptr), and whether the
+    // group may try a transaction: 2..max_words members, none of them wordless, and this
+    // process has transactions (transaction::available(), asked here, at add).
     size_t wordless = 0;
+    bool all_at_once = false;
 };
 
 namespace {
@@ -119,6 +124,8 @@ int add(surelock_group *g, Member member, const char *fn)
     g->members[lo] = member;
     g->count++;
     if (member.word == nullptr) g->wordless++;
+    g->all_at_once = g->wordless == 0 && g->count >= transaction::min_words &&
+                     g->count <= transaction::max_words && transaction::available();
     member.kind->membership(member.lock)->groups.fetch_add(1);
     return 0;
 }
@@ -142,6 +149,7 @@ void drop_members(surelock_group *g)
     }
     g->count = 0;
     g->wordless = 0;
+    g->all_at_once = false;
 }
 
 // ---- Holding ----------------------------------------------------------------------------------
@@ -179,21 +187,22 @@ int check_nothing_held(surelock_group *g, ThreadRecord *me, const char *fn)
     return 0;
 }
 
-// Whether to try the group's words in one transaction: 2..max_words members, every one with a
-// word, and transactions usable here (transaction.h: the CPU, the build, the test hooks).
-bool transactional(const surelock_group *g)
+// Whether to try the group's words in one transaction: the group may (all_at_once) and
+// transactions are still usable (transaction.h: not given up, the test hooks). Where the
+// CPU or the build has none, this is the per-member path's whole extra cost: one flag test.
+[[gnu::always_inline]] inline bool transactional(const surelock_group *g)
 {
-    return g->wordless == 0 && g->count >= 2 && g->count <= transaction::max_words &&
-           transaction::usable();
+    return g->all_at_once && transaction::usable();
 }
 
 // Takes every member in one transaction if every word is free; false (nothing taken, nothing
-// changed) otherwise. Then each member's after-the-word steps, in the group's order.
-bool take_all_at_once(surelock_group *g, ThreadRecord *me, bool *owner_died)
+// changed) otherwise. Then each member's after-the-word steps, in the group's order. (Out of
+// line, as release_all_at_once: the per-member paths compile as they did without them.)
+[[gnu::noinline]] bool take_all_at_once(surelock_group *g, ThreadRecord *me, bool *owner_died)
 {
-    FutexLock *words[transaction::max_words];
-    for (size_t i = 0; i < g->count; i++) words[i] = g->members[i].word;
-    if (transaction::take_free(words, g->count) != transaction::Outcome::committed) return false;
+    Member *members = g->members;
+    auto word_at = [members](size_t i) { return members[i].word; };
+    if (transaction::take_free(g->count, word_at) != transaction::Outcome::committed) return false;
     for (size_t i = 0; i < g->count; i++) {
         Member &m = g->members[i];
         m.owner_died = m.kind->took_word(m.lock, me) == EOWNERDEAD;
@@ -204,20 +213,17 @@ bool take_all_at_once(surelock_group *g, ThreadRecord *me, bool *owner_died)
 
 // Gives every member back, newest first: in one transaction when every word can go straight
 // to FREE, else each word with its own releasing exchange (which wakes its sleepers).
-void release_all(surelock_group *g, ThreadRecord *me)
+[[gnu::noinline]] void release_all_at_once(surelock_group *g)
 {
-    if (!transactional(g)) {
-        for (size_t i = g->count; i-- > 0;) member_release(g->members[i], me, false);
-        return;
-    }
-    FutexLock *words[transaction::max_words];
-    size_t n = 0;
+    Member *members = g->members;
     for (size_t i = g->count; i-- > 0;) {
-        const Member &m = g->members[i];
-        if (m.kind->releasing_word(m.lock)) words[n++] = m.word;
+        Member &m = members[i];
+        m.release_word = m.kind->releasing_word(m.lock);
     }
-    if (n >= 2 && transaction::release_held(words, n) == transaction::Outcome::committed) return;
-    for (size_t i = 0; i < n; i++) words[i]->unlock();
+    auto word_at = [members](size_t i) { return members[i].release_word ? members[i].word : nullptr; };
+    if (transaction::release_held(g->count, word_at) == transaction::Outcome::committed) return;
+    for (size_t i = g->count; i-- > 0;)
+        if (members[i].release_word) members[i].word->unlock();
 }
 
 void become_holder(surelock_group *g, ThreadRecord *me)
@@ -387,7 +393,8 @@ SURELOCK_API int surelock_group_unlock(surelock_group *g)
         return fail(EPERM, "surelock_group_unlock: the calling thread does not hold the group");
     g->held.unlink();
     g->holder = 0;
-    release_all(g, me);
+    if (transactional(g)) release_all_at_once(g);
+    else for (size_t i = g->count; i-- > 0;) member_release(g->members[i], me, false);
     return 0;
 }
 

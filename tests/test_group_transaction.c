@@ -91,7 +91,7 @@ static int test_teardown(void **state)
 /* ---- exclusion under stress ---------------------------------------------------------------- */
 
 #define POOL 12          /* mutexes 0..7 are group A's, 4..11 group B's: 4..7 in both */
-#define ROUNDS 20000     /* per thread */
+#define ROUNDS 100000    /* per thread */
 static surelock_mutex *pool[POOL];
 static long counter[POOL];    /* plain: only the member's holder touches it */
 static int holder_of[POOL];   /* plain: which worker holds it, 0 none */

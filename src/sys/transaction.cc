@@ -2,7 +2,6 @@
 
 #if SURELOCK_TRANSACTIONS
 #include <cpuid.h>
-#include <immintrin.h>
 #endif
 
 #ifdef SURELOCK_TESTING
@@ -20,6 +19,8 @@ std::atomic<unsigned long> counts[3]; // by Outcome
 void count(Outcome o) { counts[(int)o].fetch_add(1, std::memory_order_relaxed); }
 } // namespace
 
+void count_commit() { count(Outcome::committed); }
+
 bool testing_allows()
 {
     return !forbidden.load(std::memory_order_relaxed) && !surelock_testing_scheduled();
@@ -30,23 +31,9 @@ inline void count(Outcome) {}
 } // namespace
 #endif
 
-#if SURELOCK_TRANSACTIONS
-
-namespace {
-
-constexpr unsigned refusal = 0x5e; // our _xabort code: a word in the wrong state
-
-// Failed transactions since the last commit, process-wide. Written only on failure (and
-// once by the first commit after one), so the commit path only reads its cache line.
 std::atomic<uint32_t> failures_in_a_row{0};
 
-Outcome committed()
-{
-    if (__builtin_expect(failures_in_a_row.load(std::memory_order_relaxed) != 0, 0))
-        failures_in_a_row.store(0, std::memory_order_relaxed);
-    count(Outcome::committed);
-    return Outcome::committed;
-}
+#if SURELOCK_TRANSACTIONS
 
 Outcome aborted(unsigned status)
 {
@@ -63,8 +50,6 @@ Outcome aborted(unsigned status)
     return Outcome::failed;
 }
 
-} // namespace
-
 uint8_t detect()
 {
     unsigned a, b, c, d;
@@ -74,52 +59,10 @@ uint8_t detect()
     return availability.load(std::memory_order_relaxed);
 }
 
-// Memory ordering. Inside the transaction the words are read and written with relaxed atomic
-// loads and stores (plain movs); atomicity comes from the hardware, which commits all of
-// them at once or none. Ordering: on x86 a committed RTM region has the ordering semantics of
-// a LOCK-prefixed instruction (Intel SDM vol. 1, "RTM memory ordering"), i.e. a full fence,
-// the same as the lock cmpxchg / xchg each word was taken or released with. For the compiler,
-// the signal fences pin every access to the words inside the region, and the C++ fences
-// (no instruction on x86) state the acquire after a take and the release before a release
-// that the per-word compare-and-swap and exchange stated: nothing the holder does after
-// taking moves before the take, nothing it did while holding (the owner cleared, the held
-// link unlinked: OwnedLock::release's order) moves after the release.
-
-__attribute__((target("rtm"))) Outcome take_free(FutexLock *const *locks, size_t n)
-{
-    unsigned status = _xbegin();
-    if (status != _XBEGIN_STARTED) return aborted(status);
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    for (size_t i = 0; i < n; i++) {
-        if (locks[i]->word.load(std::memory_order_relaxed) != FutexLock::FREE) _xabort(refusal);
-        locks[i]->word.store(FutexLock::HELD, std::memory_order_relaxed);
-    }
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    _xend();
-    std::atomic_thread_fence(std::memory_order_acquire);
-    return committed();
-}
-
-__attribute__((target("rtm"))) Outcome release_held(FutexLock *const *locks, size_t n)
-{
-    std::atomic_thread_fence(std::memory_order_release);
-    unsigned status = _xbegin();
-    if (status != _XBEGIN_STARTED) return aborted(status);
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    for (size_t i = 0; i < n; i++) {
-        if (locks[i]->word.load(std::memory_order_relaxed) != FutexLock::HELD) _xabort(refusal);
-        locks[i]->word.store(FutexLock::FREE, std::memory_order_relaxed);
-    }
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    _xend();
-    return committed();
-}
-
-#else // no transactions in this build: usable() is false, so these are never called
+#else // no transactions in this build: available() and usable() are false
 
 uint8_t detect() { return unavailable; }
-Outcome take_free(FutexLock *const *, size_t) { return Outcome::failed; }
-Outcome release_held(FutexLock *const *, size_t) { return Outcome::failed; }
+Outcome aborted(unsigned) { return Outcome::failed; }
 
 #endif
 

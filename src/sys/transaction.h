@@ -43,15 +43,20 @@
 
 #if defined(__x86_64__) && !defined(SURELOCK_SANITIZED)
 #define SURELOCK_TRANSACTIONS 1
+#define SURELOCK_RTM [[gnu::target("rtm"), gnu::noinline]]
+#include <immintrin.h>
 #else
 #define SURELOCK_TRANSACTIONS 0
+#define SURELOCK_RTM
 #endif
 
 namespace surelock::sys::transaction {
 
-// A transaction touches one line per word: small groups only (a large group is not the
-// latency-bound case, and more lines make an abort likelier).
-constexpr size_t max_words = 16;
+// A transaction costs about as much as 3 locked read-modify-writes (two of them, a take and
+// a release, ~25 ns here, plus ~1.5 ns per word each), so it pays from 3 words up. It touches
+// one line per word: small groups only (a large group is not the latency-bound case, and
+// more lines make an abort likelier).
+constexpr size_t min_words = 3, max_words = 16;
 // Consecutive failed transactions (no commit between) after which the process stops trying.
 constexpr uint32_t give_up_after = 64;
 
@@ -69,27 +74,118 @@ uint8_t detect(); // the first use: reads CPUID, returns in_use or unavailable
 bool testing_allows(); // the explorer does not schedule this thread, no test forbids them
 #endif
 
-// Whether to try a transaction now (see the top of this file). One relaxed load once known.
-inline bool usable()
+// Whether this process may use transactions at all: detects on the first call. A group asks
+// when a member is added, and tries transactions only if this said yes then, so a machine
+// without RTM pays one flag test of the group's own per lock and unlock.
+inline bool available()
 {
 #if SURELOCK_TRANSACTIONS
     uint8_t a = availability.load(std::memory_order_relaxed);
-    if (__builtin_expect(a == not_known, 0)) a = detect();
-#ifdef SURELOCK_TESTING
-    if (a == in_use && !testing_allows()) return false;
-#endif
-    return a == in_use;
+    return (__builtin_expect(a == not_known, 0) ? detect() : a) == in_use;
 #else
     return false;
 #endif
 }
 
-// All n words FREE -> HELD, with acquire ordering, or nothing changed (refused: one was not
-// FREE). Call only when usable().
-Outcome take_free(FutexLock *const *locks, size_t n);
-// All n words HELD -> FREE, with release ordering, or nothing changed (refused: one had
-// sleepers, which only the usual releasing exchange and its futex wake serve). Call only when
-// usable().
-Outcome release_held(FutexLock *const *locks, size_t n);
+// Whether to try a transaction now (see the top of this file): not given up since
+// available() said yes, and (test build) allowed on this thread. One relaxed load.
+inline bool usable()
+{
+#if SURELOCK_TRANSACTIONS
+#ifdef SURELOCK_TESTING
+    if (!testing_allows()) return false;
+#endif
+    return availability.load(std::memory_order_relaxed) == in_use;
+#else
+    return false;
+#endif
+}
+
+Outcome aborted(unsigned status); // an abort's outcome, counted toward giving up
+#ifdef SURELOCK_TESTING
+void count_commit();
+#endif
+
+// Failed transactions since the last commit, process-wide. Written only on failure (and by
+// the first commit after one), so the commit path only reads its cache line.
+extern std::atomic<uint32_t> failures_in_a_row;
+
+inline Outcome committed()
+{
+    if (__builtin_expect(failures_in_a_row.load(std::memory_order_relaxed) != 0, 0))
+        failures_in_a_row.store(0, std::memory_order_relaxed);
+#ifdef SURELOCK_TESTING
+    count_commit();
+#endif
+    return Outcome::committed;
+}
+
+constexpr unsigned refusal = 0x5e; // our _xabort code: a word in the wrong state
+
+// Memory ordering. Inside the transaction the words are read and written with relaxed atomic
+// loads and stores (plain movs); atomicity comes from the hardware, which commits all of
+// them at once or none, and aborts if any other CPU touches one of their lines meanwhile. On
+// x86 a committed RTM region has the ordering semantics of a LOCK-prefixed instruction (Intel
+// SDM vol. 1, "RTM memory ordering"): a full fence, as the lock cmpxchg / xchg each word was
+// taken or released with. For the compiler, the signal fences keep every access to the words
+// inside the region, and the C++ fences (no instruction on x86) state the acquire after a
+// take and the release before a release that the per-word compare-and-swap and exchange
+// stated: nothing the holder does after taking moves before the take, and nothing it did
+// before releasing (the owner cleared, the held link unlinked: OwnedLock::release's order)
+// moves after the release.
+//
+// Templates over word_at(i), i in [0, n): the word of the i-th lock, or nullptr to leave it
+// out; only these two are compiled for RTM (the caller's code is not), so the library runs on
+// any x86-64. Call them only when usable().
+
+// Every word FREE -> HELD, with acquire ordering, or nothing changed (refused: one was not
+// FREE).
+template <class WordAt>
+SURELOCK_RTM Outcome take_free(size_t n, WordAt word_at)
+{
+#if SURELOCK_TRANSACTIONS
+    unsigned status = _xbegin();
+    if (status != _XBEGIN_STARTED) return aborted(status);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    for (size_t i = 0; i < n; i++) {
+        FutexLock *l = word_at(i);
+        if (l->word.load(std::memory_order_relaxed) != FutexLock::FREE) _xabort(refusal);
+        l->word.store(FutexLock::HELD, std::memory_order_relaxed);
+    }
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    _xend();
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return committed();
+#else
+    (void)n, (void)word_at;
+    return Outcome::failed;
+#endif
+}
+
+// Every word (word_at(i) not nullptr) HELD -> FREE, with release ordering, or nothing
+// changed (refused: one had sleepers, which only the usual releasing exchange and its futex
+// wake serve).
+template <class WordAt>
+SURELOCK_RTM Outcome release_held(size_t n, WordAt word_at)
+{
+#if SURELOCK_TRANSACTIONS
+    std::atomic_thread_fence(std::memory_order_release);
+    unsigned status = _xbegin();
+    if (status != _XBEGIN_STARTED) return aborted(status);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    for (size_t i = 0; i < n; i++) {
+        FutexLock *l = word_at(i);
+        if (l == nullptr) continue;
+        if (l->word.load(std::memory_order_relaxed) != FutexLock::HELD) _xabort(refusal);
+        l->word.store(FutexLock::FREE, std::memory_order_relaxed);
+    }
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    _xend();
+    return committed();
+#else
+    (void)n, (void)word_at;
+    return Outcome::failed;
+#endif
+}
 
 } // namespace surelock::sys::transaction
