@@ -7,10 +7,10 @@
 // waits for, so they neither deadlock nor livelock. trylock/timedlock back out in reverse
 // order on the first failure. The sorted array also gives O(log n) duplicate checks at add.
 //
-// A group of 2..16 members whose kinds all have a plain lock word (mutex, rlock) first tries
-// to take every word at once in one hardware transaction (sys/transaction.h), and gives them
-// back the same way: two transactions instead of one locked read-modify-write per member each
-// way. That is only a faster way to make the same stores: the transaction either sees every
+// A group of 3..16 members whose kinds all have a plain lock word (mutex, rlock) first tries
+// to take every word at once in one hardware transaction (sys/transaction.h: Intel RTM, where
+// the CPU has it), and gives them back the same way: two transactions instead of one locked
+// read-modify-write per member each way. That is only a faster way to make the same stores: the transaction either sees every
 // member free and takes them all, or changes nothing, and then the group takes the
 // per-member path below exactly as if it had never tried (a member held, by anyone, the
 // caller's rlock re-entry included; a member with sleepers at release; any abort). Around the
@@ -70,8 +70,8 @@ struct surelock_group {
     // (its members are released by their own links).
     HeldLink held{};
     // Members whose kind has no transactional word (kind->word is nullptr), and whether the
-    // group may try a transaction: 2..max_words members, none of them wordless, and this
-    // process has transactions (transaction::available(), asked here, at add).
+    // group may try a transaction: min_words..max_words members, none of them wordless, and
+    // this process has transactions (transaction::available(), asked here, at add).
     size_t wordless = 0;
     bool all_at_once = false;
 };
@@ -203,11 +203,13 @@ int check_nothing_held(surelock_group *g, ThreadRecord *me, const char *fn)
     Member *members = g->members;
     auto word_at = [members](size_t i) { return members[i].word; };
     if (transaction::take_free(g->count, word_at) != transaction::Outcome::committed) return false;
+    bool died = false;
     for (size_t i = 0; i < g->count; i++) {
-        Member &m = g->members[i];
+        Member &m = members[i];
         m.owner_died = m.kind->took_word(m.lock, me) == EOWNERDEAD;
-        *owner_died |= m.owner_died;
+        died |= m.owner_died;
     }
+    *owner_died = died;
     return true;
 }
 
