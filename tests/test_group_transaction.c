@@ -440,6 +440,48 @@ static void a_fork_child_takes_and_releases_the_group_as_its_parent_does(void **
     for (int i = 0; i < N; i++) EXPECT_RC(surelock_mutex_free(fork_m[i]), 0);
 }
 
+/* ---- a CPU that lists RTM but aborts every transaction ------------------------------------ */
+
+static int child_with_broken_tsx(void *arg)
+{
+    (void)arg;
+    surelock_mutex *m[N];
+    surelock_group *g = NULL;
+    for (int i = 0; i < N; i++) CHILD_EXPECT_RC(surelock_mutex_new(&m[i]), 0);
+    CHILD_EXPECT_RC(surelock_group_new(&g), 0);
+    for (int i = 0; i < N; i++) CHILD_EXPECT_RC(surelock_group_add_mutex(g, m[i]), 0);
+    if (surelock_testing_transactions_in_use() != 1) return 77; /* nothing to give up here */
+    surelock_testing_abort_transactions(1);
+    counts before = now_counts();
+    for (int r = 0; r < 1000; r++) {
+        CHILD_EXPECT_RC(surelock_group_lock(g), 0);
+        CHILD_EXPECT_RC(surelock_mutex_trylock(m[r % N]), EDEADLK);
+        CHILD_EXPECT_RC(surelock_group_unlock(g), 0);
+    }
+    counts after = now_counts();
+    CHILD_CHECK(after.committed == before.committed);
+    /* It stopped trying after a few dozen failures instead of paying one per call. */
+    CHILD_CHECK(after.failed - before.failed >= 16 && after.failed - before.failed <= 128);
+    CHILD_CHECK(surelock_testing_transactions_in_use() == 0);
+    for (int i = 0; i < N; i++) {
+        CHILD_EXPECT_RC(surelock_mutex_trylock(m[i]), 0);
+        CHILD_EXPECT_RC(surelock_mutex_unlock(m[i]), 0);
+    }
+    return 0;
+}
+
+static void a_process_whose_transactions_always_abort_soon_stops_trying(void **state)
+{
+    (void)state;
+    int status = child_reap_at(__LINE__, child_spawn_tracked(child_with_broken_tsx, NULL, 30),
+                               30000);
+    if (child_exit_code(status) == 77) {
+        printf("# transactions are not in use here: nothing to give up\n");
+        return;
+    }
+    assert_int_equal(child_exit_code(status), 0);
+}
+
 #define T(f) TEST_WITH_SETUP_TEARDOWN(f)
 #define TEST_WITH_SETUP_TEARDOWN(f) {#f, f, test_setup, test_teardown, (void *)#f}
 
@@ -452,6 +494,7 @@ int main(void)
         T(an_rlock_member_entered_again_stays_held_after_the_group_unlock),
         T(forced_fallback_gives_the_same_codes_and_messages_as_transactions),
         T(a_fork_child_takes_and_releases_the_group_as_its_parent_does),
+        T(a_process_whose_transactions_always_abort_soon_stops_trying),
     };
     return cmocka_run_group_tests_name("group_transaction", tests, watchdog_start,
                                        watchdog_stop);

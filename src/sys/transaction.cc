@@ -14,12 +14,14 @@ std::atomic<uint8_t> availability{not_known}; // zero-initialised: no constructo
 
 #ifdef SURELOCK_TESTING
 namespace {
-std::atomic<bool> forbidden{false};
+std::atomic<bool> forbidden{false}, always_abort{false};
 std::atomic<unsigned long> counts[3]; // by Outcome
 void count(Outcome o) { counts[(int)o].fetch_add(1, std::memory_order_relaxed); }
 } // namespace
 
 void count_commit() { count(Outcome::committed); }
+
+bool testing_aborts() { return always_abort.load(std::memory_order_relaxed); }
 
 bool testing_allows()
 {
@@ -84,6 +86,11 @@ extern "C" void surelock_testing_transaction_counts(unsigned long *committed,
     *committed = counts[(int)Outcome::committed].load(std::memory_order_relaxed);
     *refused = counts[(int)Outcome::refused].load(std::memory_order_relaxed);
     *failed = counts[(int)Outcome::failed].load(std::memory_order_relaxed);
+}
+
+extern "C" void surelock_testing_abort_transactions(int abort)
+{
+    always_abort.store(abort != 0, std::memory_order_relaxed);
 }
 
 extern "C" void surelock_testing_forbid_transactions(int forbid)

@@ -72,6 +72,7 @@ extern std::atomic<uint8_t> availability;
 uint8_t detect(); // the first use: reads CPUID, returns in_use or unavailable
 #ifdef SURELOCK_TESTING
 bool testing_allows(); // the explorer does not schedule this thread, no test forbids them
+bool testing_aborts(); // a test makes every transaction abort, as broken TSX would
 #endif
 
 // Whether this process may use transactions at all: detects on the first call. A group asks
@@ -147,6 +148,9 @@ SURELOCK_RTM Outcome take_free(size_t n, WordAt word_at)
     unsigned status = _xbegin();
     if (status != _XBEGIN_STARTED) return aborted(status);
     std::atomic_signal_fence(std::memory_order_seq_cst);
+#ifdef SURELOCK_TESTING
+    if (testing_aborts()) _xabort(refusal + 1);
+#endif
     for (size_t i = 0; i < n; i++) {
         FutexLock *l = word_at(i);
         if (l->word.load(std::memory_order_relaxed) != FutexLock::FREE) _xabort(refusal);
@@ -173,6 +177,9 @@ SURELOCK_RTM Outcome release_held(size_t n, WordAt word_at)
     unsigned status = _xbegin();
     if (status != _XBEGIN_STARTED) return aborted(status);
     std::atomic_signal_fence(std::memory_order_seq_cst);
+#ifdef SURELOCK_TESTING
+    if (testing_aborts()) _xabort(refusal + 1);
+#endif
     for (size_t i = 0; i < n; i++) {
         FutexLock *l = word_at(i);
         if (l == nullptr) continue;
