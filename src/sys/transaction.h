@@ -14,10 +14,11 @@
 //
 // When transactions are used at all (usable()):
 //  - the CPU says it has RTM (CPUID leaf 7, EBX bit 11), read lazily on the first use (the
-//    library has no static constructors) into a relaxed atomic;
+//    library has no static constructors) into a relaxed atomic (valgrind's CPUID does not
+//    list it: under valgrind only the per-member path runs);
 //  - they have not been given up: a CPU that lists RTM but always aborts (TSX disabled by
-//    microcode or the kernel, or valgrind, which fails every xbegin) stops being asked after
-//    give_up_after consecutive failed transactions with no commit in between, process-wide.
+//    microcode or the kernel) stops being asked after give_up_after consecutive failed
+//    transactions with no commit in between, process-wide.
 //    Aborts caused by another CPU touching a word (conflicts, i.e. real contention) and our
 //    own refusals do not count: they say nothing about whether TSX works;
 //  - not in sanitizer builds (TSan cannot model a transaction and would report the plain
