@@ -137,44 +137,15 @@ constexpr unsigned refusal = 0x5e; // our _xabort code: a word in the wrong stat
 // moves after the release.
 //
 // Templates over word_at(i), i in [0, n): the word of the i-th lock, or nullptr to leave it
-// out; only these two are compiled for RTM (the caller's code is not), so the library runs on
+// out; only swap_all is compiled for RTM (the caller's code is not), so the library runs on
 // any x86-64. Call them only when usable().
 
-// Every word FREE -> HELD, with acquire ordering, or nothing changed (refused: one was not
-// FREE).
+// Every word word_at(i) (nullptr: left out) from `from` to `to`, all in one transaction, or
+// nothing changed (refused: a word held something else).
 template <class WordAt>
-SURELOCK_RTM Outcome take_free(size_t n, WordAt word_at)
+SURELOCK_RTM Outcome swap_all(size_t n, WordAt word_at, uint32_t from, uint32_t to)
 {
 #if SURELOCK_TRANSACTIONS
-    unsigned status = _xbegin();
-    if (status != _XBEGIN_STARTED) return aborted(status);
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-#ifdef SURELOCK_TESTING
-    if (testing_aborts()) _xabort(refusal + 1);
-#endif
-    for (size_t i = 0; i < n; i++) {
-        FutexLock *l = word_at(i);
-        if (l->word.load(std::memory_order_relaxed) != FutexLock::FREE) _xabort(refusal);
-        l->word.store(FutexLock::HELD, std::memory_order_relaxed);
-    }
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    _xend();
-    std::atomic_thread_fence(std::memory_order_acquire);
-    return committed();
-#else
-    (void)n, (void)word_at;
-    return Outcome::failed;
-#endif
-}
-
-// Every word (word_at(i) not nullptr) HELD -> FREE, with release ordering, or nothing
-// changed (refused: one had sleepers, which only the usual releasing exchange and its futex
-// wake serve).
-template <class WordAt>
-SURELOCK_RTM Outcome release_held(size_t n, WordAt word_at)
-{
-#if SURELOCK_TRANSACTIONS
-    std::atomic_thread_fence(std::memory_order_release);
     unsigned status = _xbegin();
     if (status != _XBEGIN_STARTED) return aborted(status);
     std::atomic_signal_fence(std::memory_order_seq_cst);
@@ -184,16 +155,33 @@ SURELOCK_RTM Outcome release_held(size_t n, WordAt word_at)
     for (size_t i = 0; i < n; i++) {
         FutexLock *l = word_at(i);
         if (l == nullptr) continue;
-        if (l->word.load(std::memory_order_relaxed) != FutexLock::HELD) _xabort(refusal);
-        l->word.store(FutexLock::FREE, std::memory_order_relaxed);
+        if (l->word.load(std::memory_order_relaxed) != from) _xabort(refusal);
+        l->word.store(to, std::memory_order_relaxed);
     }
     std::atomic_signal_fence(std::memory_order_seq_cst);
     _xend();
     return committed();
 #else
-    (void)n, (void)word_at;
+    (void)n, (void)word_at, (void)from, (void)to;
     return Outcome::failed;
 #endif
+}
+
+// Every word FREE -> HELD, with acquire ordering, or nothing changed (refused: one was not
+// FREE).
+template <class WordAt> Outcome take_free(size_t n, WordAt word_at)
+{
+    Outcome outcome = swap_all(n, word_at, FutexLock::FREE, FutexLock::HELD);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return outcome;
+}
+
+// Every word HELD -> FREE, with release ordering, or nothing changed (refused: one had
+// sleepers, which only the usual releasing exchange and its futex wake serve).
+template <class WordAt> Outcome release_held(size_t n, WordAt word_at)
+{
+    std::atomic_thread_fence(std::memory_order_release);
+    return swap_all(n, word_at, FutexLock::HELD, FutexLock::FREE);
 }
 
 } // namespace surelock::sys::transaction
