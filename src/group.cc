@@ -10,13 +10,14 @@
 // A group of 3..16 members whose kinds all have a plain lock word (mutex, rlock) first tries
 // to take every word at once in one hardware transaction (sys/transaction.h: Intel RTM, where
 // the CPU has it), and gives them back the same way: two transactions instead of one locked
-// read-modify-write per member each way. That is only a faster way to make the same stores: the transaction either sees every
-// member free and takes them all, or changes nothing, and then the group takes the
-// per-member path below exactly as if it had never tried (a member held, by anyone, the
-// caller's rlock re-entry included; a member with sleepers at release; any abort). Around the
-// words, each member's own steps run as in its acquire and release, in the same order: owner
-// and held link after the take (EOWNERDEAD from a dead owner's flag as ever), held link and
-// owner cleared before the release.
+// read-modify-write per member each way. That is only a faster way to make the same stores:
+// the transaction either sees every member free and takes them all, or changes nothing, and
+// then the group takes the per-member path below exactly as if it had never tried (a member
+// held, by anyone, the caller's rlock re-entry included; a member with sleepers at release;
+// any abort). Around the words, each member's own steps run as in its acquire and release, in
+// the same order: owner and held link after the take (EOWNERDEAD from a dead owner's flag as
+// ever), held link and owner cleared before the release. So every code and errmsg a group
+// returns is the per-member path's (test_group_transaction.c runs both and compares).
 
 #include <errno.h>
 #include <stdint.h>
@@ -213,8 +214,10 @@ int check_nothing_held(surelock_group *g, ThreadRecord *me, const char *fn)
     return true;
 }
 
-// Gives every member back, newest first: in one transaction when every word can go straight
-// to FREE, else each word with its own releasing exchange (which wakes its sleepers).
+// Gives every member back, newest first: each member's held link and owner are cleared first
+// (OwnedLock::release's order: the deadlock detector never sees a free lock naming its old
+// owner), then every word goes to FREE in one transaction, or, when one has sleepers or the
+// transaction fails, each word with its own releasing exchange (which wakes its sleepers).
 [[gnu::noinline]] void release_all_at_once(surelock_group *g)
 {
     Member *members = g->members;
@@ -222,7 +225,9 @@ int check_nothing_held(surelock_group *g, ThreadRecord *me, const char *fn)
         Member &m = members[i];
         m.release_word = m.kind->releasing_word(m.lock);
     }
-    auto word_at = [members](size_t i) { return members[i].release_word ? members[i].word : nullptr; };
+    auto word_at = [members](size_t i) {
+        return members[i].release_word ? members[i].word : nullptr;
+    };
     if (transaction::release_held(g->count, word_at) == transaction::Outcome::committed) return;
     for (size_t i = g->count; i-- > 0;)
         if (members[i].release_word) members[i].word->unlock();

@@ -313,7 +313,8 @@ static void note(const char *step, int rc, const char *errmsg)
 }
 /* A call by this thread, or by agent_a, with the caller's errmsg after it. */
 #define STEP(call) note(#call, (call), surelock_errmsg())
-#define AGENT(fn, arg) note(#fn "(" #arg ") on another thread", agent_call(&agent_a, fn, arg), agent_a.errmsg)
+#define AGENT(fn, arg)                                                                         \
+    note(#fn "(" #arg ") on another thread", agent_call(&agent_a, fn, arg), agent_a.errmsg)
 
 static int cond_timedwait_1ms(void *arg)
 {
