@@ -6,6 +6,18 @@
 // blocking on each in turn with no retry loop: two groups can never each hold what the other
 // waits for, so they neither deadlock nor livelock. trylock/timedlock back out in reverse
 // order on the first failure. The sorted array also gives O(log n) duplicate checks at add.
+//
+// A group of 3..16 members whose kinds all have a plain lock word (mutex, rlock) first tries
+// to take every word at once in one hardware transaction (sys/transaction.h: Intel RTM, where
+// the CPU has it), and gives them back the same way: two transactions instead of one locked
+// read-modify-write per member each way. That is only a faster way to make the same stores:
+// the transaction either sees every member free and takes them all, or changes nothing, and
+// then the group takes the per-member path below exactly as if it had never tried (a member
+// held, by anyone, the caller's rlock re-entry included; a member with sleepers at release;
+// any abort). Around the words, each member's own steps run as in its acquire and release, in
+// the same order: owner and held link after the take (EOWNERDEAD from a dead owner's flag as
+// ever), held link and owner cleared before the release. So every code and errmsg a group
+// returns is the per-member path's (test_group_transaction.c runs both and compares).
 
 #include <errno.h>
 #include <stdint.h>
@@ -18,6 +30,7 @@
 #include "sys/futex.h"
 #include "sys/lock_kind.h"
 #include "sys/thread.h"
+#include "sys/transaction.h"
 #include "sys/waits.h"
 
 using namespace surelock::sys;
@@ -33,10 +46,13 @@ constexpr size_t key_size = 1 + 16 + 8 + 8;
 // is its kind (rwlock_kind or rwlock_read_kind).
 struct Member {
     uint8_t key[key_size];
+    bool owner_died;   // during an acquisition: this member was taken with EOWNERDEAD
+    bool release_word; // during a transactional release: its word is to be released
     const LockKind *kind;
-    bool owner_died; // during an acquisition: this member was taken with EOWNERDEAD
     void *lock;
+    FutexLock *word; // the kind's word(lock), or nullptr: never taken in a transaction
 };
+static_assert(sizeof(Member) == 64, "one cache line per member, indexed by a shift");
 
 void put_u64(uint8_t *p, uint64_t v)
 {
@@ -54,6 +70,11 @@ struct surelock_group {
     // In the holder's held list while held, so a holder that exits frees the group for reuse
     // (its members are released by their own links).
     HeldLink held{};
+    // Members whose kind has no transactional word (kind->word is nullptr), and whether the
+    // group may try a transaction: min_words..max_words members, none of them wordless, and
+    // this process has transactions (transaction::available(), asked here, at add).
+    size_t wordless = 0;
+    bool all_at_once = false;
 };
 
 namespace {
@@ -103,6 +124,9 @@ int add(surelock_group *g, Member member, const char *fn)
     memmove(&g->members[lo + 1], &g->members[lo], (g->count - lo) * sizeof(Member));
     g->members[lo] = member;
     g->count++;
+    if (member.word == nullptr) g->wordless++;
+    g->all_at_once = g->wordless == 0 && g->count >= transaction::min_words &&
+                     g->count <= transaction::max_words && transaction::available();
     member.kind->membership(member.lock)->groups.fetch_add(1);
     return 0;
 }
@@ -114,6 +138,7 @@ Member in_process_member(const LockKind &kind, void *lock)
     put_u64(m.key + 1, kind.membership(lock)->serial);
     m.kind = &kind;
     m.lock = lock;
+    m.word = kind.word != nullptr ? kind.word(lock) : nullptr;
     return m;
 }
 
@@ -124,6 +149,8 @@ void drop_members(surelock_group *g)
         m.kind->membership(m.lock)->groups.fetch_sub(1);
     }
     g->count = 0;
+    g->wordless = 0;
+    g->all_at_once = false;
 }
 
 // ---- Holding ----------------------------------------------------------------------------------
@@ -161,6 +188,58 @@ int check_nothing_held(surelock_group *g, ThreadRecord *me, const char *fn)
     return 0;
 }
 
+// Whether to try the group's words in one transaction: the group may (all_at_once) and
+// transactions are still usable (transaction.h: not given up, the test hooks). Where the
+// CPU or the build has none, this is the per-member path's whole extra cost: one flag test.
+[[gnu::always_inline]] inline bool transactional(const surelock_group *g)
+{
+    return g->all_at_once && transaction::usable();
+}
+
+// Takes every member in one transaction if every word is free; false (nothing taken, nothing
+// changed) otherwise. Then each member's after-the-word steps, in the group's order. (Out of
+// line, as release_all_at_once: the per-member paths compile as they did without them.)
+[[gnu::noinline]] bool take_all_at_once(surelock_group *g, ThreadRecord *me, bool *owner_died)
+{
+    Member *members = g->members;
+    auto word_at = [members](size_t i) { return members[i].word; };
+    if (transaction::take_free(g->count, word_at) != transaction::Outcome::committed) return false;
+    bool died = false;
+    for (size_t i = 0; i < g->count; i++) {
+        Member &m = members[i];
+        m.owner_died = m.kind->took_word(m.lock, me) == EOWNERDEAD;
+        died |= m.owner_died;
+    }
+    *owner_died = died;
+    return true;
+}
+
+// Gives every member back, newest first: each member's held link and owner are cleared first
+// (OwnedLock::release's order: the deadlock detector never sees a free lock naming its old
+// owner), then every word goes to FREE in one transaction, or, when one has sleepers or the
+// transaction fails, each word with its own releasing exchange (which wakes its sleepers).
+[[gnu::noinline]] void release_all_at_once(surelock_group *g)
+{
+    Member *members = g->members;
+    for (size_t i = g->count; i-- > 0;) {
+        Member &m = members[i];
+        m.release_word = m.kind->releasing_word(m.lock);
+    }
+    auto word_at = [members](size_t i) {
+        return members[i].release_word ? members[i].word : nullptr;
+    };
+    if (transaction::release_held(g->count, word_at) == transaction::Outcome::committed) return;
+    for (size_t i = g->count; i-- > 0;)
+        if (members[i].release_word) members[i].word->unlock();
+}
+
+void become_holder(surelock_group *g, ThreadRecord *me)
+{
+    g->holder = me->serial;
+    g->held.owner_exited = group_holder_exited;
+    me->link_held(&g->held);
+}
+
 int acquire_all(surelock_group *g, Wait wait, const char *fn)
 {
     ThreadRecord *me;
@@ -176,6 +255,10 @@ int acquire_all(surelock_group *g, Wait wait, const char *fn)
     // unchanged: this only delays the blocking acquire of the same member.
     Wait after_first = wait.watching_first();
     bool owner_died = false;
+    if (transactional(g) && take_all_at_once(g, me, &owner_died)) {
+        become_holder(g, me);
+        return owner_died ? EOWNERDEAD : 0;
+    }
     for (size_t i = 0; i < g->count; i++) {
         Member &m = g->members[i];
         rc = m.kind->acquire(m.lock, me, i == 0 ? wait : after_first, fn);
@@ -193,9 +276,7 @@ int acquire_all(surelock_group *g, Wait wait, const char *fn)
         if (rc == EBUSY && !wait.is_try_once()) rc = ETIMEDOUT;
         return rc;
     }
-    g->holder = me->serial;
-    g->held.owner_exited = group_holder_exited;
-    me->link_held(&g->held);
+    become_holder(g, me);
     return owner_died ? EOWNERDEAD : 0;
 }
 
@@ -319,7 +400,8 @@ SURELOCK_API int surelock_group_unlock(surelock_group *g)
         return fail(EPERM, "surelock_group_unlock: the calling thread does not hold the group");
     g->held.unlink();
     g->holder = 0;
-    for (size_t i = g->count; i-- > 0;) member_release(g->members[i], me, false);
+    if (transactional(g)) release_all_at_once(g);
+    else for (size_t i = g->count; i-- > 0;) member_release(g->members[i], me, false);
     return 0;
 }
 

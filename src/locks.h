@@ -39,6 +39,19 @@ struct alignas(64) surelock_rlock {
         if (--depth == 0) lock.release();
     }
 
+    // A lock group's transaction (sys/lock_kind.h): the steps around the word's own step.
+    int took_word(surelock::sys::ThreadRecord *me)
+    {
+        depth = 1;
+        return lock.become_owner(me);
+    }
+    bool releasing_word()
+    {
+        if (--depth != 0) return false;
+        lock.release_before_store();
+        return true;
+    }
+
     // Gives back a hold just taken with EOWNERDEAD (depth 1), passing the notice on.
     void release_owner_dead()
     {
@@ -58,6 +71,12 @@ struct alignas(64) surelock_mutex {
     }
     void release() { lock.release(); }
     void release_owner_dead() { lock.release_owner_dead(); }
+    int took_word(surelock::sys::ThreadRecord *me) { return lock.become_owner(me); }
+    bool releasing_word()
+    {
+        lock.release_before_store();
+        return true;
+    }
 };
 
 namespace surelock::locks {
@@ -79,6 +98,12 @@ template <class T> struct OwnedLockKind {
         else static_cast<T *>(lock)->release();
     }
     static sys::Membership *membership(void *lock) { return &static_cast<T *>(lock)->member; }
+    static sys::FutexLock *word(void *lock) { return &static_cast<T *>(lock)->lock.futex; }
+    static int took_word(void *lock, sys::ThreadRecord *me)
+    {
+        return static_cast<T *>(lock)->took_word(me);
+    }
+    static bool releasing_word(void *lock) { return static_cast<T *>(lock)->releasing_word(); }
 };
 
 } // namespace surelock::locks

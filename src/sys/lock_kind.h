@@ -18,6 +18,8 @@
 
 namespace surelock::sys {
 
+struct FutexLock;
+
 // Reads n bytes at src into dst; false when it cannot (the memory may be gone). The
 // deadlock walk passes nullptr and reads directly (everything it reads is alive, waits.h);
 // the dump, which runs without the graph lock, passes a copier that cannot fault.
@@ -67,6 +69,21 @@ struct LockKind {
     // Whether a group whose caller already holds this lock takes it once more (rlock) rather
     // than failing with EDEADLK (every other kind).
     bool group_reenters;
+
+    // ---- A group's hardware transaction (group.cc, transaction.h); nullptr for a kind whose
+    // members always take the per-member path (rwlock: a different word; ipc: glibc's robust
+    // mutex, whose robust list must see every acquisition) ----
+    // The lock's word, fixed for the lock's life, when taking the lock for a caller that does
+    // not hold it is exactly "word FREE -> HELD" followed by took_word.
+    FutexLock *(*word)(void *lock);
+    // After a committed transaction stored HELD into the free word: what acquire does after
+    // its compare-and-swap (owner, held link). Returns 0, or EOWNERDEAD when the previous owner
+    // died holding the lock.
+    int (*took_word)(void *lock, ThreadRecord *me);
+    // By the holder `me`, giving one hold back: what release does before its releasing store
+    // (held link unlinked, owner cleared, in that order). Returns false when the lock stays
+    // held (an rlock entered more than once): its word must then not be released.
+    bool (*releasing_word)(void *lock);
 
     // ---- Owner death, the deadlock detector and the dump ----
     // Called for a link of this kind still in an exiting thread's held list; also tells this

@@ -69,6 +69,16 @@ struct OwnedLock {
         futex.unlock();
     }
 
+    // release() up to its releasing store, for a lock group that then releases the word of
+    // several locks in one hardware transaction (sys/transaction.h), or, when that fails,
+    // with futex.unlock() each: the same steps in the same order.
+    void release_before_store()
+    {
+        held.unlink();
+        SURELOCK_STEP(&owner);
+        owner.store(0, std::memory_order_relaxed);
+    }
+
     // Releases a lock the caller took with EOWNERDEAD and is giving back unused (a lock group
     // backing out): the next acquirer is told instead, so the notice is never lost.
     void release_owner_dead()

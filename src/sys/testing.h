@@ -67,6 +67,22 @@ void surelock_testing_ipc_header_read_point(void);
 extern void (*surelock_testing_ipc_acquired_hook)(void);
 void surelock_testing_ipc_acquired_point(void);
 
+/* Lock groups' hardware transactions (src/sys/transaction.h), per process:
+ *  - in_use: 1 when groups use them (the CPU has RTM, the build allows them, not given up
+ *    after repeated aborts), 0 when not (every group takes the per-member path), -1 when not
+ *    known yet (no group has asked);
+ *  - counts: transactions committed, refused (a member word was not in the expected state:
+ *    taken, or with sleepers) and failed (the hardware aborted), takes and releases together;
+ *  - forbid: nonzero makes every group take the per-member path (the fallback); 0 undoes it;
+ *  - abort: nonzero makes every transaction abort inside, as on a CPU that lists RTM but whose
+ *    TSX is disabled: after give_up_after failures in a row the process stops trying (for
+ *    good: use it in a child process). */
+int surelock_testing_transactions_in_use(void);
+void surelock_testing_transaction_counts(unsigned long *committed, unsigned long *refused,
+                                         unsigned long *failed);
+void surelock_testing_forbid_transactions(int forbid);
+void surelock_testing_abort_transactions(int abort);
+
 /* ---- Interleaving exploration (src/sys/interleave.cc) ------------------------------------
  *
  * A scenario is 1-3 thread bodies run against the library. The explorer runs them on real
