@@ -121,7 +121,8 @@ namespace {
     // recursive file may still be held through another handle.
     bool last = !m->recursive || pthread_depth(h) == 1;
     bool anchor = m->anchor.load(std::memory_order_relaxed);
-    if (__builtin_expect(!(last && anchor && m->depth == 1), 0)) {
+    // A file that is not recursive is held once, through the handle that took the mutex.
+    if (__builtin_expect(m->recursive && !(last && anchor && m->depth == 1), 0)) {
         if (--m->depth == 0) {
             m->holder.store(0, std::memory_order_relaxed);
             if (last || !anchor) forget_hold(m);

@@ -70,7 +70,7 @@ inline bool handle_held_by_caller(const surelock_ipc *m)
 // list no longer points into it.
 [[gnu::always_inline]] inline void forget_hold(surelock_ipc *m)
 {
-    if (m->linked) m->held.unlink();
+    if (__builtin_expect(m->linked, 1)) m->held.unlink();
     m->linked = false;
     m->holder.store(0, std::memory_order_relaxed);
     m->anchor.store(false, std::memory_order_relaxed);
