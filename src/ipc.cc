@@ -56,9 +56,9 @@ using surelock::ipc_open::NoCancel;
 namespace {
 
 // Takes the lock for the calling thread `me`: the lock-kind table's acquire, and inline in the
-// public calls' (below). The fast path is the first hold of a consistent lock through a handle
-// no thread holds or anchors: its stores all stay in this process's memory but holder_tid,
-// which shares the recovery state's line; everything else is finish_acquire's.
+// public calls' (below). The fast path is the thread's first hold of a consistent lock through
+// a handle no thread holds or anchors (not linked); everything else, rare, is finish_acquire's
+// (ipc_hold.cc), so the fast path keeps only what it needs in registers.
 [[gnu::always_inline]] inline int ipc_acquire(surelock_ipc *m, ThreadRecord *me, Wait wait,
                                               const char *fn)
 {
