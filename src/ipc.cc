@@ -118,11 +118,12 @@ namespace {
                     fn);
     FileHeader *h = m->header;
     // Only the release that frees the mutex itself ends recovery (or the holder's record): a
-    // recursive file may still be held through another handle.
-    bool last = !m->recursive || pthread_depth(h) == 1;
-    bool anchor = m->anchor.load(std::memory_order_relaxed);
+    // recursive file may still be held through another handle, or deeper through this one.
     // A file that is not recursive is held once, through the handle that took the mutex.
-    if (__builtin_expect(m->recursive && !(last && anchor && m->depth == 1), 0)) {
+    bool last = true;
+    if (__builtin_expect(m->recursive, 0)) {
+        last = pthread_depth(h) == 1;
+        bool anchor = m->anchor.load(std::memory_order_relaxed);
         if (--m->depth == 0) {
             m->holder.store(0, std::memory_order_relaxed);
             if (last || !anchor) forget_hold(m);
@@ -132,7 +133,7 @@ namespace {
         if (last && !anchor)
             if (surelock_ipc *anchored = anchor_of(current_record, m)) forget_hold(anchored);
     } else {
-        forget_hold(m); // the common case: the thread's one hold, through its anchor
+        forget_hold(m);
     }
     if (last) {
         if (!keep_needs_recovery &&
