@@ -174,6 +174,11 @@ int lock_failure(int rc, bool no_sleep, uint64_t timeout_ns, const char *fn)
     }
 }
 
+int unlock_failure(int rc, const char *fn)
+{
+    return fail(rc, "%s: pthread_mutex_unlock: %s", fn, strerror(rc));
+}
+
 } // namespace surelock::ipc_robust
 
 #ifdef SURELOCK_TESTING

@@ -33,6 +33,8 @@ int check_mutex(const char *path, const ipc_format::FileHeader *h, ino_t ino);
 // the caller, with errmsg set: no_sleep for a try or a spent timeout (fn: the public call).
 int lock_failure(int rc, bool no_sleep, uint64_t timeout_ns, const char *fn)
     __attribute__((cold));
+// The same for a failed pthread_mutex_unlock of it.
+int unlock_failure(int rc, const char *fn) __attribute__((cold));
 
 // Sleeps `us` microseconds between re-reads of state another process is changing (bounded
 // polling loops: this check, open's flock).

@@ -257,6 +257,39 @@ static void close_while_held_is_ebusy_and_works_after_unlock(void **state)
     EXPECT_RC(surelock_ipc_close(m), 0);
 }
 
+static int ipc_lock_call(void *m)
+{
+    return surelock_ipc_lock(m);
+}
+
+static int ipc_unlock_call(void *m)
+{
+    return surelock_ipc_unlock(m);
+}
+
+/* A handle shared by threads: each hold is the locking thread's alone, and a thread that held
+ * and released through the handle takes nothing with it when it exits later, while another
+ * thread holds through the same handle (its held list must no longer link the handle). */
+static void a_handle_shared_by_threads_outlives_a_former_holders_exit(void **state)
+{
+    (void)state;
+    const char *path = P("shared");
+    surelock_ipc *m = OPEN(path, 0, 0600, 0);
+    agent former;
+    agent_start(&former);
+    EXPECT_RC(agent_call(&former, ipc_lock_call, m), 0);
+    EXPECT_RC(surelock_ipc_unlock(m), EPERM); /* the agent holds it, not this thread */
+    EXPECT_RC(agent_call(&former, ipc_unlock_call, m), 0);
+    EXPECT_RC(surelock_ipc_lock(m), 0);
+    assert_int_equal((int32_t)file32(path, OFF_HOLDER_TID), current_tid());
+    EXPECT_RC(agent_call(&former, ipc_unlock_call, m), EPERM);
+    agent_stop(&former); /* its thread-exit cleanup runs while this thread holds */
+    EXPECT_RC(surelock_ipc_close(m), EBUSY);
+    EXPECT_RC(surelock_ipc_unlock(m), 0);
+    assert_int_equal((int32_t)file32(path, OFF_HOLDER_TID), 0);
+    EXPECT_RC(surelock_ipc_close(m), 0);
+}
+
 /* glibc's robust list points into the mapping a mutex was locked through, so no handle of a
  * file may be unmapped while a thread of this process holds it: closing another handle is
  * EBUSY too (for a recursive file re-entered through a second handle, unmapping the first
@@ -790,6 +823,7 @@ int main(void)
         TEST(recursion_count_overflow_is_eagain_and_leaves_the_hold_intact),
         TEST(unlock_by_a_thread_or_process_that_does_not_hold_it_is_eperm),
         TEST(close_while_held_is_ebusy_and_works_after_unlock),
+        TEST(a_handle_shared_by_threads_outlives_a_former_holders_exit),
         TEST(close_of_any_handle_is_ebusy_while_this_process_holds_the_lock),
         TEST(consistent_when_no_recovery_is_needed_is_einval),
         TEST(lock_file_unlinked_while_open_keeps_working_for_its_handles),
