@@ -13,7 +13,11 @@
 
 struct alignas(64) surelock_rlock {
     surelock::sys::OwnedLock lock;
-    unsigned depth = 0; // holder's depth; touched only by the holder
+    // The holder's depth; touched only by the holder, and 1 whenever the lock is free (the
+    // last release leaves it there, the owner-exited handler puts it back): a first acquire
+    // has nothing to write and the last release nothing to reset, so the uncontended pair
+    // costs what the mutex's does.
+    unsigned depth = 1;
     bool is_global = false;
     surelock::sys::Membership member{};
 
@@ -28,23 +32,18 @@ struct alignas(64) surelock_rlock {
             depth++;
             return 0;
         }
-        int rc = lock.acquire(me, wait, fn);
-        if (rc == 0 || rc == EOWNERDEAD) depth = 1;
-        return rc;
+        return lock.acquire(me, wait, fn); // depth is 1 already
     }
 
-    // By the holder: one level down, released at depth 0.
+    // By the holder: one level down, released at the last one (depth stays 1).
     void release()
     {
-        if (--depth == 0) lock.release();
+        if (depth != 1) depth--;
+        else lock.release();
     }
 
     // Gives back a hold just taken with EOWNERDEAD (depth 1), passing the notice on.
-    void release_owner_dead()
-    {
-        depth = 0;
-        lock.release_owner_dead();
-    }
+    void release_owner_dead() { lock.release_owner_dead(); }
 };
 
 struct alignas(64) surelock_mutex {

@@ -90,6 +90,14 @@ using Entries = surelock::locks::OwnedLockKind<surelock_rlock>; // its lock-kind
 } // namespace
 
 namespace surelock::sys {
+// Thread-exit handler (owned_lock.h): the owner ended holding the lock at any depth; the
+// depth goes back to 1, the free lock's value (locks.h), before the lock is let go.
+void OwnedLock::reentrant_owner_exited(HeldLink *link)
+{
+    SURELOCK_CONTAINER_OF(link, surelock_rlock, lock.held)->depth = 1;
+    owner_exited(link);
+}
+
 const LockKind rlock_kind = {
     .name = "rlock",
     .held_by = Entries::held_by,

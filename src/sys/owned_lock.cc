@@ -33,11 +33,6 @@ void OwnedLock::owner_exited(HeldLink *link)
     l->futex.unlock();
 }
 
-void OwnedLock::reentrant_owner_exited(HeldLink *link)
-{
-    owner_exited(link);
-}
-
 uint64_t OwnedLock::holder(const void *lock, CopyFn copy)
 {
     if (copy == nullptr)

@@ -56,17 +56,27 @@ struct OwnedLock {
         return acquire_contended(me, wait, fn);
     }
 
-    // By the holder: unlink and let the next one in. Nothing of *this is touched after the
-    // releasing store (the futex wake only hands the address to the kernel), so another thread
-    // may free the lock as soon as it can take it. The owner is cleared before that store: the
-    // deadlock detector (waits.h) must never see a released lock still naming its old owner
-    // (tests/model/ shows that reversing the two makes it miss cycles).
+    // By the holder: let the next one in, then unlink. The owner is cleared before the
+    // releasing store: the deadlock detector (waits.h) must never see a released lock still
+    // naming its old owner (tests/model/ shows that reversing the two makes it miss cycles).
+    // Nothing of *this is touched after the releasing store (the futex wake only hands the
+    // address to the kernel), so another thread may free the lock as soon as it can take it:
+    // the link's neighbours are read before it, and unlinked after it. They are this thread's
+    // own sentinel or links of locks it still holds, which no other thread writes and nothing
+    // can free; no other thread's correctness depends on this thread's held list (the
+    // detector follows owner words, never held lists; the wait dump reads it as a snapshot
+    // that may be stale). Done after the exchange, the two stores no longer wait in the store
+    // buffer for the locked instruction to drain it (measured: about 0.2 ns of 14).
     void release()
     {
-        held.unlink();
+        HeldLink *prev = held.prev, *next = held.next;
         SURELOCK_STEP(&owner);
         owner.store(0, std::memory_order_relaxed);
-        futex.unlock();
+        bool wake = futex.release_word();
+        SURELOCK_STEP(prev); // the explorer: the lock may be freed by now; its neighbours not
+        prev->next = next;
+        next->prev = prev;
+        if (wake) futex.wake_one();
     }
 
     // Releases a lock the caller took with EOWNERDEAD and is giving back unused (a lock group
