@@ -35,15 +35,15 @@ struct alignas(64) surelock_rlock {
         return lock.acquire(me, wait, fn); // depth is 1 already
     }
 
-    // By the holder: one level down, released at the last one (depth stays 1).
-    void release()
+    // By the holder `me`: one level down, released at the last one (depth stays 1).
+    void release(surelock::sys::ThreadRecord *me)
     {
         if (depth != 1) depth--;
-        else lock.release();
+        else lock.release(me);
     }
 
     // Gives back a hold just taken with EOWNERDEAD (depth 1), passing the notice on.
-    void release_owner_dead() { lock.release_owner_dead(); }
+    void release_owner_dead(surelock::sys::ThreadRecord *me) { lock.release_owner_dead(me); }
 };
 
 struct alignas(64) surelock_mutex {
@@ -55,8 +55,8 @@ struct alignas(64) surelock_mutex {
     {
         return lock.acquire(me, wait, fn);
     }
-    void release() { lock.release(); }
-    void release_owner_dead() { lock.release_owner_dead(); }
+    void release(surelock::sys::ThreadRecord *me) { lock.release(me); }
+    void release_owner_dead(surelock::sys::ThreadRecord *me) { lock.release_owner_dead(me); }
 };
 
 namespace surelock::locks {
@@ -72,10 +72,10 @@ template <class T> struct OwnedLockKind {
     {
         return static_cast<T *>(lock)->acquire(me, wait, fn);
     }
-    static void release(void *lock, sys::ThreadRecord *, bool pass_owner_death)
+    static void release(void *lock, sys::ThreadRecord *me, bool pass_owner_death)
     {
-        if (pass_owner_death) static_cast<T *>(lock)->release_owner_dead();
-        else static_cast<T *>(lock)->release();
+        if (pass_owner_death) static_cast<T *>(lock)->release_owner_dead(me);
+        else static_cast<T *>(lock)->release(me);
     }
     static sys::Membership *membership(void *lock) { return &static_cast<T *>(lock)->member; }
 };

@@ -28,10 +28,18 @@ using namespace surelock::sys;
 
 namespace {
 
-[[gnu::always_inline]] inline int acquire(surelock_rlock *l, Wait wait, const char *fn)
+// A NULL lock, or the calling thread's first lock (begin_acquire_fast, lock_kind.h).
+[[gnu::noinline]] int acquire_slow(surelock_rlock *l, Wait wait, const char *fn)
 {
     ThreadRecord *me;
     if (int rc = begin_acquire(l, "lock", fn, &me)) return rc;
+    return l->acquire(me, wait, fn);
+}
+
+[[gnu::always_inline]] inline int acquire(surelock_rlock *l, Wait wait, const char *fn)
+{
+    ThreadRecord *me = begin_acquire_fast(l);
+    if (__builtin_expect(me == nullptr, 0)) return acquire_slow(l, wait, fn);
     return l->acquire(me, wait, fn);
 }
 
@@ -203,7 +211,7 @@ SURELOCK_API int surelock_rlock_unlock(surelock_rlock *l)
     ThreadRecord *me = current_record;
     if (me == nullptr || !l->lock.held_by(me))
         return fail(EPERM, "surelock_rlock_unlock: the calling thread does not hold the lock");
-    l->release();
+    l->release(me);
     return 0;
 }
 

@@ -218,11 +218,11 @@ static void the_last_unlocker_may_free_the_mutex_at_once(void **state)
 }
 
 /* The same, out of order: the first holder also holds m2, taken after m, and lets m go
- * first, so m's held link sits between m2's link and the thread's own list head. An unlock
+ * first, so m's hold is in the thread's held list, not its slot (thread.h). An unlock
  * unlinks after its releasing exchange (owned_lock.h), when the other thread may already have
- * taken, released and freed m: the unlink may touch only m's neighbours, which their holder
- * still holds, never m itself (a step on freed memory fails the schedule). The held list
- * must come out whole: m2 is then let go, taken and let go again through it. */
+ * taken, released and freed m: the unlink may touch only the list's other links and head,
+ * never m itself (a step on freed memory fails the schedule). The held list must come out
+ * whole: m2 is then let go, taken and let go again. */
 static void mutex_first_holder_of_two(void *ctx)
 {
     (void)ctx;

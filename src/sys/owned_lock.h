@@ -1,7 +1,7 @@
 // The exclusive, thread-owned lock shared by the reentrant lock and the mutex: a FutexLock
-// word plus the owner, the holder's never-reused thread serial. While held, the lock is
-// linked into its owner's held list, so the owner's thread-exit destructor releases it and
-// flags "owner died" for the next acquirer.
+// word plus the owner, the holder's never-reused thread serial. While held, the lock is in
+// its owner's held slot or list (thread.h), so the owner's thread-exit destructor releases it
+// and flags "owner died" for the next acquirer.
 #pragma once
 
 #include <atomic>
@@ -40,7 +40,7 @@ struct OwnedLock {
     {
         SURELOCK_STEP(&owner);
         owner.store(me->serial, std::memory_order_relaxed);
-        me->link_held(&held);
+        me->hold_in_slot(&held);
         if (__builtin_expect(previous_owner_died, 0)) {
             previous_owner_died = false;
             return EOWNERDEAD;
@@ -56,35 +56,46 @@ struct OwnedLock {
         return acquire_contended(me, wait, fn);
     }
 
-    // By the holder: let the next one in, then unlink. The owner is cleared before the
-    // releasing store: the deadlock detector (waits.h) must never see a released lock still
-    // naming its old owner (tests/model/ shows that reversing the two makes it miss cycles).
-    // Nothing of *this is touched after the releasing store (the futex wake only hands the
-    // address to the kernel), so another thread may free the lock as soon as it can take it:
-    // the link's neighbours are read before it, and unlinked after it. They are this thread's
-    // own sentinel or links of locks it still holds, which no other thread writes and nothing
-    // can free; no other thread's correctness depends on this thread's held list (the
-    // detector follows owner words, never held lists; the wait dump reads it as a snapshot
-    // that may be stale). Done after the exchange, the two stores no longer wait in the store
-    // buffer for the locked instruction to drain it (measured: about 0.2 ns of 14).
-    void release()
+    // By the holder `me`: let the next one in, then forget the hold (the held slot or list,
+    // thread.h). The owner is cleared before the releasing store: the deadlock detector
+    // (waits.h) must never see a released lock still naming its old owner (tests/model/ shows
+    // that reversing the two makes it miss cycles). Nothing of *this is touched after the
+    // releasing store (the futex wake only hands the address to the kernel), so another thread
+    // may free the lock as soon as it can take it: a listed link's neighbours are read before
+    // it, and the slot or the neighbours written after it. Those are this thread's own record
+    // or links of locks it still holds, which no other thread writes and nothing can free; no
+    // other thread's correctness depends on them (the detector follows owner words, never held
+    // lists; the wait dump reads them as a snapshot that may be stale). Written after the
+    // exchange, they no longer wait in the store buffer for the locked instruction to drain it.
+    void release(ThreadRecord *me)
     {
-        HeldLink *prev = held.prev, *next = held.next;
+        bool in_slot = me->held_slot == &held;
+        HeldLink *prev = nullptr, *next = nullptr;
+        if (!in_slot) {
+            prev = held.prev;
+            next = held.next;
+        }
         SURELOCK_STEP(&owner);
         owner.store(0, std::memory_order_relaxed);
         bool wake = futex.release_word();
-        SURELOCK_STEP(prev); // the explorer: the lock may be freed by now; its neighbours not
-        prev->next = next;
-        next->prev = prev;
+        // The explorer: the lock may be freed by now; the slot and the neighbours may not be.
+        if (in_slot) {
+            SURELOCK_STEP(&me->held_slot);
+            me->held_slot = nullptr;
+        } else {
+            SURELOCK_STEP(prev);
+            prev->next = next;
+            next->prev = prev;
+        }
         if (wake) futex.wake_one();
     }
 
     // Releases a lock the caller took with EOWNERDEAD and is giving back unused (a lock group
     // backing out): the next acquirer is told instead, so the notice is never lost.
-    void release_owner_dead()
+    void release_owner_dead(ThreadRecord *me)
     {
         previous_owner_died = true;
-        release();
+        release(me);
     }
 
     // Thread-exit handlers; the reentrant lock installs the second one when it is made, so

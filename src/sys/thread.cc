@@ -102,6 +102,10 @@ void thread_exit_destructor(void *arg)
 {
     ErrmsgSnapshot keep_errmsg; // a handler's failure must not leak into a dying thread's text
     auto *record = static_cast<ThreadRecord *>(arg);
+    if (HeldLink *link = record->held_slot) {
+        record->held_slot = nullptr;
+        link->owner_exited(link);
+    }
     while (record->held.next != &record->held) {
         HeldLink *link = record->held.next;
         link->unlink();
@@ -156,6 +160,7 @@ ThreadRecord *create_current_record()
     record->serial = next_thread_serial.fetch_add(1, std::memory_order_relaxed);
     record->tid = gettid();
     record->held.prev = record->held.next = &record->held;
+    record->held_slot = nullptr;
     int rc = pthread_setspecific(record_key, record);
     if (rc != 0) {
         recycle(record);

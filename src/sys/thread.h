@@ -37,6 +37,11 @@ struct ThreadRecord {
     uint64_t serial; // never 0, never reused
     int tid;         // the kernel's thread id (robust futexes go by it); renewed after fork()
     HeldLink held;   // sentinel of the list of what this thread holds
+    // The newest hold, kept outside that list, or nullptr: a mutex or rlock (OwnedLock)
+    // taken goes here, one store to take and one to give back instead of the list's four and
+    // two (the uncontended pair's bookkeeping), and whatever held the slot moves to the list
+    // first. The thread's holds are the slot's, then the list's, newest first.
+    HeldLink *held_slot;
     // The rwlocks it holds for reading (a reader has no link of its own in a lock that many
     // threads hold at once); drained at thread exit after the held list.
     HoldSet read_holds;
@@ -59,15 +64,38 @@ struct ThreadRecord {
     // Non-zero while a thread owns this record (its serial is then valid); read by the dump.
     std::atomic<bool> in_use;
 
-    // Whether this thread holds no lock of any kind: every hold is in the held list or the
-    // read-hold set (thread exit releases them from there), so both empty means none.
-    bool holds_nothing() const { return held.next == &held && read_holds.count == 0; }
+    // Whether this thread holds no lock of any kind: every hold is in the held slot or list or
+    // the read-hold set (thread exit releases them from there), so both empty means none.
+    bool holds_nothing() const
+    {
+        return held_slot == nullptr && held.next == &held && read_holds.count == 0;
+    }
 
+    // Records a new hold in the list. The slot's hold is older: it moves there first.
     void link_held(HeldLink *link)
     {
-        link->next = held.next;
+        if (held_slot != nullptr) {
+            push_held(held_slot);
+            held_slot = nullptr;
+        }
+        push_held(link);
+    }
+
+    // Records a new hold in the slot, moving the slot's older one into the list.
+    void hold_in_slot(HeldLink *link)
+    {
+        if (__builtin_expect(held_slot != nullptr, 0)) push_held(held_slot);
+        held_slot = link;
+    }
+
+    // Puts a link at the head of the list. In this order the compiler keeps the link's two
+    // stores apart (paired, they became four vector instructions).
+    void push_held(HeldLink *link)
+    {
+        HeldLink *first = held.next;
+        link->next = first;
+        first->prev = link;
         link->prev = &held;
-        held.next->prev = link;
         held.next = link;
     }
 };
