@@ -64,8 +64,9 @@ struct ThreadRecord {
     // Non-zero while a thread owns this record (its serial is then valid); read by the dump.
     std::atomic<bool> in_use;
 
-    // Whether this thread holds no lock of any kind: every hold is in the held slot or list or
-    // the read-hold set (thread exit releases them from there), so both empty means none.
+    // Whether this thread holds no lock of any kind: every hold is in the held slot, the held
+    // list or the read-hold set (thread exit releases them from there), so all three empty
+    // means none.
     bool holds_nothing() const
     {
         return held_slot == nullptr && held.next == &held && read_holds.count == 0;
