@@ -25,24 +25,38 @@ struct alignas(64) surelock_rlock {
     // EBUSY/ETIMEDOUT.
     int acquire(surelock::sys::ThreadRecord *me, surelock::sys::Wait wait, const char *fn)
     {
-        // Re-entry laid out as the straight path: it is a dozen instructions, where a taken
-        // branch shows; a first acquire waits for its locked instruction anyway.
-        if (__builtin_expect(lock.held_by(me), 1)) {
-            unsigned deeper;
-            if (__builtin_expect(__builtin_add_overflow(depth, 1u, &deeper), 0))
-                return surelock::sys::fail(EAGAIN, "%s: re-entry depth would overflow (already %u)",
-                                           fn, UINT_MAX);
-            depth = deeper;
-            return 0;
-        }
+        if (lock.held_by(me)) return reenter(fn);
         return lock.acquire(me, wait, fn); // depth is 1 already
     }
 
-    // By the holder `me`: one level down, released at the last one (depth stays 1).
+    // By the holder: one level deeper. Returns 0 or EAGAIN (overflow). A dozen instructions
+    // on the re-entry path, where each compare shows: the check is the increment's carry.
+    int reenter(const char *fn)
+    {
+        unsigned deeper;
+        if (__builtin_expect(__builtin_add_overflow(depth, 1u, &deeper), 0))
+            return surelock::sys::fail(EAGAIN, "%s: re-entry depth would overflow (already %u)",
+                                       fn, UINT_MAX);
+        depth = deeper;
+        return 0;
+    }
+
+    // By the holder `me`: one level down, released at the last one.
     void release(surelock::sys::ThreadRecord *me)
     {
-        if (unsigned rest = depth - 1; rest != 0) depth = rest;
-        else lock.release(me);
+        if (leave_one_level()) lock.release(me);
+    }
+
+    // By the holder: one level down; true at the last one (the depth stays 1), which the
+    // caller then releases. Laid out as the straight path, like reenter: a last release waits
+    // for its locked instruction anyway.
+    bool leave_one_level()
+    {
+        if (unsigned rest = depth - 1; __builtin_expect(rest != 0, 1)) {
+            depth = rest;
+            return false;
+        }
+        return true;
     }
 
     // Gives back a hold just taken with EOWNERDEAD (depth 1), passing the notice on.

@@ -107,10 +107,9 @@ SURELOCK_API int surelock_mutex_timedlock(surelock_mutex *m, uint64_t timeout_ns
 SURELOCK_API int surelock_mutex_unlock(surelock_mutex *m)
 {
     if (m == nullptr) return fail(EINVAL, "surelock_mutex_unlock: the mutex is NULL");
-    ThreadRecord *me = current_record;
-    if (me == nullptr || !m->lock.held_by(me))
+    if (!m->lock.held_by_caller())
         return fail(EPERM, "surelock_mutex_unlock: the calling thread does not hold the mutex");
-    m->lock.release(me);
+    m->lock.release(current_record); // it has one: its serial matched
     return 0;
 }
 

@@ -36,11 +36,13 @@ namespace {
     return l->acquire(me, wait, fn);
 }
 
+// Re-entry first, by the caller's serial alone (thread.h): no record, no NULL record check.
 [[gnu::always_inline]] inline int acquire(surelock_rlock *l, Wait wait, const char *fn)
 {
+    if (__builtin_expect(l != nullptr && l->lock.held_by_caller(), 1)) return l->reenter(fn);
     ThreadRecord *me = begin_acquire_fast(l);
     if (__builtin_expect(me == nullptr, 0)) return acquire_slow(l, wait, fn);
-    return l->acquire(me, wait, fn);
+    return l->lock.acquire(me, wait, fn); // not held by the caller: a first acquire
 }
 
 // ---- Process-wide registry ----------------------------------------------------------------
@@ -208,10 +210,10 @@ SURELOCK_API int surelock_rlock_timedlock(surelock_rlock *l, uint64_t timeout_ns
 SURELOCK_API int surelock_rlock_unlock(surelock_rlock *l)
 {
     if (l == nullptr) return fail(EINVAL, "surelock_rlock_unlock: the lock is NULL");
-    ThreadRecord *me = current_record;
-    if (me == nullptr || !l->lock.held_by(me))
+    if (!l->lock.held_by_caller())
         return fail(EPERM, "surelock_rlock_unlock: the calling thread does not hold the lock");
-    l->release(me);
+    // The record (the caller has one: its serial matched) is read only for the last level.
+    if (l->leave_one_level()) l->lock.release(current_record_now());
     return 0;
 }
 

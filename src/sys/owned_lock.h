@@ -32,6 +32,12 @@ struct OwnedLock {
         return owner.load(std::memory_order_relaxed) == me->serial;
     }
 
+    // The same for the calling thread, without its record (thread.h's current_serial).
+    bool held_by_caller() const
+    {
+        return owner.load(std::memory_order_relaxed) == current_serial;
+    }
+
     bool is_free() const { return futex.is_free(); }
 
     // The caller has just taken the word: record it as owner. Returns 0, or EOWNERDEAD when

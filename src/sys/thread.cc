@@ -17,6 +17,7 @@
 namespace surelock::sys {
 
 __thread ThreadRecord *current_record __attribute__((tls_model("initial-exec")));
+__thread uint64_t current_serial __attribute__((tls_model("initial-exec"))) = no_serial;
 
 namespace {
 
@@ -112,6 +113,7 @@ void thread_exit_destructor(void *arg)
         link->owner_exited(link);
     }
     record->read_holds.drain();
+    current_serial = no_serial;
     current_record = nullptr;
     recycle(record);
 }
@@ -168,6 +170,7 @@ ThreadRecord *create_current_record()
         return nullptr;
     }
     current_record = record;
+    current_serial = record->serial;
     record->in_use.store(true, std::memory_order_release);
     return record;
 }

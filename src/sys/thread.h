@@ -106,6 +106,20 @@ struct ThreadRecord {
 // this in dlopen'ed libraries, and 8 bytes is well within it.
 extern __thread ThreadRecord *current_record __attribute__((tls_model("initial-exec")));
 
+// The calling thread's serial while it has a record, else no_serial (the initial value, and
+// again from its exit): never 0 (a free lock's owner) nor any thread's serial. So "does the
+// caller hold this lock" is one compare of the owner word with one load from the thread
+// pointer, with no record and no NULL check (the re-entry and unlock fast paths).
+constexpr uint64_t no_serial = UINT64_MAX;
+extern __thread uint64_t current_serial __attribute__((tls_model("initial-exec")));
+
+// current_record, read where this is called: the compiler may not move a volatile read
+// ahead of the branch it is in (it hoisted the plain one onto the rlock's re-entry path).
+inline ThreadRecord *current_record_now()
+{
+    return *static_cast<ThreadRecord *volatile *>(&current_record);
+}
+
 // Creates the calling thread's record on first use. Returns nullptr with errmsg set when it
 // cannot (out of memory, or no pthread key left); the caller then returns ENOMEM.
 ThreadRecord *create_current_record();
