@@ -22,11 +22,15 @@ struct alignas(64) surelock_rlock {
     surelock::sys::Membership member{};
 
     // Takes or re-enters the lock. Returns 0, EOWNERDEAD, EAGAIN (depth overflow), or
-    // EBUSY/ETIMEDOUT.
-    int acquire(surelock::sys::ThreadRecord *me, surelock::sys::Wait wait, const char *fn)
+    // EBUSY/ETIMEDOUT. by_lock_call: see OwnedLock::become_owner.
+    int acquire(surelock::sys::ThreadRecord *me, surelock::sys::Wait wait, const char *fn,
+                bool by_lock_call = false)
     {
-        if (lock.held_by(me)) return reenter(fn);
-        return lock.acquire(me, wait, fn); // depth is 1 already
+        if (lock.held_by(me)) {
+            if (!by_lock_call) lock.keep_listed(me); // a group's hold: released from the list
+            return reenter(fn);
+        }
+        return lock.acquire(me, wait, fn, by_lock_call); // depth is 1 already
     }
 
     // By the holder: one level deeper. Returns 0 or EAGAIN (overflow). A dozen instructions
@@ -41,10 +45,15 @@ struct alignas(64) surelock_rlock {
         return 0;
     }
 
-    // By the holder `me`: one level down, released at the last one.
+    // By the holder `me`: one level down, released at the last one (through the unlock call;
+    // release_listed for a group's hold, see OwnedLock).
     void release(surelock::sys::ThreadRecord *me)
     {
         if (leave_one_level()) lock.release(me);
+    }
+    void release_listed()
+    {
+        if (leave_one_level()) lock.release_listed();
     }
 
     // By the holder: one level down; true at the last one (the depth stays 1), which the
@@ -59,8 +68,8 @@ struct alignas(64) surelock_rlock {
         return true;
     }
 
-    // Gives back a hold just taken with EOWNERDEAD (depth 1), passing the notice on.
-    void release_owner_dead(surelock::sys::ThreadRecord *me) { lock.release_owner_dead(me); }
+    // Gives back a group's hold just taken with EOWNERDEAD (depth 1), passing the notice on.
+    void release_owner_dead() { lock.release_owner_dead(); }
 };
 
 struct alignas(64) surelock_mutex {
@@ -68,12 +77,15 @@ struct alignas(64) surelock_mutex {
     surelock::sys::Membership member{};
 
     // Takes the lock, which the caller does not hold (the public calls check: EDEADLK).
-    int acquire(surelock::sys::ThreadRecord *me, surelock::sys::Wait wait, const char *fn)
+    // by_lock_call: see OwnedLock::become_owner.
+    int acquire(surelock::sys::ThreadRecord *me, surelock::sys::Wait wait, const char *fn,
+                bool by_lock_call = false)
     {
-        return lock.acquire(me, wait, fn);
+        return lock.acquire(me, wait, fn, by_lock_call);
     }
     void release(surelock::sys::ThreadRecord *me) { lock.release(me); }
-    void release_owner_dead(surelock::sys::ThreadRecord *me) { lock.release_owner_dead(me); }
+    void release_listed() { lock.release_listed(); }
+    void release_owner_dead() { lock.release_owner_dead(); }
 };
 
 namespace surelock::locks {
@@ -89,10 +101,11 @@ template <class T> struct OwnedLockKind {
     {
         return static_cast<T *>(lock)->acquire(me, wait, fn);
     }
-    static void release(void *lock, sys::ThreadRecord *me, bool pass_owner_death)
+    // Only groups release through the table, and a group's holds are in the held list.
+    static void release(void *lock, sys::ThreadRecord *, bool pass_owner_death)
     {
-        if (pass_owner_death) static_cast<T *>(lock)->release_owner_dead(me);
-        else static_cast<T *>(lock)->release(me);
+        if (pass_owner_death) static_cast<T *>(lock)->release_owner_dead();
+        else static_cast<T *>(lock)->release_listed();
     }
     static sys::Membership *membership(void *lock) { return &static_cast<T *>(lock)->member; }
 };

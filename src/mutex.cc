@@ -18,7 +18,7 @@ namespace {
 {
     if (__builtin_expect(m->lock.held_by(me), 0))
         return fail(EDEADLK, "%s: the calling thread already holds this mutex", fn);
-    return m->acquire(me, wait, fn);
+    return m->acquire(me, wait, fn, /*by_lock_call=*/true);
 }
 
 // A NULL mutex, or the calling thread's first lock (begin_acquire_fast, lock_kind.h).

@@ -33,7 +33,7 @@ namespace {
 {
     ThreadRecord *me;
     if (int rc = begin_acquire(l, "lock", fn, &me)) return rc;
-    return l->acquire(me, wait, fn);
+    return l->acquire(me, wait, fn, /*by_lock_call=*/true);
 }
 
 // Re-entry first, by the caller's serial alone (thread.h): no record, no NULL record check.
@@ -42,7 +42,7 @@ namespace {
     if (__builtin_expect(l != nullptr && l->lock.held_by_caller(), 1)) return l->reenter(fn);
     ThreadRecord *me = begin_acquire_fast(l);
     if (__builtin_expect(me == nullptr, 0)) return acquire_slow(l, wait, fn);
-    return l->lock.acquire(me, wait, fn); // not held by the caller: a first acquire
+    return l->lock.acquire(me, wait, fn, /*by_lock_call=*/true); // not held: a first acquire
 }
 
 // ---- Process-wide registry ----------------------------------------------------------------

@@ -4,11 +4,11 @@
 
 namespace surelock::sys {
 
-int OwnedLock::acquire_contended(ThreadRecord *me, Wait wait, const char *fn)
+int OwnedLock::acquire_contended(ThreadRecord *me, Wait wait, const char *fn, bool by_lock_call)
 {
     if (wait.is_try_once()) return fail(EBUSY, "%s: held by another thread", fn);
     if (wait.watches_first() && futex.watch_until_free(Wait::watch_budget_ns) && futex.try_lock())
-        return become_owner(me);
+        return become_owner(me, by_lock_call);
     if (wait.is_spent())
         return fail(ETIMEDOUT, "%s: held by another thread (timeout %llu ns, no time left)", fn,
                     (unsigned long long)wait.timeout_ns());
@@ -21,7 +21,7 @@ int OwnedLock::acquire_contended(ThreadRecord *me, Wait wait, const char *fn)
     if (!taken)
         return fail(ETIMEDOUT, "%s: still held by another thread after %llu ns", fn,
                     (unsigned long long)wait.timeout_ns());
-    return become_owner(me);
+    return become_owner(me, by_lock_call);
 }
 
 // Thread-exit handler: the owner ended while holding the lock.

@@ -103,13 +103,13 @@ void thread_exit_destructor(void *arg)
 {
     ErrmsgSnapshot keep_errmsg; // a handler's failure must not leak into a dying thread's text
     auto *record = static_cast<ThreadRecord *>(arg);
-    if (HeldLink *link = record->held_slot) {
-        record->held_slot = nullptr;
-        link->owner_exited(link);
-    }
-    while (record->held.next != &record->held) {
+    while (record->held.next != &record->held) { // newest first: the list, then the slot
         HeldLink *link = record->held.next;
         link->unlink();
+        link->owner_exited(link);
+    }
+    if (HeldLink *link = record->held_slot) {
+        record->held_slot = nullptr;
         link->owner_exited(link);
     }
     record->read_holds.drain();

@@ -37,10 +37,11 @@ struct ThreadRecord {
     uint64_t serial; // never 0, never reused
     int tid;         // the kernel's thread id (robust futexes go by it); renewed after fork()
     HeldLink held;   // sentinel of the list of what this thread holds
-    // The newest hold, kept outside that list, or nullptr: a mutex or rlock (OwnedLock)
-    // taken goes here, one store to take and one to give back instead of the list's four and
-    // two (the uncontended pair's bookkeeping), and whatever held the slot moves to the list
-    // first. The thread's holds are the slot's, then the list's, newest first.
+    // A hold kept outside that list, or nullptr: a mutex or rlock (OwnedLock) taken by its own
+    // lock call while the thread holds nothing else goes here, one store to take and one to
+    // give back instead of the list's four and two (the uncontended pair's bookkeeping);
+    // every other hold goes into the list. So the slot's hold is older than any in the list:
+    // newest first, the thread's holds are the list's, then the slot's.
     HeldLink *held_slot;
     // The rwlocks it holds for reading (a reader has no link of its own in a lock that many
     // threads hold at once); drained at thread exit after the held list.
@@ -72,26 +73,27 @@ struct ThreadRecord {
         return held_slot == nullptr && held.next == &held && read_holds.count == 0;
     }
 
-    // Records a new hold in the list. The slot's hold is older: it moves there first.
+    // Records a new hold: in the slot when the thread holds nothing else, else in the list.
+    void hold_in_slot_if_alone(HeldLink *link)
+    {
+        if (__builtin_expect(held_slot == nullptr && held.next == &held, 1)) held_slot = link;
+        else link_held(link);
+    }
+
+    // Moves the slot's hold to the tail of the list (the oldest end, where it belongs).
+    void move_slot_to_list()
+    {
+        HeldLink *link = held_slot, *last = held.prev;
+        held_slot = nullptr;
+        link->prev = last;
+        link->next = &held;
+        last->next = link;
+        held.prev = link;
+    }
+
+    // Records a new hold at the head of the list. In this order the compiler keeps the link's
+    // two stores apart (paired, they became four vector instructions).
     void link_held(HeldLink *link)
-    {
-        if (held_slot != nullptr) {
-            push_held(held_slot);
-            held_slot = nullptr;
-        }
-        push_held(link);
-    }
-
-    // Records a new hold in the slot, moving the slot's older one into the list.
-    void hold_in_slot(HeldLink *link)
-    {
-        if (__builtin_expect(held_slot != nullptr, 0)) push_held(held_slot);
-        held_slot = link;
-    }
-
-    // Puts a link at the head of the list. In this order the compiler keeps the link's two
-    // stores apart (paired, they became four vector instructions).
-    void push_held(HeldLink *link)
     {
         HeldLink *first = held.next;
         link->next = first;

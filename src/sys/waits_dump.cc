@@ -80,9 +80,16 @@ int dump_thread(int fd, const ThreadRecord *r)
     size_t shown = 0;
     bool cut = false; // the list ended early ("?" or "...")
     const HeldLink *end = &r->held;
-    // The held slot's link first (thread.h), then the list's.
-    bool in_slot = slot != nullptr;
-    for (const HeldLink *p = in_slot ? slot : sentinel.next; p != end && p != nullptr; shown++) {
+    // The list's links, then the held slot's (thread.h): newest first.
+    bool slot_left = slot != nullptr;
+    for (const HeldLink *p = sentinel.next;; shown++) {
+        bool at_slot = false;
+        if (p == end || p == nullptr) {
+            if (!slot_left) break;
+            p = slot;
+            slot_left = false;
+            at_slot = true;
+        }
         HeldLink link;
         if (!safe_copy(&link, p, sizeof link)) {
             t.add(shown ? ", ?" : "?");
@@ -105,8 +112,7 @@ int dump_thread(int fd, const ThreadRecord *r)
         kind->describe(lock, what, sizeof what, safe_copy);
         t.add(what);
         t.add(kind->hold_mode);
-        p = in_slot ? sentinel.next : link.next;
-        in_slot = false;
+        p = at_slot ? nullptr : link.next;
     }
     // Read holds live in the thread's read-hold set (hold_set.h), not in its held list.
     HoldSet holds;
