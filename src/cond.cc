@@ -42,7 +42,7 @@ int wait(surelock_cond *c, surelock_mutex *m, uint64_t timeout_ns, const char *f
     c->waiters.fetch_add(1);
     SURELOCK_STEP(&c->sequence);
     uint32_t seen = c->sequence.load();
-    m->lock.release();
+    m->lock.release(me);
     bool timed_out = false;
     if (timeout_ns == 0) {
         timed_out = true;

@@ -13,13 +13,27 @@ using namespace surelock::sys;
 
 namespace {
 
-[[gnu::always_inline]] inline int acquire(surelock_mutex *m, Wait wait, const char *fn)
+[[gnu::always_inline]] inline int acquire_as(ThreadRecord *me, surelock_mutex *m, Wait wait,
+                                             const char *fn)
+{
+    if (__builtin_expect(m->lock.held_by(me), 0))
+        return fail(EDEADLK, "%s: the calling thread already holds this mutex", fn);
+    return m->acquire(me, wait, fn, /*by_lock_call=*/true);
+}
+
+// A NULL mutex, or the calling thread's first lock (begin_acquire_fast, lock_kind.h).
+[[gnu::noinline]] int acquire_slow(surelock_mutex *m, Wait wait, const char *fn)
 {
     ThreadRecord *me;
     if (int rc = begin_acquire(m, "mutex", fn, &me)) return rc;
-    if (__builtin_expect(m->lock.held_by(me), 0))
-        return fail(EDEADLK, "%s: the calling thread already holds this mutex", fn);
-    return m->acquire(me, wait, fn);
+    return acquire_as(me, m, wait, fn);
+}
+
+[[gnu::always_inline]] inline int acquire(surelock_mutex *m, Wait wait, const char *fn)
+{
+    ThreadRecord *me = begin_acquire_fast(m);
+    if (__builtin_expect(me == nullptr, 0)) return acquire_slow(m, wait, fn);
+    return acquire_as(me, m, wait, fn);
 }
 
 // Deadlock detector (waits.h): "mutex #12".
@@ -96,10 +110,9 @@ SURELOCK_API int surelock_mutex_timedlock(surelock_mutex *m, uint64_t timeout_ns
 SURELOCK_API int surelock_mutex_unlock(surelock_mutex *m)
 {
     if (m == nullptr) return fail(EINVAL, "surelock_mutex_unlock: the mutex is NULL");
-    ThreadRecord *me = current_record;
-    if (me == nullptr || !m->lock.held_by(me))
+    if (!m->lock.held_by_caller())
         return fail(EPERM, "surelock_mutex_unlock: the calling thread does not hold the mutex");
-    m->lock.release();
+    m->lock.release(current_record); // it has one: its serial matched
     return 0;
 }
 

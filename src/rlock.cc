@@ -28,11 +28,21 @@ using namespace surelock::sys;
 
 namespace {
 
-[[gnu::always_inline]] inline int acquire(surelock_rlock *l, Wait wait, const char *fn)
+// A NULL lock, or the calling thread's first lock (begin_acquire_fast, lock_kind.h).
+[[gnu::noinline]] int acquire_slow(surelock_rlock *l, Wait wait, const char *fn)
 {
     ThreadRecord *me;
     if (int rc = begin_acquire(l, "lock", fn, &me)) return rc;
-    return l->acquire(me, wait, fn);
+    return l->acquire(me, wait, fn, /*by_lock_call=*/true);
+}
+
+// Re-entry first, by the caller's serial alone (thread.h): no record, no NULL record check.
+[[gnu::always_inline]] inline int acquire(surelock_rlock *l, Wait wait, const char *fn)
+{
+    if (__builtin_expect(l != nullptr && l->lock.held_by_caller(), 1)) return l->reenter(fn);
+    ThreadRecord *me = begin_acquire_fast(l);
+    if (__builtin_expect(me == nullptr, 0)) return acquire_slow(l, wait, fn);
+    return l->lock.acquire(me, wait, fn, /*by_lock_call=*/true); // not held: a first acquire
 }
 
 // ---- Process-wide registry ----------------------------------------------------------------
@@ -90,6 +100,14 @@ using Entries = surelock::locks::OwnedLockKind<surelock_rlock>; // its lock-kind
 } // namespace
 
 namespace surelock::sys {
+// Thread-exit handler (owned_lock.h): the owner ended holding the lock at any depth; the
+// depth goes back to 1, the free lock's value (locks.h), before the lock is let go.
+void OwnedLock::reentrant_owner_exited(HeldLink *link)
+{
+    SURELOCK_CONTAINER_OF(link, surelock_rlock, lock.held)->depth = 1;
+    owner_exited(link);
+}
+
 const LockKind rlock_kind = {
     .name = "rlock",
     .held_by = Entries::held_by,
@@ -195,10 +213,10 @@ SURELOCK_API int surelock_rlock_timedlock(surelock_rlock *l, uint64_t timeout_ns
 SURELOCK_API int surelock_rlock_unlock(surelock_rlock *l)
 {
     if (l == nullptr) return fail(EINVAL, "surelock_rlock_unlock: the lock is NULL");
-    ThreadRecord *me = current_record;
-    if (me == nullptr || !l->lock.held_by(me))
+    if (!l->lock.held_by_caller())
         return fail(EPERM, "surelock_rlock_unlock: the calling thread does not hold the lock");
-    l->release();
+    // The record (the caller has one: its serial matched) is read only for the last level.
+    if (l->leave_one_level()) l->lock.release(current_record_now());
     return 0;
 }
 

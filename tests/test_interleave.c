@@ -217,6 +217,60 @@ static void the_last_unlocker_may_free_the_mutex_at_once(void **state)
     expect_clean(&s, 100);
 }
 
+/* The same, out of order: the first holder also holds m2, taken after m, and lets m go
+ * first, so m's hold is in the thread's held list, not its slot (thread.h). An unlock
+ * unlinks after its releasing exchange (owned_lock.h), when the other thread may already have
+ * taken, released and freed m: the unlink may touch only the list's other links and head,
+ * never m itself (a step on freed memory fails the schedule). The held list must come out
+ * whole: m2 is then let go, taken and let go again. */
+static void mutex_first_holder_of_two(void *ctx)
+{
+    (void)ctx;
+    g.rc[0] = surelock_mutex_lock(g.m);
+    g.rc2[0] = surelock_mutex_lock(g.m2);
+    g.held = 1;
+    SURELOCK_TESTING_STEP(&g.held);
+    surelock_mutex_unlock(g.m);
+    if (surelock_mutex_unlock(g.m2) != 0 || surelock_mutex_lock(g.m2) != 0 ||
+        surelock_mutex_unlock(g.m2) != 0)
+        surelock_testing_violation("m2 after m: %s", surelock_errmsg());
+}
+
+static void mutex_then_frees(void *ctx)
+{
+    (void)ctx;
+    surelock_testing_await(&g.held);
+    g.rc[1] = surelock_mutex_lock(g.m);
+    critical_section("the mutex");
+    surelock_mutex_unlock(g.m);
+    if (surelock_mutex_free(g.m) != 0)
+        surelock_testing_violation("free after the last unlock: %s", surelock_errmsg());
+    g.freed = true;
+}
+
+static void two_mutexes_setup(void *ctx)
+{
+    mutex_setup(ctx);
+    surelock_mutex_new(&g.m2);
+}
+
+static const char *two_mutexes_check(void *ctx)
+{
+    if (g.rc2[0] != 0) return WRONG("m2: lock returned %d", g.rc2[0]);
+    if (surelock_mutex_free(g.m2) != 0)
+        return WRONG("m2 is not freeable once unlocked: %s", surelock_errmsg());
+    return mutex_check(ctx);
+}
+
+static void an_unlock_out_of_order_touches_only_locks_still_held_after_its_release(void **state)
+{
+    (void)state;
+    surelock_testing_scenario s =
+        SCENARIO("mutex: out-of-order unlock, then the other frees", 2, two_mutexes_setup,
+                 two_mutexes_check, mutex_first_holder_of_two, mutex_then_frees);
+    expect_clean(&s, 20);
+}
+
 /* Owner death: the first holder's thread ends holding the mutex. Its thread-exit handler
  * releases it (scheduled like any step): exactly one of the two waiters is told EOWNERDEAD,
  * and neither sleeps forever. */
@@ -1026,6 +1080,7 @@ int main(int argc, char **argv)
         TEST(two_threads_never_hold_a_mutex_at_once_and_none_sleeps_forever),
         TEST(a_timed_out_mutex_waiter_strands_nobody),
         TEST(the_last_unlocker_may_free_the_mutex_at_once),
+        TEST(an_unlock_out_of_order_touches_only_locks_still_held_after_its_release),
         TEST(one_waiter_hears_that_the_mutex_owner_died_and_none_sleeps_forever),
         TEST(groups_with_members_in_opposite_orders_never_deadlock),
         TEST(a_group_that_times_out_backs_out_and_strands_nobody),

@@ -309,6 +309,35 @@ static void owner_thread_exit_is_reported_to_the_next_locker_and_the_mutex_stays
     EXPECT_RC(surelock_mutex_free(m), 0);
 }
 
+/* A thread's newest hold is kept apart from its older ones (the record's slot and list): a new
+ * hold moves the slot's into the list, and an unlock takes from either. Whatever the order,
+ * the exit reports exactly the mutexes still held. */
+static void owner_death_reports_exactly_the_mutexes_still_held_whatever_the_unlock_order(void **state)
+{
+    (void)state;
+    surelock_mutex *a = new_mutex(), *b = new_mutex(), *c = new_mutex(), *d = new_mutex();
+    agent_start(&holder_agent);
+    EXPECT_RC(agent_call(&holder_agent, do_lock, a), 0);
+    EXPECT_RC(agent_call(&holder_agent, do_lock, b), 0);
+    EXPECT_RC(agent_call(&holder_agent, do_unlock, a), 0); /* the older hold */
+    EXPECT_RC(agent_call(&holder_agent, do_lock, c), 0);
+    EXPECT_RC(agent_call(&holder_agent, do_unlock, c), 0); /* the newest */
+    EXPECT_RC(agent_call(&holder_agent, do_lock, d), 0);
+    EXPECT_RC(agent_call(&holder_agent, do_lock, a), 0);
+    EXPECT_RC(agent_call(&holder_agent, do_unlock, c), EPERM);
+    EXPECT_RC(agent_call(&holder_agent, do_lock, b), EDEADLK);
+    agent_stop(&holder_agent); /* ends the thread holding b, d and a */
+    EXPECT_RC(surelock_mutex_trylock(a), EOWNERDEAD);
+    EXPECT_RC(surelock_mutex_trylock(b), EOWNERDEAD);
+    EXPECT_RC(surelock_mutex_trylock(c), 0);
+    EXPECT_RC(surelock_mutex_trylock(d), EOWNERDEAD);
+    surelock_mutex *all[] = {a, b, c, d};
+    for (int i = 0; i < 4; i++) {
+        EXPECT_RC(surelock_mutex_unlock(all[i]), 0);
+        EXPECT_RC(surelock_mutex_free(all[i]), 0);
+    }
+}
+
 static void owner_death_is_reported_by_trylock_and_timedlock_too(void **state)
 {
     (void)state;
@@ -556,6 +585,7 @@ int main(void)
         TEST(mutex_can_be_freed_by_the_next_holder_right_after_it_gets_it),
         TEST(owner_thread_exit_is_reported_to_the_next_locker_and_the_mutex_stays_usable),
         TEST(owner_death_is_reported_by_trylock_and_timedlock_too),
+        TEST(owner_death_reports_exactly_the_mutexes_still_held_whatever_the_unlock_order),
         TEST(a_new_thread_is_not_mistaken_for_the_dead_owner),
         TEST(owner_thread_exit_is_reported_to_a_waiter_already_blocked),
         TEST(a_key_destructor_runs_before_surelock_s_only_if_its_key_is_older),

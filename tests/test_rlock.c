@@ -838,6 +838,35 @@ static void owner_thread_exit_is_reported_to_next_locker(void **state)
     EXPECT_RC(surelock_rlock_free(l), 0);
 }
 
+/* A lock taken by its own call is kept apart from others' holds (the thread record's slot);
+ * a group that re-enters it takes the hold over. Unlocked by its own call first, then let go
+ * by the group: it is free, whole, and usable by everyone. */
+static void an_rlock_its_group_lets_go_after_its_own_unlock_is_free_for_every_thread(void **state)
+{
+    (void)state;
+    static helper t;
+    surelock_rlock *l = new_lock();
+    surelock_group *g = NULL;
+    EXPECT_RC(surelock_group_new(&g), 0);
+    EXPECT_RC(surelock_group_add_rlock(g, l), 0);
+    EXPECT_RC(surelock_rlock_lock(l), 0);
+    EXPECT_RC(surelock_group_lock(g), 0);
+    assert_int_equal(surelock_rlock_depth(l), 2);
+    EXPECT_RC(surelock_rlock_unlock(l), 0);
+    EXPECT_RC(surelock_group_unlock(g), 0);
+    assert_int_equal(surelock_rlock_depth(l), 0);
+    memset(&after_death, 0, sizeof after_death);
+    after_death.l = l;
+    RUN_IN_NEW_THREAD(&t, other_thread_takes_and_releases, NULL);
+    EXPECT_RC(after_death.trylock_rc, 0);
+    assert_int_equal(after_death.depth, 1);
+    EXPECT_RC(after_death.unlock_rc, 0);
+    EXPECT_RC(surelock_rlock_lock(l), 0);
+    EXPECT_RC(surelock_rlock_unlock(l), 0);
+    EXPECT_RC(surelock_group_free(g), 0);
+    EXPECT_RC(surelock_rlock_free(l), 0);
+}
+
 static struct heir {
     surelock_rlock *l;
     unsigned depth_before, depth_after_lock;
@@ -1411,6 +1440,7 @@ int main(void)
         TEST(new_thread_does_not_inherit_the_hold_of_a_dead_owner),
         TEST(owner_death_is_reported_by_trylock_and_timedlock_too),
         TEST(owner_thread_exit_is_reported_to_a_waiter_already_blocked),
+        TEST(an_rlock_its_group_lets_go_after_its_own_unlock_is_free_for_every_thread),
         TEST(owner_death_releases_every_lock_the_thread_held),
         TEST(four_threads_reentering_keep_a_plain_counter_exact),
         TEST(four_threads_mixing_every_acquire_form_keep_a_plain_counter_exact),

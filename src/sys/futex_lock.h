@@ -56,10 +56,18 @@ struct FutexLock {
     // address to the kernel), so the memory may be freed as soon as another thread takes it.
     void unlock()
     {
-        SURELOCK_STEP(&word);
-        if (word.exchange(FREE, std::memory_order_release) == HELD_WITH_SLEEPERS)
-            futex_wake(&word, 1);
+        if (release_word()) wake_one();
     }
+
+    // unlock() in two halves, for a holder with bookkeeping of its own to do after the
+    // releasing store and before a system call: the releasing exchange, true when a sleeper
+    // must then be woken with wake_one() (which only hands the address to the kernel).
+    bool release_word()
+    {
+        SURELOCK_STEP(&word);
+        return word.exchange(FREE, std::memory_order_release) == HELD_WITH_SLEEPERS;
+    }
+    void wake_one() { futex_wake(&word, 1); }
 };
 
 } // namespace surelock::sys

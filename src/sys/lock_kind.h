@@ -126,4 +126,13 @@ extern const LockKind rlock_kind, mutex_kind, rwlock_kind, rwlock_read_kind, gro
     return __builtin_expect(*me != nullptr, 1) ? 0 : ENOMEM;
 }
 
+// begin_acquire's fast half, for kinds whose acquire is small enough to have twice: the
+// record of a thread that already has one, when the handle is not NULL; nullptr otherwise,
+// and the caller then runs an out-of-line copy of itself that starts with begin_acquire. The
+// fast path then makes no call it could return from, so it needs no stack frame.
+[[gnu::always_inline]] inline ThreadRecord *begin_acquire_fast(const void *handle)
+{
+    return __builtin_expect(handle != nullptr, 1) ? current_record : nullptr;
+}
+
 } // namespace surelock::sys

@@ -4,11 +4,11 @@
 
 namespace surelock::sys {
 
-int OwnedLock::acquire_contended(ThreadRecord *me, Wait wait, const char *fn)
+int OwnedLock::acquire_contended(ThreadRecord *me, Wait wait, const char *fn, bool by_lock_call)
 {
     if (wait.is_try_once()) return fail(EBUSY, "%s: held by another thread", fn);
     if (wait.watches_first() && futex.watch_until_free(Wait::watch_budget_ns) && futex.try_lock())
-        return become_owner(me);
+        return become_owner(me, by_lock_call);
     if (wait.is_spent())
         return fail(ETIMEDOUT, "%s: held by another thread (timeout %llu ns, no time left)", fn,
                     (unsigned long long)wait.timeout_ns());
@@ -16,7 +16,7 @@ int OwnedLock::acquire_contended(ThreadRecord *me, Wait wait, const char *fn)
     // A waiter that finds the lock free by now never sleeps, so it never enters the wait
     // graph: with several threads contending, most contended acquires end here, and the
     // graph lock (one spinlock for the process) would otherwise serialise every one of them.
-    if (futex.take_or_mark_slept_on()) return become_owner(me);
+    if (futex.take_or_mark_slept_on()) return become_owner(me, by_lock_call);
     // ---- Deadlock detection (waits.h): refuse a wait that would close a cycle.
     if (int rc = begin_wait(me, kind(), this, fn)) return rc;
     bool taken = futex.lock_until(deadline);
@@ -25,7 +25,7 @@ int OwnedLock::acquire_contended(ThreadRecord *me, Wait wait, const char *fn)
     if (!taken)
         return fail(ETIMEDOUT, "%s: still held by another thread after %llu ns", fn,
                     (unsigned long long)wait.timeout_ns());
-    return become_owner(me);
+    return become_owner(me, by_lock_call);
 }
 
 // Thread-exit handler: the owner ended while holding the lock.
@@ -35,11 +35,6 @@ void OwnedLock::owner_exited(HeldLink *link)
     l->previous_owner_died = true;
     l->owner.store(0, std::memory_order_relaxed);
     l->futex.unlock();
-}
-
-void OwnedLock::reentrant_owner_exited(HeldLink *link)
-{
-    owner_exited(link);
 }
 
 uint64_t OwnedLock::holder(const void *lock, CopyFn copy)

@@ -17,6 +17,7 @@
 namespace surelock::sys {
 
 __thread ThreadRecord *current_record __attribute__((tls_model("initial-exec")));
+__thread uint64_t current_serial __attribute__((tls_model("initial-exec"))) = no_serial;
 
 namespace {
 
@@ -102,12 +103,17 @@ void thread_exit_destructor(void *arg)
 {
     ErrmsgSnapshot keep_errmsg; // a handler's failure must not leak into a dying thread's text
     auto *record = static_cast<ThreadRecord *>(arg);
-    while (record->held.next != &record->held) {
+    while (record->held.next != &record->held) { // newest first: the list, then the slot
         HeldLink *link = record->held.next;
         link->unlink();
         link->owner_exited(link);
     }
+    if (HeldLink *link = record->held_slot) {
+        record->held_slot = nullptr;
+        link->owner_exited(link);
+    }
     record->read_holds.drain();
+    current_serial = no_serial;
     current_record = nullptr;
     recycle(record);
 }
@@ -156,6 +162,7 @@ ThreadRecord *create_current_record()
     record->serial = next_thread_serial.fetch_add(1, std::memory_order_relaxed);
     record->tid = gettid();
     record->held.prev = record->held.next = &record->held;
+    record->held_slot = nullptr;
     int rc = pthread_setspecific(record_key, record);
     if (rc != 0) {
         recycle(record);
@@ -163,6 +170,7 @@ ThreadRecord *create_current_record()
         return nullptr;
     }
     current_record = record;
+    current_serial = record->serial;
     record->in_use.store(true, std::memory_order_release);
     return record;
 }

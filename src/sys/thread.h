@@ -37,6 +37,12 @@ struct ThreadRecord {
     uint64_t serial; // never 0, never reused
     int tid;         // the kernel's thread id (robust futexes go by it); renewed after fork()
     HeldLink held;   // sentinel of the list of what this thread holds
+    // A hold kept outside that list, or nullptr: a mutex or rlock (OwnedLock) taken by its own
+    // lock call while the thread holds nothing else goes here, one store to take and one to
+    // give back instead of the list's four and two (the uncontended pair's bookkeeping);
+    // every other hold goes into the list. So the slot's hold is older than any in the list:
+    // newest first, the thread's holds are the list's, then the slot's.
+    HeldLink *held_slot;
     // The rwlocks it holds for reading (a reader has no link of its own in a lock that many
     // threads hold at once); drained at thread exit after the held list.
     HoldSet read_holds;
@@ -59,15 +65,40 @@ struct ThreadRecord {
     // Non-zero while a thread owns this record (its serial is then valid); read by the dump.
     std::atomic<bool> in_use;
 
-    // Whether this thread holds no lock of any kind: every hold is in the held list or the
-    // read-hold set (thread exit releases them from there), so both empty means none.
-    bool holds_nothing() const { return held.next == &held && read_holds.count == 0; }
+    // Whether this thread holds no lock of any kind: every hold is in the held slot, the held
+    // list or the read-hold set (thread exit releases them from there), so all three empty
+    // means none.
+    bool holds_nothing() const
+    {
+        return held_slot == nullptr && held.next == &held && read_holds.count == 0;
+    }
 
+    // Records a new hold: in the slot when the thread holds nothing else, else in the list.
+    void hold_in_slot_if_alone(HeldLink *link)
+    {
+        if (__builtin_expect(held_slot == nullptr && held.next == &held, 1)) held_slot = link;
+        else link_held(link);
+    }
+
+    // Moves the slot's hold to the tail of the list (the oldest end, where it belongs).
+    void move_slot_to_list()
+    {
+        HeldLink *link = held_slot, *last = held.prev;
+        held_slot = nullptr;
+        link->prev = last;
+        link->next = &held;
+        last->next = link;
+        held.prev = link;
+    }
+
+    // Records a new hold at the head of the list. In this order the compiler keeps the link's
+    // two stores apart (paired, they became four vector instructions).
     void link_held(HeldLink *link)
     {
-        link->next = held.next;
+        HeldLink *first = held.next;
+        link->next = first;
+        first->prev = link;
         link->prev = &held;
-        held.next->prev = link;
         held.next = link;
     }
 };
@@ -76,6 +107,20 @@ struct ThreadRecord {
 // the thread pointer on the fast path (no __tls_get_addr call); glibc reserves static TLS for
 // this in dlopen'ed libraries, and 8 bytes is well within it.
 extern __thread ThreadRecord *current_record __attribute__((tls_model("initial-exec")));
+
+// The calling thread's serial while it has a record, else no_serial (the initial value, and
+// again from its exit): never 0 (a free lock's owner) nor any thread's serial. So "does the
+// caller hold this lock" is one compare of the owner word with one load from the thread
+// pointer, with no record and no NULL check (the re-entry and unlock fast paths).
+constexpr uint64_t no_serial = UINT64_MAX;
+extern __thread uint64_t current_serial __attribute__((tls_model("initial-exec")));
+
+// current_record, read where this is called: the compiler may not move a volatile read
+// ahead of the branch it is in (it hoisted the plain one onto the rlock's re-entry path).
+inline ThreadRecord *current_record_now()
+{
+    return *static_cast<ThreadRecord *volatile *>(&current_record);
+}
 
 // Creates the calling thread's record on first use. Returns nullptr with errmsg set when it
 // cannot (out of memory, or no pthread key left); the caller then returns ENOMEM.

@@ -63,8 +63,10 @@ int dump_thread(int fd, const ThreadRecord *r)
     uint64_t serial;
     int tid;
     HeldLink sentinel;
+    HeldLink *slot;
     if (!safe_copy(&serial, &r->serial, sizeof serial) || !safe_copy(&tid, &r->tid, sizeof tid) ||
-        !safe_copy(&sentinel, &r->held, sizeof sentinel)) {
+        !safe_copy(&sentinel, &r->held, sizeof sentinel) ||
+        !safe_copy(&slot, &r->held_slot, sizeof slot)) {
         static const char unreadable[] = "thread ?: cannot be read (process_vm_readv refused)\n";
         return write_all(fd, unreadable, sizeof unreadable - 1);
     }
@@ -78,7 +80,16 @@ int dump_thread(int fd, const ThreadRecord *r)
     size_t shown = 0;
     bool cut = false; // the list ended early ("?" or "...")
     const HeldLink *end = &r->held;
-    for (const HeldLink *p = sentinel.next; p != end && p != nullptr; shown++) {
+    // The list's links, then the held slot's (thread.h): newest first.
+    bool slot_left = slot != nullptr;
+    for (const HeldLink *p = sentinel.next;; shown++) {
+        bool at_slot = false;
+        if (p == end || p == nullptr) {
+            if (!slot_left) break;
+            p = slot;
+            slot_left = false;
+            at_slot = true;
+        }
         HeldLink link;
         if (!safe_copy(&link, p, sizeof link)) {
             t.add(shown ? ", ?" : "?");
@@ -101,7 +112,7 @@ int dump_thread(int fd, const ThreadRecord *r)
         kind->describe(lock, what, sizeof what, safe_copy);
         t.add(what);
         t.add(kind->hold_mode);
-        p = link.next;
+        p = at_slot ? nullptr : link.next;
     }
     // Read holds live in the thread's read-hold set (hold_set.h), not in its held list.
     HoldSet holds;

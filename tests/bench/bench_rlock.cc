@@ -5,8 +5,8 @@
 //   uncontended lock+unlock   one thread, lock free on entry            ns per lock+unlock pair
 //   nested re-entry           one thread, already holding it at depth 1 ns per extra pair
 //   contended, 2 / 4 threads  lock; counter++; unlock; local work       Mops/s (acquisitions)
-// Targets: uncontended <= 1.0x pthread normal; nested <= 0.5x pthread recursive nested;
-// contended 2 threads >= 1.0x pthread recursive.
+// Targets: uncontended <= 1.0x pthread normal; nested <= 0.7x pthread recursive nested (issue
+// 13 restated issue 2's 0.5x); contended 2 threads >= 1.0x pthread recursive.
 //
 // Every lock is driven by the same template, so each contender's loop is the same machine code
 // around its own calls (direct calls through the PLT, as a user's program makes them).
@@ -180,7 +180,7 @@ int run_rlock(const Options &o)
                     uncontended<PthreadNormal>(o), uncontended<StdRecursive>(o)},
                    o.runs);
 
-    Row &re = table.add_row("nested re-entry lock+unlock", ns_per_op, {c_pthread_recursive, 0.5});
+    Row &re = table.add_row("nested re-entry lock+unlock", ns_per_op, {c_pthread_recursive, 0.7});
     re.cells[c_pthread_normal].applicable = false; // a normal mutex cannot be re-entered
     Table::measure(re,
                    {nested<SurelockRlock>(o), nested<PthreadRecursive>(o), nullptr,
