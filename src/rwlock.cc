@@ -106,6 +106,9 @@ int writer_death_notice(surelock_rwlock *l)
     return true;
 }
 
+// How long a waiter stays away from a busy lock before it queues (futex.cc, back_off).
+constexpr uint64_t contention_back_off_ns = 4000;
+
 // The blocking part of rwlock_acquire, out of line (the uncontended path stays as it was).
 // Returns 0, ETIMEDOUT or EDEADLK with errmsg set.
 [[gnu::noinline, gnu::cold]] int wait_to_acquire(surelock_rwlock *l, ThreadRecord *me,
@@ -113,6 +116,11 @@ int writer_death_notice(surelock_rwlock *l)
                                                        const char *fn)
 {
     Deadline deadline = wait.deadline(); // the clock is read before the walk, not after
+    // Stay off the lock's cache line for a while first (futex.cc, back_off): a reader and a
+    // writer alike, since either one's CAS or watch slows the holders' CPU. A lock free by
+    // then is taken without a wait, so without entering the wait graph.
+    back_off(contention_back_off_ns, deadline);
+    if (exclusive ? l->futex.try_write() : l->futex.try_read()) return 0;
     // ---- Deadlock detection (waits.h): refuse a wait that would close a cycle.
     // A write waits for the holders (the writer, or every reader); a read waits for the writer
     // holding it or the writers waiting for it (which keep new readers out), never for

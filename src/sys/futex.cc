@@ -43,6 +43,24 @@ uint64_t monotonic_ns()
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
+// With two CPUs, a short critical section and more than one thread wanting the lock, what the
+// lock costs is how often its cache line crosses between the CPUs, plus the system calls of a
+// sleep and a wake. A waiter that announces itself at once (a CAS on the lock word), watches
+// the word, or sleeps and is woken makes both happen on nearly every acquire. One that first
+// stays away for a few microseconds lets the holders' CPU take and release the lock many times
+// from its own cache, then usually finds it free. Measured on the 2-CPU reference machine
+// (4 threads, 95 % reads, rwlock): 14 Mops/s with no back-off, 30 with 4 us. The pause is
+// bounded, so nobody is starved: once it ends the waiter queues as before (for an rwlock
+// writer: keeping new readers out from then on).
+void back_off(uint64_t budget_ns, const Deadline &deadline)
+{
+    uint64_t left = deadline.remaining_ns();
+    uint64_t end = monotonic_ns() + (budget_ns < left ? budget_ns : left);
+    do {
+        for (int i = 0; i < 16; i++) cpu_relax();
+    } while (monotonic_ns() < end);
+}
+
 uint64_t Deadline::remaining_ns() const
 {
     if (never_ends) return UINT64_MAX;

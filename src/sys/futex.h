@@ -29,6 +29,12 @@ struct Deadline {
 // time-bounded spins that come before some sleeps.
 uint64_t monotonic_ns();
 
+// Pauses for budget_ns (at most until `deadline`) without touching any shared memory: what a
+// thread that found a lock held does before anything that would pull the lock's cache line
+// away from the holders' CPU (a compare-and-swap that announces a waiter, watching loads, the
+// deadlock detector's registration). See back_off in futex.cc for why and for the figures.
+void back_off(uint64_t budget_ns, const Deadline &deadline);
+
 // How long an acquire may wait: try once (EBUSY if the lock is taken), or until a deadline
 // (ETIMEDOUT if it passes first; a timeout of 0 never sleeps and is ETIMEDOUT too, API.md).
 // The public entry point decides it once, or a lock group once for all its members. The

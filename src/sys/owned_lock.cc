@@ -4,6 +4,9 @@
 
 namespace surelock::sys {
 
+// How long a waiter stays away from a held lock before it queues (futex.cc, back_off).
+constexpr uint64_t contention_back_off_ns = 2000;
+
 int OwnedLock::acquire_contended(ThreadRecord *me, Wait wait, const char *fn, bool by_lock_call)
 {
     if (wait.is_try_once()) return fail(EBUSY, "%s: held by another thread", fn);
@@ -13,9 +16,12 @@ int OwnedLock::acquire_contended(ThreadRecord *me, Wait wait, const char *fn, bo
         return fail(ETIMEDOUT, "%s: held by another thread (timeout %llu ns, no time left)", fn,
                     (unsigned long long)wait.timeout_ns());
     Deadline deadline = wait.deadline(); // the clock is read before the walk, not after
-    // A waiter that finds the lock free by now never sleeps, so it never enters the wait
-    // graph: with several threads contending, most contended acquires end here, and the
-    // graph lock (one spinlock for the process) would otherwise serialise every one of them.
+    // Stay off the lock's cache line for a while first (futex.cc, back_off); a group member
+    // watched it already. A waiter that finds the lock free by then never sleeps, so it never
+    // enters the wait graph: with several threads contending, most contended acquires end
+    // here, and the graph lock (one spinlock for the process) would otherwise serialise every
+    // one of them.
+    if (!wait.watches_first()) back_off(contention_back_off_ns, deadline);
     if (futex.take_or_mark_slept_on()) return become_owner(me, by_lock_call);
     // ---- Deadlock detection (waits.h): refuse a wait that would close a cycle.
     if (int rc = begin_wait(me, kind(), this, fn)) return rc;

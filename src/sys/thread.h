@@ -52,10 +52,12 @@ struct ThreadRecord {
     // lock, read under it by walkers and without it by the dump.
     std::atomic<const void *> wait_lock;
     std::atomic<const LockKind *> wait_kind;
-    // Under the graph lock: registered waiters are chained in a hash table by serial, and a
-    // walk marks the records it visited (epoch), where it came from and its queue.
+    // Under the graph lock: registered waiters are chained in a hash table by serial and in
+    // one list of them all, and a walk marks the records it visited (epoch), where it came
+    // from and its queue.
     bool registered;
     ThreadRecord *wait_hash_next;
+    ThreadRecord *waiting_next, *waiting_prev;
     uint64_t walk_epoch;
     ThreadRecord *walk_parent;
     ThreadRecord *walk_queue_next;

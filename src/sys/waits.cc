@@ -54,9 +54,12 @@ void unlock_graph()
     graph_locked.store(false, std::memory_order_release);
 }
 
-// Registered waiters by serial; only under the graph lock.
+// Registered waiters by serial, and all of them in one list (what a walk looks through for
+// the readers of an rwlock: as many steps as there are waiters, not buckets); only under the
+// graph lock.
 constexpr size_t waiter_buckets = 1024;
 ThreadRecord *waiters[waiter_buckets];
+ThreadRecord *all_waiting;
 uint64_t walk_epoch; // a fresh mark per walk
 
 ThreadRecord **bucket_of(uint64_t serial)
@@ -78,6 +81,10 @@ void add_waiter(ThreadRecord *me, const LockKind &kind, const void *lock)
     ThreadRecord **b = bucket_of(me->serial);
     me->wait_hash_next = *b;
     *b = me;
+    me->waiting_prev = nullptr;
+    me->waiting_next = all_waiting;
+    if (all_waiting != nullptr) all_waiting->waiting_prev = me;
+    all_waiting = me;
     me->registered = true;
 }
 
@@ -86,6 +93,9 @@ void remove_waiter(ThreadRecord *me)
     ThreadRecord **p = bucket_of(me->serial);
     while (*p != me) p = &(*p)->wait_hash_next;
     *p = me->wait_hash_next;
+    if (me->waiting_prev != nullptr) me->waiting_prev->waiting_next = me->waiting_next;
+    else all_waiting = me->waiting_next;
+    if (me->waiting_next != nullptr) me->waiting_next->waiting_prev = me->waiting_prev;
     me->registered = false;
     me->wait_lock.store(nullptr, std::memory_order_relaxed);
     me->wait_kind.store(nullptr, std::memory_order_relaxed);
@@ -133,9 +143,9 @@ struct Walk {
             else if (holder != 0)
                 if (ThreadRecord *h = registered_waiter(holder)) follow(r, h);
             if (kind->held_shared_by != nullptr)
-                for (size_t b = 0; b < waiter_buckets && closing == nullptr; b++)
-                    for (ThreadRecord *w = waiters[b]; w != nullptr; w = w->wait_hash_next)
-                        if (kind->held_shared_by(lock, w)) follow(r, w);
+                for (ThreadRecord *w = all_waiting; w != nullptr && closing == nullptr;
+                     w = w->waiting_next)
+                    if (kind->held_shared_by(lock, w)) follow(r, w);
             // Next from the queue.
             r = head;
             if (head != nullptr && (head = head->walk_queue_next) == nullptr) tail = nullptr;
@@ -265,6 +275,7 @@ void waits_reset_in_child()
 {
     graph_locked.store(false, std::memory_order_relaxed);
     memset(waiters, 0, sizeof waiters);
+    all_waiting = nullptr;
 }
 
 } // namespace surelock::sys
