@@ -173,7 +173,9 @@ SURELOCK_API int surelock_mutex_unlock(surelock_mutex *m);
 
 /*
  * Reader-writer lock, writer-preferring: once a writer waits, new readers wait behind it, so
- * a stream of readers cannot starve writers. A thread holds it at most once, in one mode:
+ * a stream of readers cannot starve writers. (A waiter of either mode that finds the lock busy
+ * first stays away from it for a few microseconds, bounded by its timeout, so the holders'
+ * CPU keeps the lock's cache line; only then does it wait. Mutexes and rlocks do the same.) A thread holds it at most once, in one mode:
  * asking again in either mode is EDEADLK. A reader thread that exits holding has its hold
  * dropped silently; a writer that exits holding makes the next acquirer (of either mode) get
  * EOWNERDEAD.
