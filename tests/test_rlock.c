@@ -795,6 +795,22 @@ static void other_thread_takes_and_releases(void *arg)
         after_death.trylock_rc == 0 ? surelock_rlock_unlock(after_death.l) : -1;
 }
 
+/* Another thread tries l once (after_death has what it saw). */
+static void another_thread_tries(helper *t, surelock_rlock *l)
+{
+    memset(&after_death, 0, sizeof after_death);
+    after_death.l = l;
+    RUN_IN_NEW_THREAD(t, other_thread_takes_and_releases, NULL);
+}
+
+/* Another thread takes l, at depth 1, and releases it: l is free and whole. */
+static void expect_free_for_another_thread(helper *t, surelock_rlock *l)
+{
+    another_thread_tries(t, l);
+    EXPECT_RC(after_death.trylock_rc, 0);
+    assert_int_equal(after_death.depth, 1);
+    EXPECT_RC(after_death.unlock_rc, 0);
+}
 static void owner_thread_exit_is_reported_to_next_locker(void **state)
 {
     (void)state;
@@ -815,9 +831,7 @@ static void owner_thread_exit_is_reported_to_next_locker(void **state)
     /* the caller really holds it: re-entry works and other threads are kept out */
     EXPECT_RC(surelock_rlock_lock(l), 0);
     assert_int_equal(surelock_rlock_depth(l), 2);
-    memset(&after_death, 0, sizeof after_death);
-    after_death.l = l;
-    RUN_IN_NEW_THREAD(&t, other_thread_takes_and_releases, NULL);
+    another_thread_tries(&t, l);
     EXPECT_RC(after_death.trylock_rc, EBUSY);
     EXPECT_RC(surelock_rlock_free(l), EBUSY);
     EXPECT_RC(surelock_rlock_unlock(l), 0);
@@ -829,12 +843,7 @@ static void owner_thread_exit_is_reported_to_next_locker(void **state)
     EXPECT_RC(surelock_rlock_lock(l), 0);
     assert_int_equal(surelock_rlock_depth(l), 1);
     EXPECT_RC(surelock_rlock_unlock(l), 0);
-    memset(&after_death, 0, sizeof after_death);
-    after_death.l = l;
-    RUN_IN_NEW_THREAD(&t, other_thread_takes_and_releases, NULL);
-    EXPECT_RC(after_death.trylock_rc, 0);
-    assert_int_equal(after_death.depth, 1);
-    EXPECT_RC(after_death.unlock_rc, 0);
+    expect_free_for_another_thread(&t, l);
     EXPECT_RC(surelock_rlock_free(l), 0);
 }
 
@@ -855,12 +864,7 @@ static void an_rlock_its_group_lets_go_after_its_own_unlock_is_free_for_every_th
     EXPECT_RC(surelock_rlock_unlock(l), 0);
     EXPECT_RC(surelock_group_unlock(g), 0);
     assert_int_equal(surelock_rlock_depth(l), 0);
-    memset(&after_death, 0, sizeof after_death);
-    after_death.l = l;
-    RUN_IN_NEW_THREAD(&t, other_thread_takes_and_releases, NULL);
-    EXPECT_RC(after_death.trylock_rc, 0);
-    assert_int_equal(after_death.depth, 1);
-    EXPECT_RC(after_death.unlock_rc, 0);
+    expect_free_for_another_thread(&t, l);
     EXPECT_RC(surelock_rlock_lock(l), 0);
     EXPECT_RC(surelock_rlock_unlock(l), 0);
     EXPECT_RC(surelock_group_free(g), 0);
