@@ -270,7 +270,8 @@ SURELOCK_API int surelock_group_trylock(surelock_group *g);
 /* As lock, within timeout_ns in all: ETIMEDOUT, holding nothing. */
 SURELOCK_API int surelock_group_timedlock(surelock_group *g, uint64_t timeout_ns);
 /* Releases every member (rlocks back to their previous depth). Returns 0; EINVAL; EPERM (not
- * held by the caller). */
+ * held by the caller; or a member's own unlock call released what the group held: that member
+ * is left to whoever holds it now, the others are released and the group is free). */
 SURELOCK_API int surelock_group_unlock(surelock_group *g);
 
 /* ---- 4. Robust cross-process mutex --------------------------------------------------- */

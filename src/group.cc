@@ -158,10 +158,14 @@ void drop_members(surelock_group *g)
 // Releases one member the caller holds. backing_out: a member taken with EOWNERDEAD passes
 // the notice on to its next acquirer (an IPC member stays in need of recovery instead of
 // becoming unrecoverable), so giving a lock back unused never hides an owner's death.
-void member_release(const Member &m, ThreadRecord *me, bool backing_out)
+// Returns false, releasing nothing, for a member the caller no longer holds (LockKind::release).
+bool member_release(const Member &m, ThreadRecord *me, bool backing_out)
 {
-    m.kind->release(m.lock, me, backing_out && m.owner_died);
+    return m.kind->release(m.lock, me, backing_out && m.owner_died);
 }
+
+// No member was found no longer held (release_all's result otherwise: the index of one).
+constexpr size_t all_were_held = SIZE_MAX;
 
 // The no-deadlock rule (API.md section 3): a held mutex, rwlock or ipc member is EDEADLK; held
 // rlock members are re-entered only if they all come before every member not held.
@@ -218,19 +222,25 @@ int check_nothing_held(surelock_group *g, ThreadRecord *me, const char *fn)
 // (OwnedLock::release's order: the deadlock detector never sees a free lock naming its old
 // owner), then every word goes to FREE in one transaction, or, when one has sleepers or the
 // transaction fails, each word with its own releasing exchange (which wakes its sleepers).
-[[gnu::noinline]] void release_all_at_once(surelock_group *g)
+// A member the caller no longer holds is left alone; returns the index of one, or
+// all_were_held.
+[[gnu::noinline]] size_t release_all_at_once(surelock_group *g, ThreadRecord *me)
 {
     Member *members = g->members;
+    size_t lost = all_were_held;
     for (size_t i = g->count; i-- > 0;) {
         Member &m = members[i];
-        m.release_word = m.kind->releasing_word(m.lock);
+        WordRelease step = m.kind->releasing_word(m.lock, me);
+        m.release_word = step == WordRelease::word_goes;
+        if (step == WordRelease::not_held) lost = i;
     }
     auto word_at = [members](size_t i) {
         return members[i].release_word ? members[i].word : nullptr;
     };
-    if (transaction::release_held(g->count, word_at) == transaction::Outcome::committed) return;
-    for (size_t i = g->count; i-- > 0;)
-        if (members[i].release_word) members[i].word->unlock();
+    if (transaction::release_held(g->count, word_at) != transaction::Outcome::committed)
+        for (size_t i = g->count; i-- > 0;)
+            if (members[i].release_word) members[i].word->unlock();
+    return lost;
 }
 
 void become_holder(surelock_group *g, ThreadRecord *me)
@@ -400,8 +410,18 @@ SURELOCK_API int surelock_group_unlock(surelock_group *g)
         return fail(EPERM, "surelock_group_unlock: the calling thread does not hold the group");
     g->held.unlink();
     g->holder = 0;
-    if (transactional(g)) release_all_at_once(g);
-    else for (size_t i = g->count; i-- > 0;) member_release(g->members[i], me, false);
+    size_t lost = all_were_held;
+    if (transactional(g)) lost = release_all_at_once(g, me);
+    else
+        for (size_t i = g->count; i-- > 0;)
+            if (!member_release(g->members[i], me, false)) lost = i;
+    // A member's own unlock call released what the group held: releasing it again would have
+    // released whoever holds it now. The rest is released and the group is free again.
+    if (__builtin_expect(lost != all_were_held, 0))
+        return fail(EPERM, "surelock_group_unlock: member %zu (a %s) was not held by the calling "
+                           "thread any more (released by its own unlock call while the group "
+                           "held it); the group's other members are released",
+                    lost, g->members[lost].kind->name);
     return 0;
 }
 

@@ -183,9 +183,10 @@ int acquire_member(void *lock, ThreadRecord *me, Wait wait, const char *fn)
 }
 
 // A lock group's release; a member given back after EOWNERDEAD stays in need of recovery.
-void release_member(void *lock, ThreadRecord *, bool pass_owner_death)
+bool release_member(void *lock, ThreadRecord *, bool pass_owner_death)
 {
-    release(static_cast<surelock_ipc *>(lock), pass_owner_death, "surelock_group_unlock");
+    return release(static_cast<surelock_ipc *>(lock), pass_owner_death,
+                   "surelock_group_unlock") != EPERM; // EPERM: not held through the handle
 }
 
 Membership *membership(void *lock)

@@ -118,10 +118,13 @@ template <class T> struct OwnedLockKind {
         return static_cast<T *>(lock)->acquire(me, wait, fn);
     }
     // Only groups release through the table, and a group's holds are in the held list.
-    static void release(void *lock, sys::ThreadRecord *, bool pass_owner_death)
+    static bool release(void *lock, sys::ThreadRecord *me, bool pass_owner_death)
     {
-        if (pass_owner_death) static_cast<T *>(lock)->release_owner_dead();
-        else static_cast<T *>(lock)->release_listed();
+        T *t = static_cast<T *>(lock);
+        if (!t->lock.held_by(me)) return false;
+        if (pass_owner_death) t->release_owner_dead();
+        else t->release_listed();
+        return true;
     }
     static sys::Membership *membership(void *lock) { return &static_cast<T *>(lock)->member; }
     static sys::FutexLock *word(void *lock) { return &static_cast<T *>(lock)->lock.futex; }
@@ -129,7 +132,12 @@ template <class T> struct OwnedLockKind {
     {
         return static_cast<T *>(lock)->took_word(me);
     }
-    static bool releasing_word(void *lock) { return static_cast<T *>(lock)->releasing_word(); }
+    static sys::WordRelease releasing_word(void *lock, sys::ThreadRecord *me)
+    {
+        T *t = static_cast<T *>(lock);
+        if (!t->lock.held_by(me)) return sys::WordRelease::not_held;
+        return t->releasing_word() ? sys::WordRelease::word_goes : sys::WordRelease::word_stays;
+    }
 };
 
 } // namespace surelock::locks

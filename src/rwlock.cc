@@ -178,9 +178,9 @@ int acquire_read(void *lock, ThreadRecord *me, Wait wait, const char *fn)
     return rwlock_acquire(static_cast<surelock_rwlock *>(lock), me, false, wait, fn);
 }
 
-void rwlock_release(void *lock, ThreadRecord *me, bool pass_owner_death)
+bool rwlock_release(void *lock, ThreadRecord *me, bool pass_owner_death)
 {
-    release_inline(static_cast<surelock_rwlock *>(lock), me, pass_owner_death);
+    return release_inline(static_cast<surelock_rwlock *>(lock), me, pass_owner_death);
 }
 
 Membership *rwlock_membership(void *lock)

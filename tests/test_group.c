@@ -391,6 +391,69 @@ static void a_member_reached_after_the_groups_deadline_names_the_groups_timeout(
     free_all();
 }
 
+static int lock_group(void *arg)
+{
+    return surelock_group_lock(arg);
+}
+
+static int unlock_group(void *arg)
+{
+    return surelock_group_unlock(arg);
+}
+
+/* Member i of a group agent_a holds is released by its own unlock call, and agent_b takes it:
+ * the group's unlock must not release it a second time (that released agent_b's hold, and
+ * corrupted agent_a's list of holds so that its exit never finished). */
+static void unlock_member_behind_the_groups_back(member *members, int n, int i)
+{
+    surelock_group *g = group_of(members, n);
+    member mine = members[i], theirs = agent_view(&members[i]);
+    EXPECT_RC(agent_call(&agent_a, lock_group, g), 0);
+    EXPECT_RC(agent_call(&agent_a, release_member, &mine), 0);
+    EXPECT_RC(agent_call(&agent_b, take_member, &theirs), 0);
+    int rc = agent_call(&agent_a, unlock_group, g);
+    if (rc != EPERM || strstr(agent_a.errmsg, "released by its own unlock") == NULL)
+        fail_msg("%s member %d of %d: group_unlock gave %s \"%s\", want EPERM naming the "
+                 "member's own unlock", kind_name(members[i].kind), i, n, errname(rc),
+                 agent_a.errmsg);
+    /* agent_b still holds it; the group's other members are free */
+    for (int j = 0; j < n; j++) {
+        member v = members[j];
+        int probe = probe_member(&v);
+        if (probe != (j == i ? EBUSY : 0))
+            fail_msg("%s member %d of %d: member %d probes %s after the group's unlock",
+                     kind_name(members[i].kind), i, n, j, errname(probe));
+    }
+    agent_stop(&agent_a); /* its exit must finish (bounded) */
+    agent_start(&agent_a);
+    EXPECT_RC(agent_call(&agent_b, release_member, &theirs), 0);
+    EXPECT_RC(surelock_group_lock(g), 0);
+    EXPECT_RC(surelock_group_unlock(g), 0);
+    EXPECT_RC(surelock_group_free(g), 0);
+}
+
+static void a_member_unlocked_by_its_own_call_is_not_released_again_by_the_group(void **state)
+{
+    (void)state;
+    make_all();
+    for (int i = 0; i < N_ALL; i++) unlock_member_behind_the_groups_back(all, N_ALL, i);
+    free_all();
+    /* groups of one kind, which take and release their words together where they can */
+    member mutexes[3], rlocks[3];
+    for (int j = 0; j < 3; j++) {
+        mutexes[j] = (member){K_MUTEX, new_mutex()};
+        rlocks[j] = (member){K_RLOCK, new_rlock()};
+    }
+    for (int i = 0; i < 3; i++) {
+        unlock_member_behind_the_groups_back(mutexes, 3, i);
+        unlock_member_behind_the_groups_back(rlocks, 3, i);
+    }
+    for (int j = 0; j < 3; j++) {
+        EXPECT_RC(surelock_mutex_free(mutexes[j].lock), 0);
+        EXPECT_RC(surelock_rlock_free(rlocks[j].lock), 0);
+    }
+}
+
 static void adding_the_same_lock_twice_is_eexist_for_every_kind(void **state)
 {
     (void)state;
@@ -1533,6 +1596,7 @@ int main(void)
         TEST(a_backed_out_ipc_member_taken_with_eownerdead_still_needs_recovery_for_the_next_process),
         TEST(dining_philosophers_with_mixed_insertion_orders_all_finish),
         TEST(a_member_reached_after_the_groups_deadline_names_the_groups_timeout),
+        TEST(a_member_unlocked_by_its_own_call_is_not_released_again_by_the_group),
         TEST(two_threads_with_groups_in_opposite_insertion_orders_never_deadlock),
         TEST(the_same_rwlock_in_shared_mode_is_held_by_two_groups_at_once),
         TEST(two_processes_with_groups_of_two_ipc_locks_in_opposite_orders_never_deadlock),

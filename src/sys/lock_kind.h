@@ -51,6 +51,9 @@ inline const void *field_address(const void *object, ptrdiff_t offset)
                               ::surelock::sys::field_address((object), offsetof(T, member)),   \
                               sizeof *(dst))
 
+// A group's transactional release, member by member (LockKind::releasing_word).
+enum class WordRelease { word_goes, word_stays, not_held };
+
 struct LockKind {
     const char *name; // "rlock", "mutex", "rwlock", "group", "ipc lock"
 
@@ -63,7 +66,10 @@ struct LockKind {
     int (*acquire)(void *lock, ThreadRecord *me, Wait wait, const char *fn);
     // By the holder `me`: gives one hold back. pass_owner_death: the hold was taken with
     // EOWNERDEAD and is given back unused (a group backing out), so the next acquirer is told.
-    void (*release)(void *lock, ThreadRecord *me, bool pass_owner_death);
+    // Returns false, giving nothing back, when `me` does not hold it (a group's member that
+    // its own unlock call released meanwhile: releasing it again would release another
+    // thread's hold).
+    bool (*release)(void *lock, ThreadRecord *me, bool pass_owner_death);
     // The lock's object serial (the group order of in-process locks) and group count.
     Membership *(*membership)(void *lock);
     // Whether a group whose caller already holds this lock takes it once more (rlock) rather
@@ -81,9 +87,11 @@ struct LockKind {
     // died holding the lock.
     int (*took_word)(void *lock, ThreadRecord *me);
     // By the holder `me`, giving one hold back: what release does before its releasing store
-    // (held link unlinked, owner cleared, in that order). Returns false when the lock stays
-    // held (an rlock entered more than once): its word must then not be released.
-    bool (*releasing_word)(void *lock);
+    // (held link unlinked, owner cleared, in that order). Returns word_goes, or word_stays
+    // when the lock stays held (an rlock entered more than once), or not_held when `me` does
+    // not hold it (as release's false), changing nothing: in both the word must not be
+    // released.
+    WordRelease (*releasing_word)(void *lock, ThreadRecord *me);
 
     // ---- Owner death, the deadlock detector and the dump ----
     // Called for a link of this kind still in an exiting thread's held list; also tells this
