@@ -106,6 +106,12 @@ int writer_death_notice(surelock_rwlock *l)
     return true;
 }
 
+// One attempt in either mode, without waiting.
+bool try_once(surelock_rwlock *l, bool exclusive)
+{
+    return exclusive ? l->futex.try_write() : l->futex.try_read();
+}
+
 // How long a waiter stays away from a busy lock before it queues (futex.cc, back_off).
 constexpr uint64_t contention_back_off_ns = 4000;
 
@@ -120,7 +126,7 @@ constexpr uint64_t contention_back_off_ns = 4000;
     // writer alike, since either one's CAS or watch slows the holders' CPU. A lock free by
     // then is taken without a wait, so without entering the wait graph.
     back_off(contention_back_off_ns, deadline);
-    if (exclusive ? l->futex.try_write() : l->futex.try_read()) return 0;
+    if (try_once(l, exclusive)) return 0;
     // ---- Deadlock detection (waits.h): refuse a wait that would close a cycle.
     // A write waits for the holders (the writer, or every reader); a read waits for the writer
     // holding it or the writers waiting for it (which keep new readers out), never for
@@ -142,7 +148,7 @@ int rwlock_acquire(surelock_rwlock *l, ThreadRecord *me, bool exclusive, Wait wa
 {
     if (!exclusive && __builtin_expect(!me->read_holds.reserve_one(), 0))
         return fail(ENOMEM, "%s: out of memory for the calling thread's read-hold table", fn);
-    if (!(exclusive ? l->futex.try_write() : l->futex.try_read())) {
+    if (!try_once(l, exclusive)) {
         if (wait.is_try_once())
             return fail(EBUSY, "%s: %s", fn,
                         exclusive ? "held by another thread" : "a writer holds it or waits for it");

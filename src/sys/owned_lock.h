@@ -41,12 +41,17 @@ struct OwnedLock {
     bool is_free() const { return futex.is_free(); }
 
 private:
+    // The owner goes before the word, in every release (see release below).
+    void clear_owner()
+    {
+        SURELOCK_STEP(&owner);
+        owner.store(0, std::memory_order_relaxed);
+    }
     // release's first half: the owner cleared, then the releasing exchange (futex_lock.h);
     // true when a sleeper must then be woken.
     bool release_word_clearing_owner()
     {
-        SURELOCK_STEP(&owner);
-        owner.store(0, std::memory_order_relaxed);
+        clear_owner();
         return futex.release_word();
     }
 
@@ -126,8 +131,7 @@ public:
     void release_before_store()
     {
         held.unlink();
-        SURELOCK_STEP(&owner);
-        owner.store(0, std::memory_order_relaxed);
+        clear_owner();
     }
 
     // Releases a lock a group took with EOWNERDEAD and is giving back unused (backing out):
